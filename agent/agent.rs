@@ -1,0 +1,418 @@
+//! `endo-agent run`: wires the stages of the data path together.
+//!
+//! Threads: the capture supervisor (GStreamer's own streaming threads feed it), the
+//! scorer (one OS thread: FOV → score → select; never waits on disk or network), the
+//! encode worker (JPEG + record + sink), and one small tokio runtime for the HTTP listener
+//! and signal handling. Queues between them are bounded; see each module for its
+//! full-queue policy. Shutdown (SIGINT/SIGTERM, or the source ending with
+//! `capture.on_eos = "stop"`) drains in order: capture stops, the scorer flushes the
+//! selector's pending window, the encoder writes what it holds, then the process exits.
+
+use chrono::Utc;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::capture::{self, CaptureStats, CapturedFrame};
+use crate::config::Config;
+use crate::encode;
+use crate::fov::{Fov, FovLocator, Locate};
+use crate::record::{self, Record};
+use crate::score::model::{ModelError, ModelRunner};
+use crate::score::{Score, Scorer};
+use crate::select::Selector;
+use crate::uplink::local::LocalDatalake;
+use crate::uplink::{Encoded, Sink};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error("http.listen {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("starting thread {name}: {source}")]
+    Thread { name: &'static str, source: std::io::Error },
+}
+
+/// What the HTTP server and the operator see of the running agent.
+pub struct Shared {
+    pub prometheus: PrometheusHandle,
+    pub capture: Arc<CaptureStats>,
+    pub session: String,
+    pub model_loaded: bool,
+    pub fov_locked: AtomicBool,
+    pub selected: AtomicU64,
+    pub delivered: AtomicU64,
+    pub fps_milli: AtomicU64,
+    pub latest: Mutex<Option<Latest>>,
+}
+
+/// The latest score, for the overlay and `/api/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct Latest {
+    pub score: Score,
+    pub at: chrono::DateTime<Utc>,
+}
+
+impl Shared {
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if !self.model_loaded {
+            return Some("model not loaded");
+        }
+        if !self.capture.up.load(Ordering::Relaxed) {
+            return Some("source not running");
+        }
+        match self.capture.since_last_frame() {
+            Some(d) if d < Duration::from_secs(2) => None,
+            _ => Some("no frame in the last 2 s"),
+        }
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let latest = *self.latest.lock().expect("status lock");
+        serde_json::json!({
+            "session": self.session,
+            "ready": self.not_ready_reason().is_none(),
+            "source_up": self.capture.up.load(Ordering::Relaxed),
+            "fps": self.fps_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+            "fov_locked": self.fov_locked.load(Ordering::Relaxed),
+            "frames_captured": self.capture.captured.load(Ordering::Relaxed),
+            "frames_selected": self.selected.load(Ordering::Relaxed),
+            "frames_delivered": self.delivered.load(Ordering::Relaxed),
+            "latest": latest.map(|l| serde_json::json!({
+                "at": record::format_time(l.at),
+                "quality": l.score.quality,
+                "reasons": l.score.reasons().map(|a| a.as_str()).collect::<Vec<_>>(),
+                "artifacts": crate::record::ScoreInfo::from_score(&l.score).artifacts,
+            })),
+        })
+    }
+}
+
+/// What a finished run did (logged at exit, used by tests and the benchmark).
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub captured: u64,
+    pub scored: u64,
+    pub selected: u64,
+    pub delivered: u64,
+}
+
+/// A selected frame on its way to the encoder.
+struct Job {
+    frame: CapturedFrame,
+    fov: Arc<Fov>,
+    score: Score,
+    seq: u64,
+}
+
+/// Run the agent until the source ends (`capture.on_eos = "stop"`) or `stop` is set.
+pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
+    let prometheus = crate::metrics::install();
+    gauge!("endo_agent_build_info", "version" => crate::VERSION).set(1.0);
+    let model = if cfg.model.enabled {
+        let m = ModelRunner::load(&cfg.model.path)?;
+        let man = m.manifest();
+        tracing::info!(path = %cfg.model.path.display(), name = %man.name, version = %man.version, "model loaded");
+        gauge!("endo_agent_model_info", "name" => man.name.clone(), "version" => man.version.clone(),
+            "sha256" => man.sha256.clone(), "quantization" => man.quantization.clone())
+        .set(1.0);
+        Some(m)
+    } else {
+        tracing::warn!("model disabled: scoring with classical measures only");
+        None
+    };
+    let session = if cfg.agent.session.is_empty() { record::new_session_id(Utc::now()) } else { cfg.agent.session.clone() };
+    tracing::info!(site = %cfg.agent.site, device = %cfg.agent.device, session = %session, "starting");
+    // Check the pipeline before anything starts, so a bad template fails fast.
+    capture::check_pipeline(&cfg)?;
+
+    let stats = Arc::new(CaptureStats::default());
+    let shared = Arc::new(Shared {
+        prometheus,
+        capture: stats.clone(),
+        session: session.clone(),
+        model_loaded: true,
+        fov_locked: AtomicBool::new(false),
+        selected: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        fps_milli: AtomicU64::new(0),
+        latest: Mutex::new(None),
+    });
+    let http = start_http(&cfg.http.listen, shared.clone(), stop.clone())?;
+
+    let (frame_tx, frame_rx) = bounded::<CapturedFrame>(cfg.capture.queue_frames);
+    let (job_tx, job_rx) = bounded::<Job>(cfg.encode.queue_frames);
+    let spawn = |name: &'static str| thread::Builder::new().name(name.into());
+    let thread_err = |name| move |source| AgentError::Thread { name, source };
+
+    let model_info = model.as_ref().map(|m| record::ModelInfo {
+        name: m.manifest().name.clone(),
+        version: m.manifest().version.clone(),
+        sha256: m.manifest().sha256.clone(),
+    });
+    let scorer = Scorer::new(cfg.scoring.clone(), model);
+    let sc_cfg = cfg.clone();
+    let sc_shared = shared.clone();
+    let sc_rx = frame_rx.clone();
+    let score_thread = spawn("score")
+        .spawn(move || score_loop(&sc_cfg, scorer, sc_rx, job_tx, &sc_shared))
+        .map_err(thread_err("score"))?;
+
+    let enc_cfg = cfg.clone();
+    let enc_shared = shared.clone();
+    let enc_session = session.clone();
+    let encode_thread = spawn("encode")
+        .spawn(move || encode_loop(&enc_cfg, &enc_session, model_info, job_rx, &enc_shared))
+        .map_err(thread_err("encode"))?;
+
+    let cap_cfg = cfg.clone();
+    let cap_stop = stop.clone();
+    let capture_thread = spawn("capture")
+        .spawn(move || capture::run_supervised(&cap_cfg, frame_tx, frame_rx, stats, cap_stop))
+        .map_err(thread_err("capture"))?;
+
+    let ended = capture_thread.join().expect("capture thread panicked");
+    let scored = score_thread.join().expect("score thread panicked");
+    encode_thread.join().expect("encode thread panicked");
+    stop.store(true, Ordering::Relaxed);
+    let _ = http.join();
+    let summary = Summary {
+        captured: shared.capture.captured.load(Ordering::Relaxed),
+        scored,
+        selected: shared.selected.load(Ordering::Relaxed),
+        delivered: shared.delivered.load(Ordering::Relaxed),
+    };
+    tracing::info!(?summary, "stopped");
+    ended?;
+    Ok(summary)
+}
+
+fn start_http(listen: &str, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Result<thread::JoinHandle<()>, AgentError> {
+    let listen_err = |source| AgentError::Listen { addr: listen.to_string(), source };
+    let std_listener = std::net::TcpListener::bind(listen).map_err(listen_err)?;
+    std_listener.set_nonblocking(true).map_err(listen_err)?;
+    let addr = std_listener.local_addr().map_err(listen_err)?;
+    tracing::info!("http listening on http://{addr}");
+    let app = crate::http::router(shared.clone());
+    thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                let upkeep_stop = stop.clone();
+                tokio::spawn(async move { upkeep(shared, upkeep_stop).await });
+                let stop_wait = stop.clone();
+                let shutdown = async move {
+                    loop {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: stopping"); stop_wait.store(true, Ordering::Relaxed); }
+                            _ = sigterm() => { tracing::info!("SIGTERM: stopping"); stop_wait.store(true, Ordering::Relaxed); }
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        }
+                        if stop_wait.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                };
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                    tracing::error!("http server: {e}");
+                }
+            })
+        })
+        .map_err(|source| AgentError::Thread { name: "http", source })
+}
+
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
+
+/// Once a second: the fps gauge and the exporter's housekeeping.
+async fn upkeep(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    let mut last = (Instant::now(), shared.capture.captured.load(Ordering::Relaxed));
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = (Instant::now(), shared.capture.captured.load(Ordering::Relaxed));
+        let fps = (now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64();
+        shared.fps_milli.store((fps * 1000.0) as u64, Ordering::Relaxed);
+        gauge!("endo_agent_capture_fps").set(fps);
+        shared.prometheus.run_upkeep();
+        last = now;
+    }
+}
+
+/// The scoring thread. Returns the number of frames scored.
+fn score_loop(cfg: &Config, mut scorer: Scorer, rx: Receiver<CapturedFrame>, jobs: Sender<Job>, shared: &Shared) -> u64 {
+    let scored = counter!("endo_agent_frames_scored_total");
+    let fov_pending = counter!("endo_agent_frames_dropped_total", "reason" => "fov_pending");
+    let score_failed = counter!("endo_agent_frames_dropped_total", "reason" => "score_failed");
+    let quality_h = histogram!("endo_agent_quality_score");
+    let latency_h = histogram!("endo_agent_capture_to_score_seconds");
+    let stage = |s: &'static str| histogram!("endo_agent_stage_duration_seconds", "stage" => s);
+    let (classical_h, preprocess_h, inference_h) = (stage("classical"), stage("preprocess"), stage("inference"));
+    let fov_locked_g = gauge!("endo_agent_fov_locked");
+    fov_locked_g.set(0.0);
+    let mut locator = FovLocator::new(&cfg.fov);
+    let mut fov: Option<Arc<Fov>> = None;
+    let mut selector: Selector<(CapturedFrame, Arc<Fov>, Score)> = Selector::new(cfg.select.clone());
+    let mut n = 0u64;
+    let mut seq = 0u64;
+    let epoch = Instant::now();
+
+    let handle_step = |step: crate::select::Step<(CapturedFrame, Arc<Fov>, Score)>, seq: &mut u64| {
+        for r in step.rejections() {
+            counter!("endo_agent_frames_rejected_total", "reason" => r.as_str()).increment(1);
+        }
+        if let Some(sel) = step.selected {
+            let (frame, fov, score) = sel.item;
+            counter!("endo_agent_frames_selected_total").increment(1);
+            let total = shared.selected.fetch_add(1, Ordering::Relaxed) + 1;
+            gauge!("endo_agent_session_frames_selected").set(total as f64);
+            let job = Job { frame, fov, score, seq: *seq };
+            *seq += 1;
+            if jobs.try_send(job).is_err() {
+                counter!("endo_agent_frames_evicted_total", "reason" => "encode_queue_full").increment(1);
+                tracing::warn!("encoder backlog full: a selected frame was evicted");
+            }
+        }
+    };
+
+    for frame in rx.iter() {
+        let view = frame.view();
+        let current = match locator.observe(&view) {
+            Locate::Pending => {
+                fov_pending.increment(1);
+                continue;
+            }
+            Locate::Locked(f) => f,
+        };
+        if fov.as_ref().is_none_or(|cached| cached.rect != current.rect) {
+            fov = Some(Arc::new(current.clone()));
+            shared.fov_locked.store(true, Ordering::Relaxed);
+            fov_locked_g.set(1.0);
+        }
+        let fov_now = fov.clone().expect("set above");
+        let (score, t) = match scorer.score(&view, &fov_now) {
+            Ok(r) => r,
+            Err(e) => {
+                score_failed.increment(1);
+                tracing::error!("{e}");
+                continue;
+            }
+        };
+        n += 1;
+        scored.increment(1);
+        quality_h.record(score.quality as f64);
+        classical_h.record(t.classical.as_secs_f64());
+        preprocess_h.record(t.preprocess.as_secs_f64());
+        inference_h.record(t.inference.as_secs_f64());
+        latency_h.record(frame.arrived.elapsed().as_secs_f64());
+        if score.quality < cfg.select.threshold_low {
+            let a = score.primary_reason().map(|a| a.as_str()).unwrap_or("none");
+            counter!("endo_agent_frames_bad_total", "artifact" => a).increment(1);
+        }
+        if let Ok(mut l) = shared.latest.try_lock() {
+            *l = Some(Latest { score, at: frame.captured_at });
+        }
+        let t_ns = frame.pts_ns.unwrap_or_else(|| (frame.arrived - epoch).as_nanos() as u64);
+        let step = selector.offer(t_ns, score.quality, score.dhash, (frame, fov_now, score));
+        handle_step(step, &mut seq);
+    }
+    handle_step(selector.flush(), &mut seq);
+    n
+}
+
+/// The encode worker: JPEG + record, then the sink. Ends when the scorer hangs up.
+fn encode_loop(cfg: &Config, session: &str, model: Option<record::ModelInfo>, rx: Receiver<Job>, shared: &Shared) {
+    let mut sink = LocalDatalake::new(&cfg.datalake.dir);
+    let encode_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "encode");
+    let write_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "write");
+    for job in rx.iter() {
+        let t0 = Instant::now();
+        let view = job.frame.view();
+        let jpeg = match encode::encode_jpeg(&view, &job.fov, cfg.encode.jpeg_quality) {
+            Ok(j) => j,
+            Err(e) => {
+                counter!("endo_agent_frames_evicted_total", "reason" => "encode_failed").increment(1);
+                tracing::error!("{e}");
+                continue;
+            }
+        };
+        let key = record::key_stem(&cfg.datalake.prefix, &cfg.agent.site, &cfg.agent.device, job.frame.captured_at, session, job.seq);
+        let rec = Record {
+            schema: record::SCHEMA,
+            key: key.clone(),
+            site: cfg.agent.site.clone(),
+            device: cfg.agent.device.clone(),
+            session: session.to_string(),
+            sequence: job.seq,
+            captured_at: record::format_time(job.frame.captured_at),
+            pts_ns: job.frame.pts_ns,
+            frame: record::FrameInfo {
+                width: job.fov.rect.width,
+                height: job.fov.rect.height,
+                source_width: view.width,
+                source_height: view.height,
+                fov: job.fov.rect,
+                fov_shape: match job.fov.shape {
+                    crate::config::FovShape::Rect => "rect",
+                    crate::config::FovShape::Circle => "circle",
+                },
+                masks: job.fov.masks.len(),
+            },
+            score: record::ScoreInfo::from_score(&job.score),
+            selection: record::SelectionInfo {
+                reason: "best_in_window",
+                threshold_high: cfg.select.threshold_high,
+                threshold_low: cfg.select.threshold_low,
+                window_ms: cfg.select.window_ms,
+            },
+            model: model.clone(),
+            agent: record::AgentInfo { version: crate::VERSION },
+            jpeg: record::JpegInfo {
+                bytes: jpeg.len(),
+                sha256: crate::score::model::sha256_hex(&jpeg),
+                quality: cfg.encode.jpeg_quality,
+            },
+        };
+        drop(job);
+        let item = Encoded { key, jpeg, record_json: serde_json::to_vec_pretty(&rec).expect("records serialise") };
+        encode_h.record(t0.elapsed().as_secs_f64());
+        let t1 = Instant::now();
+        if deliver_with_retry(&mut sink, &item) {
+            counter!("endo_agent_frames_delivered_total", "sink" => sink.name()).increment(1);
+            shared.delivered.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counter!("endo_agent_frames_evicted_total", "reason" => "sink_failed").increment(1);
+        }
+        write_h.record(t1.elapsed().as_secs_f64());
+    }
+}
+
+/// Three attempts with growing pauses; the spool (next issue) replaces this with
+/// durable retry.
+fn deliver_with_retry(sink: &mut dyn Sink, item: &Encoded) -> bool {
+    for attempt in 0..3u32 {
+        match sink.deliver(item) {
+            Ok(()) => return true,
+            Err(e) => {
+                counter!("endo_agent_sink_errors_total", "sink" => sink.name(), "reason" => e.reason()).increment(1);
+                tracing::error!(attempt, "{e}");
+                thread::sleep(Duration::from_millis(100 << (2 * attempt)));
+            }
+        }
+    }
+    false
+}

@@ -1,0 +1,387 @@
+//! Capture: a GStreamer pipeline that delivers I420 frames to the scorer.
+//!
+//! The pipeline is the source part from a template ([`template`]) plus the agent's tail
+//! (queue → videoconvert → I420 → appsink). The appsink callback runs on a GStreamer
+//! streaming thread and never blocks: it maps the buffer (a refcount, no copy) and puts
+//! it in a bounded hand-off channel. When the channel is full the *oldest* waiting frame
+//! is dropped, so the scorer always works on recent frames; every drop is counted in
+//! `endo_agent_frames_dropped_total{reason="scorer_busy"}`. Drops by the leaky queue in
+//! front of `videoconvert` are counted as `reason="convert_busy"`.
+//!
+//! [`run_supervised`] owns the pipeline's life: it starts it, watches the bus, and on an
+//! error, an end of stream or a stall (no frame for `STALL`) tears it down and starts it
+//! again after a [`backoff::Backoff`] delay — the process does not exit. The state is
+//! in `endo_agent_source_state` / `endo_agent_source_up` and in the logs.
+
+pub mod backoff;
+pub mod devices;
+pub mod template;
+
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, OnEos, SourceKind};
+use crate::frame::I420View;
+use crate::phantom::{self, Phantom};
+use backoff::Backoff;
+
+/// A live source that delivers nothing for this long is restarted.
+const STALL: Duration = Duration::from_secs(5);
+
+pub const SOURCE_STATES: [&str; 4] = ["starting", "running", "backoff", "stopped"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Template(#[from] template::TemplateError),
+    #[error("pipeline template {origin} does not parse: {reason}\n  pipeline: {launch}")]
+    Parse { origin: String, launch: String, reason: String },
+    #[error("GStreamer could not be initialised: {0}")]
+    Init(String),
+}
+
+/// A frame handed from capture to the scorer: a mapped, refcounted GStreamer buffer.
+pub struct CapturedFrame {
+    frame: gst_video::VideoFrame<gst_video::video_frame::Readable>,
+    /// Buffer timestamp (running time for live sources, stream time for files).
+    pub pts_ns: Option<u64>,
+    /// When the appsink saw it (monotonic).
+    pub arrived: Instant,
+    /// When the appsink saw it (wall clock, for the record and the key).
+    pub captured_at: DateTime<Utc>,
+}
+
+impl CapturedFrame {
+    pub fn view(&self) -> I420View<'_> {
+        let strides = self.frame.plane_stride();
+        I420View {
+            width: self.frame.width(),
+            height: self.frame.height(),
+            y: self.frame.plane_data(0).expect("I420 has plane 0"),
+            u: self.frame.plane_data(1).expect("I420 has plane 1"),
+            v: self.frame.plane_data(2).expect("I420 has plane 2"),
+            y_stride: strides[0] as usize,
+            uv_stride: strides[1] as usize,
+        }
+    }
+}
+
+/// Counters shared between the streaming thread, the supervisor and the HTTP server.
+#[derive(Default)]
+pub struct CaptureStats {
+    pub captured: AtomicU64,
+    /// Monotonic nanoseconds since `epoch` of the last frame (0 = none yet).
+    pub last_frame_ns: AtomicU64,
+    pub up: AtomicBool,
+    pub epoch: std::sync::OnceLock<Instant>,
+}
+
+impl CaptureStats {
+    fn epoch(&self) -> Instant {
+        *self.epoch.get_or_init(Instant::now)
+    }
+    /// Time since the last frame, if any frame arrived.
+    pub fn since_last_frame(&self) -> Option<Duration> {
+        match self.last_frame_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(self.epoch().elapsed().saturating_sub(Duration::from_nanos(ns))),
+        }
+    }
+}
+
+/// How the supervised capture ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// `stop` was set.
+    Stopped,
+    /// The source reached its end and `capture.on_eos = "stop"`.
+    EndOfStream,
+}
+
+/// The full pipeline description: the source from the template plus the agent's tail.
+pub fn launch_description(cfg: &Config) -> Result<(String, String), CaptureError> {
+    let src = template::render_source(cfg)?;
+    let live = cfg.source.kind.is_live();
+    let tail = format!(
+        " ! queue name=agent_queue max-size-buffers=3 max-size-bytes=0 max-size-time=0 leaky={} \
+         ! videoconvert ! video/x-raw,format=I420 ! appsink name=agent_sink sync={} max-buffers=2 drop=true",
+        if live { "downstream" } else { "no" },
+        if live { "false" } else { "true" },
+    );
+    Ok((src.origin, format!("{}{tail}", src.launch)))
+}
+
+/// Parse the pipeline without starting it (no device is opened). Used by `check-config`.
+pub fn check_pipeline(cfg: &Config) -> Result<(), CaptureError> {
+    gst::init().map_err(|e| CaptureError::Init(e.to_string()))?;
+    let p = build(cfg)?;
+    let _ = p.set_state(gst::State::Null);
+    Ok(())
+}
+
+fn build(cfg: &Config) -> Result<gst::Pipeline, CaptureError> {
+    let (origin, launch) = launch_description(cfg)?;
+    let parse_err = |reason: String| CaptureError::Parse { origin: origin.clone(), launch: launch.clone(), reason };
+    let element = gst::parse::launch(&launch).map_err(|e| parse_err(e.to_string()))?;
+    let pipeline = element
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| parse_err("the description is a single element, not a pipeline".into()))?;
+    if pipeline.by_name("agent_sink").is_none() {
+        return Err(parse_err("the agent's appsink is missing (does the template end in a `!`?)".into()));
+    }
+    if cfg.source.kind == SourceKind::Phantom && pipeline.by_name("phantom").is_none() {
+        return Err(parse_err("a phantom template needs an `appsrc name=phantom`".into()));
+    }
+    Ok(pipeline)
+}
+
+/// Connect the appsink to the hand-off channel. `rx` is a second receiver of the same
+/// channel, used only to drop the oldest frame when the channel is full.
+fn attach_sink(pipeline: &gst::Pipeline, tx: Sender<CapturedFrame>, rx: Receiver<CapturedFrame>, stats: Arc<CaptureStats>) {
+    let sink = pipeline
+        .by_name("agent_sink")
+        .expect("checked in build")
+        .downcast::<gst_app::AppSink>()
+        .expect("agent_sink is an appsink");
+    let captured = metrics::counter!("endo_agent_frames_captured_total");
+    let scorer_busy = metrics::counter!("endo_agent_frames_dropped_total", "reason" => "scorer_busy");
+    let map_failed = metrics::counter!("endo_agent_frames_dropped_total", "reason" => "map_failed");
+    let mut info_cache: Option<(gst::Caps, gst_video::VideoInfo)> = None;
+    let epoch = stats.epoch();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let arrived = Instant::now();
+                captured.increment(1);
+                stats.captured.fetch_add(1, Ordering::Relaxed);
+                stats.last_frame_ns.store((arrived - epoch).as_nanos().max(1) as u64, Ordering::Relaxed);
+                let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps()) else {
+                    map_failed.increment(1);
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                // Caps change rarely (renegotiation); parse them only then.
+                if info_cache.as_ref().is_none_or(|(c, _)| c.as_ptr() != caps.as_ptr()) {
+                    match gst_video::VideoInfo::from_caps(caps) {
+                        Ok(info) => info_cache = Some((caps.to_owned(), info)),
+                        Err(_) => {
+                            map_failed.increment(1);
+                            return Ok(gst::FlowSuccess::Ok);
+                        }
+                    }
+                }
+                let info = &info_cache.as_ref().expect("set above").1;
+                let pts_ns = buffer.pts().map(|t| t.nseconds());
+                let Ok(frame) = gst_video::VideoFrame::from_buffer_readable(buffer, info) else {
+                    map_failed.increment(1);
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let item = CapturedFrame { frame, pts_ns, arrived, captured_at: Utc::now() };
+                match tx.try_send(item) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(item)) => {
+                        // Leaky downstream: drop the oldest waiting frame, keep the newest.
+                        if rx.try_recv().is_ok() {
+                            scorer_busy.increment(1);
+                        }
+                        if tx.try_send(item).is_err() {
+                            scorer_busy.increment(1);
+                        }
+                    }
+                    Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    if let Some(queue) = pipeline.by_name("agent_queue") {
+        let convert_busy = metrics::counter!("endo_agent_frames_dropped_total", "reason" => "convert_busy");
+        queue.connect("overrun", false, move |_| {
+            convert_busy.increment(1);
+            None
+        });
+    }
+}
+
+fn set_source_state(state: &str, stats: &CaptureStats) {
+    crate::metrics::set_state("endo_agent_source_state", &SOURCE_STATES, state);
+    let up = state == "running";
+    stats.up.store(up, Ordering::Relaxed);
+    metrics::gauge!("endo_agent_source_up").set(if up { 1.0 } else { 0.0 });
+}
+
+/// Sleep up to `d`, waking early when `stop` is set.
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// Run the capture pipeline until `stop` is set (or the source ends and the config says
+/// stop), restarting it with backoff after errors, ends of stream and stalls.
+/// Returns an error only for problems a restart cannot fix (a template that does not parse).
+pub fn run_supervised(
+    cfg: &Config,
+    tx: Sender<CapturedFrame>,
+    rx: Receiver<CapturedFrame>,
+    stats: Arc<CaptureStats>,
+    stop: Arc<AtomicBool>,
+) -> Result<Ended, CaptureError> {
+    gst::init().map_err(|e| CaptureError::Init(e.to_string()))?;
+    let c = &cfg.capture;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(c.backoff_initial_ms),
+        Duration::from_millis(c.backoff_max_ms),
+        Duration::from_millis(c.backoff_reset_after_ms),
+    );
+    let phantom = (cfg.source.kind == SourceKind::Phantom).then(|| Arc::new(Phantom::new(phantom_config(cfg))));
+    let mut phantom_next = 0u64;
+    loop {
+        set_source_state("starting", &stats);
+        let pipeline = build(cfg)?;
+        attach_sink(&pipeline, tx.clone(), rx.clone(), stats.clone());
+        let feed = phantom.as_ref().map(|p| {
+            let appsrc = pipeline.by_name("phantom").expect("checked in build").downcast::<gst_app::AppSrc>().expect("phantom is an appsrc");
+            let max = cfg.source.max_frames;
+            phantom::output::spawn_live_feed(
+                p.clone(),
+                appsrc,
+                phantom::output::LiveOpts {
+                    realtime: true,
+                    max_frames: (max > 0).then(|| max.saturating_sub(phantom_next)),
+                    start_index: phantom_next,
+                },
+            )
+        });
+        let started = Instant::now();
+        let frames_at_start = stats.captured.load(Ordering::Relaxed);
+        let outcome = match pipeline.set_state(gst::State::Playing) {
+            Err(_) => Outcome::Error(first_error(&pipeline).unwrap_or_else(|| "the pipeline refused to start".into())),
+            Ok(_) => watch(&pipeline, &stats, &stop, frames_at_start),
+        };
+        if let Some(f) = feed {
+            f.stop();
+            phantom_next += f.frames_pushed();
+        }
+        let _ = pipeline.set_state(gst::State::Null);
+        let ran_for = started.elapsed();
+        match outcome {
+            Outcome::Stop => {
+                set_source_state("stopped", &stats);
+                return Ok(Ended::Stopped);
+            }
+            Outcome::Eos if c.on_eos == OnEos::Stop => {
+                tracing::info!("source reached its end; stopping as capture.on_eos = \"stop\"");
+                set_source_state("stopped", &stats);
+                return Ok(Ended::EndOfStream);
+            }
+            Outcome::Eos => {
+                metrics::counter!("endo_agent_source_restarts_total", "cause" => "eos").increment(1);
+                tracing::warn!(ran_for = ?ran_for, "source reached end of stream; restarting");
+            }
+            Outcome::Stall => {
+                metrics::counter!("endo_agent_source_restarts_total", "cause" => "stall").increment(1);
+                tracing::warn!(ran_for = ?ran_for, "source delivered no frame for {STALL:?}; restarting");
+            }
+            Outcome::Error(msg) => {
+                metrics::counter!("endo_agent_source_restarts_total", "cause" => "error").increment(1);
+                tracing::error!(ran_for = ?ran_for, "source failed: {msg}");
+            }
+        }
+        let delay = backoff.on_failure(ran_for);
+        set_source_state("backoff", &stats);
+        tracing::info!(delay = ?delay, "restarting the source after backoff");
+        sleep_unless(&stop, delay);
+        if stop.load(Ordering::Relaxed) {
+            set_source_state("stopped", &stats);
+            return Ok(Ended::Stopped);
+        }
+    }
+}
+
+pub fn phantom_config(cfg: &Config) -> phantom::PhantomConfig {
+    let s = &cfg.source;
+    phantom::PhantomConfig {
+        width: s.width,
+        height: s.height,
+        fps: s.fps,
+        seed: s.seed,
+        schedule: if s.schedule.is_empty() {
+            phantom::schedule::Schedule::default()
+        } else {
+            phantom::schedule::Schedule::parse(&s.schedule).expect("validated with the config")
+        },
+        fov_shape: if s.phantom_fov == "octagon" { phantom::FovShape::Octagon } else { phantom::FovShape::Circle },
+        ..phantom::PhantomConfig::default()
+    }
+}
+
+enum Outcome {
+    Stop,
+    Eos,
+    Stall,
+    Error(String),
+}
+
+fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let bus = pipeline.bus()?;
+    bus.timed_pop_filtered(gst::ClockTime::from_mseconds(500), &[gst::MessageType::Error]).and_then(|m| match m.view() {
+        gst::MessageView::Error(e) => Some(error_text(&e)),
+        _ => None,
+    })
+}
+
+fn error_text(e: &gst::message::Error) -> String {
+    let src = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+    match e.debug() {
+        Some(d) => format!("{src}: {} ({d})", e.error()),
+        None => format!("{src}: {}", e.error()),
+    }
+}
+
+fn watch(pipeline: &gst::Pipeline, stats: &CaptureStats, stop: &AtomicBool, frames_at_start: u64) -> Outcome {
+    let bus = pipeline.bus().expect("pipelines have a bus");
+    let started = Instant::now();
+    let mut running = false;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Outcome::Stop;
+        }
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(100),
+            &[gst::MessageType::Error, gst::MessageType::Eos, gst::MessageType::Warning],
+        );
+        if let Some(msg) = msg {
+            match msg.view() {
+                gst::MessageView::Eos(_) => return Outcome::Eos,
+                gst::MessageView::Error(e) => return Outcome::Error(error_text(&e)),
+                gst::MessageView::Warning(w) => {
+                    tracing::warn!("pipeline warning: {} ({:?})", w.error(), w.debug());
+                }
+                _ => {}
+            }
+        }
+        let got_frames = stats.captured.load(Ordering::Relaxed) > frames_at_start;
+        if got_frames && !running {
+            running = true;
+            set_source_state("running", stats);
+            tracing::info!("source running");
+        }
+        let silent = match stats.since_last_frame() {
+            Some(d) if got_frames => d,
+            _ => started.elapsed(),
+        };
+        if silent > STALL + if running { Duration::ZERO } else { STALL } {
+            return Outcome::Stall;
+        }
+    }
+}

@@ -1,0 +1,607 @@
+//! The agent's configuration: one TOML file, every key documented in
+//! `config/agent.example.toml`, every field with a default.
+//!
+//! Parsing is strict (`deny_unknown_fields`): a misspelt key is an error that names the key
+//! and the file. [`Config::load`] reads the file and validates; validation does no I/O
+//! beyond that read (the model file is only opened when the agent starts). Relative paths
+//! in the file are resolved against the directory the file lives in.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::frame::Rect;
+
+/// Why a configuration was refused. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: key `{key}`: {why}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        why: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Who this agent is: site and device names go into every datalake key.
+    pub agent: AgentConfig,
+    /// Where frames come from.
+    pub source: SourceConfig,
+    /// How the capture pipeline is run and restarted.
+    pub capture: CaptureConfig,
+    /// The endoscopic field of view and privacy masks.
+    pub fov: FovConfig,
+    /// The quality model.
+    pub model: ModelConfig,
+    /// Classical measures and how scores are combined.
+    pub scoring: ScoringConfig,
+    /// Which frames are forwarded.
+    pub select: SelectConfig,
+    /// JPEG encoding of selected frames.
+    pub encode: EncodeConfig,
+    /// The local directory datalake.
+    pub datalake: DatalakeConfig,
+    /// The one HTTP listener (metrics, health, status).
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Site (hospital) name; one path segment of every datalake key.
+    pub site: String,
+    /// Device (tower) name; one path segment of every datalake key.
+    pub device: String,
+    /// Procedure session id; empty = a new id at every start (UTC time + random suffix).
+    pub session: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            site: "site".into(),
+            device: "tower".into(),
+            session: String::new(),
+        }
+    }
+}
+
+/// The source part of the pipeline; `kind` picks the template in `pipelines/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// phantom | test | file | v4l2 | decklink | rtsp
+    pub kind: SourceKind,
+    /// Frame width for phantom and test sources (pixels).
+    pub width: u32,
+    /// Frame height for phantom and test sources (pixels).
+    pub height: u32,
+    /// Frame rate for phantom and test sources (frames per second).
+    pub fps: u32,
+    /// phantom: seed of the generator.
+    pub seed: u64,
+    /// phantom: degradation schedule (see docs/phantom.md); empty = the built-in demo schedule.
+    pub schedule: String,
+    /// phantom: field-of-view shape, circle | octagon.
+    pub phantom_fov: String,
+    /// phantom/test: stop after this many frames (0 = never).
+    pub max_frames: u64,
+    /// test: videotestsrc pattern name.
+    pub pattern: String,
+    /// file: path of the video file to replay.
+    pub path: PathBuf,
+    /// v4l2: device node.
+    pub device: String,
+    /// v4l2/decklink: caps to request from the device, e.g. "video/x-raw,width=1920,height=1080,framerate=60/1"; empty = let the device choose.
+    pub caps: String,
+    /// decklink: card number.
+    pub device_number: u32,
+    /// decklink: video mode (e.g. 1080p60, auto).
+    pub mode: String,
+    /// rtsp: stream URL.
+    pub url: String,
+    /// rtsp: jitter buffer latency in milliseconds.
+    pub latency_ms: u32,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            kind: SourceKind::Phantom,
+            width: 1280,
+            height: 720,
+            fps: 30,
+            seed: 1,
+            schedule: String::new(),
+            phantom_fov: "circle".into(),
+            max_frames: 0,
+            pattern: "smpte".into(),
+            path: PathBuf::new(),
+            device: "/dev/video0".into(),
+            caps: String::new(),
+            device_number: 0,
+            mode: "auto".into(),
+            url: String::new(),
+            latency_ms: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Phantom,
+    Test,
+    File,
+    V4l2,
+    Decklink,
+    Rtsp,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Phantom => "phantom",
+            SourceKind::Test => "test",
+            SourceKind::File => "file",
+            SourceKind::V4l2 => "v4l2",
+            SourceKind::Decklink => "decklink",
+            SourceKind::Rtsp => "rtsp",
+        }
+    }
+    /// Live sources deliver frames in real time; a file is replayed at its own rate.
+    pub fn is_live(self) -> bool {
+        !matches!(self, SourceKind::File)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// A pipeline template file to use instead of the built-in one for `source.kind`.
+    pub template: Option<PathBuf>,
+    /// Frames waiting for the scorer; when full the oldest is dropped (counted).
+    pub queue_frames: usize,
+    /// What to do when the source ends: restart (with backoff) | stop (the agent exits).
+    pub on_eos: OnEos,
+    /// First restart delay after a source failure, milliseconds.
+    pub backoff_initial_ms: u64,
+    /// Longest restart delay, milliseconds.
+    pub backoff_max_ms: u64,
+    /// A source that ran this long without failing resets the backoff, milliseconds.
+    pub backoff_reset_after_ms: u64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            template: None,
+            queue_frames: 4,
+            on_eos: OnEos::Restart,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 30_000,
+            backoff_reset_after_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnEos {
+    Restart,
+    Stop,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FovConfig {
+    /// auto (find the field of view from the dark border) | fixed (use `rect`) | full (whole frame).
+    pub mode: FovMode,
+    /// fixed: [x, y, width, height] in frame pixels.
+    pub rect: Option<[u32; 4]>,
+    /// rect | circle: with circle, pixels outside the ellipse inscribed in the rectangle are
+    /// ignored by the measures and blacked out in every written frame.
+    pub shape: FovShape,
+    /// Extra rectangles [x, y, width, height] (frame pixels) blacked out before anything is written.
+    pub masks: Vec<[u32; 4]>,
+    /// auto: luma above this is "inside the image".
+    pub auto_threshold: u8,
+    /// auto: frames to look at before the field of view is locked.
+    pub auto_frames: u32,
+    /// auto: pixels trimmed from each side of the detected rectangle.
+    pub auto_margin: u32,
+}
+
+impl Default for FovConfig {
+    fn default() -> Self {
+        FovConfig {
+            mode: FovMode::Auto,
+            rect: None,
+            shape: FovShape::Circle,
+            masks: Vec::new(),
+            auto_threshold: 40,
+            auto_frames: 8,
+            auto_margin: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FovMode {
+    Auto,
+    Fixed,
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FovShape {
+    Rect,
+    Circle,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Path of the ONNX model; its manifest is `<stem>.manifest.json` beside it.
+    pub path: PathBuf,
+    /// Run the model at all (false = classical measures only).
+    pub enabled: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            path: PathBuf::from("/usr/share/endo-agent/models/quality-ref.onnx"),
+            enabled: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoringConfig {
+    /// Sharpness (Laplacian/gradient ratio at native resolution) at or above which blur = 0.
+    pub sharpness_good: f32,
+    /// Sharpness at or below which blur = 1.
+    pub sharpness_bad: f32,
+    /// Luma below this counts as dark.
+    pub dark_level: u8,
+    /// Dark fraction of the field of view at which dark = 0 / dark = 1.
+    pub dark_fraction: [f32; 2],
+    /// Luma at or above this counts as clipped.
+    pub clip_level: u8,
+    /// Clipped fraction at which overexposed = 0 / = 1.
+    pub clipped_fraction: [f32; 2],
+    /// Specular (clipped and colourless) fraction at which glare = 0 / = 1.
+    pub specular_fraction: [f32; 2],
+    /// Mean Cb − mean Cr (blue over red cast) at which outside = 0 / = 1.
+    pub outside_cast: [f32; 2],
+    /// An artifact at or above this value is a reason code in the record.
+    pub reason_threshold: f32,
+    /// Row step of the sharpness measure (1 = every row, 2 = every other row).
+    pub sharpness_row_step: u32,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        ScoringConfig {
+            sharpness_good: 0.80,
+            sharpness_bad: 0.45,
+            dark_level: 40,
+            dark_fraction: [0.25, 0.6],
+            clip_level: 235,
+            clipped_fraction: [0.15, 0.4],
+            specular_fraction: [0.01, 0.03],
+            outside_cast: [0.0, 12.0],
+            reason_threshold: 0.5,
+            sharpness_row_step: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectConfig {
+    /// Quality at or above which the selector turns "good".
+    pub threshold_high: f32,
+    /// Quality below which it turns "bad" again (hysteresis).
+    pub threshold_low: f32,
+    /// Only the best frame of each window this long is forwarded, milliseconds.
+    pub window_ms: u64,
+    /// At most this many frames per second are forwarded.
+    pub max_per_second: f32,
+    /// Frames whose 64-bit difference hash is within this many bits of the last forwarded frame are duplicates (0 = off).
+    pub duplicate_bits: u32,
+}
+
+impl Default for SelectConfig {
+    fn default() -> Self {
+        SelectConfig {
+            threshold_high: 0.6,
+            threshold_low: 0.5,
+            window_ms: 1000,
+            max_per_second: 2.0,
+            duplicate_bits: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncodeConfig {
+    /// JPEG quality 1..100.
+    pub jpeg_quality: u8,
+    /// Selected frames waiting for the encoder; when full, the frame is evicted and counted.
+    pub queue_frames: usize,
+}
+
+impl Default for EncodeConfig {
+    fn default() -> Self {
+        EncodeConfig {
+            jpeg_quality: 90,
+            queue_frames: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatalakeConfig {
+    /// Root directory of the local datalake.
+    pub dir: PathBuf,
+    /// First segment of every key.
+    pub prefix: String,
+}
+
+impl Default for DatalakeConfig {
+    fn default() -> Self {
+        DatalakeConfig {
+            dir: PathBuf::from("/var/lib/endo-agent/datalake"),
+            prefix: "frames".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the one HTTP listener (metrics, health, status). Port 0 = any free port.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file. Relative paths are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, path, base)
+    }
+
+    /// Parse and validate TOML text; `path` is used in messages, `base` resolves relative paths.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.resolve_paths(base);
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if !p.as_os_str().is_empty() && p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.model.path);
+        fix(&mut self.datalake.dir);
+        fix(&mut self.source.path);
+        if let Some(t) = self.capture.template.as_mut() {
+            fix(t);
+        }
+    }
+
+    /// Check values that parse but make no sense. No I/O.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: key.to_string(),
+                why,
+            })
+        };
+        for (key, v) in [("agent.site", &self.agent.site), ("agent.device", &self.agent.device)] {
+            if !is_key_segment(v) {
+                return bad(key, format!("{v:?} must be 1-64 characters of [A-Za-z0-9._-]"));
+            }
+        }
+        if !self.agent.session.is_empty() && !is_key_segment(&self.agent.session) {
+            return bad("agent.session", "must be 1-64 characters of [A-Za-z0-9._-]".into());
+        }
+        if !is_key_segment(&self.datalake.prefix) {
+            return bad("datalake.prefix", "must be 1-64 characters of [A-Za-z0-9._-]".into());
+        }
+        let s = &self.source;
+        if matches!(s.kind, SourceKind::Phantom | SourceKind::Test) {
+            if s.width < 64 || s.height < 64 || s.width > 7680 || s.height > 4320 {
+                return bad("source.width", format!("{}x{} is outside 64x64..7680x4320", s.width, s.height));
+            }
+            if s.width % 2 != 0 || s.height % 2 != 0 {
+                return bad("source.width", "width and height must be even (I420)".into());
+            }
+            if s.fps == 0 || s.fps > 240 {
+                return bad("source.fps", format!("{} is outside 1..240", s.fps));
+            }
+        }
+        if s.kind == SourceKind::Phantom {
+            if !s.schedule.is_empty() {
+                if let Err(e) = crate::phantom::schedule::Schedule::parse(&s.schedule) {
+                    return bad("source.schedule", e.to_string());
+                }
+            }
+            if !matches!(s.phantom_fov.as_str(), "circle" | "octagon") {
+                return bad("source.phantom_fov", format!("{:?} is not circle or octagon", s.phantom_fov));
+            }
+        }
+        if s.kind == SourceKind::File && s.path.as_os_str().is_empty() {
+            return bad("source.path", "a file source needs the path of a video file".into());
+        }
+        if s.kind == SourceKind::Rtsp && !s.url.starts_with("rtsp") {
+            return bad("source.url", format!("{:?} is not an rtsp:// or rtsps:// URL", s.url));
+        }
+        for (key, v) in [("source.caps", &s.caps), ("source.pattern", &s.pattern), ("source.device", &s.device), ("source.mode", &s.mode), ("source.url", &s.url)] {
+            // Values are pasted into a gst-launch description; refuse what would break out of it.
+            if v.contains('!') || v.contains('"') || v.contains('\n') {
+                return bad(key, "must not contain '!', '\"' or newlines".into());
+            }
+        }
+        let c = &self.capture;
+        if c.queue_frames == 0 || c.queue_frames > 64 {
+            return bad("capture.queue_frames", format!("{} is outside 1..64", c.queue_frames));
+        }
+        if c.backoff_initial_ms == 0 || c.backoff_initial_ms > c.backoff_max_ms {
+            return bad("capture.backoff_initial_ms", "must be > 0 and <= capture.backoff_max_ms".into());
+        }
+        let f = &self.fov;
+        if f.mode == FovMode::Fixed {
+            match f.rect {
+                None => return bad("fov.rect", "fov.mode = \"fixed\" needs fov.rect = [x, y, width, height]".into()),
+                Some([_, _, w, h]) if w < 16 || h < 16 => {
+                    return bad("fov.rect", "width and height must be at least 16".into())
+                }
+                _ => {}
+            }
+        }
+        if f.auto_frames == 0 {
+            return bad("fov.auto_frames", "must be at least 1".into());
+        }
+        let sc = &self.scoring;
+        if sc.sharpness_bad >= sc.sharpness_good {
+            return bad("scoring.sharpness_bad", "must be below scoring.sharpness_good".into());
+        }
+        for (key, [a, b]) in [
+            ("scoring.dark_fraction", sc.dark_fraction),
+            ("scoring.clipped_fraction", sc.clipped_fraction),
+            ("scoring.specular_fraction", sc.specular_fraction),
+            ("scoring.outside_cast", sc.outside_cast),
+        ] {
+            if a >= b {
+                return bad(key, format!("[{a}, {b}]: the first value must be below the second"));
+            }
+        }
+        if !(0.0..=1.0).contains(&sc.reason_threshold) {
+            return bad("scoring.reason_threshold", "must be within 0..1".into());
+        }
+        if sc.sharpness_row_step == 0 || sc.sharpness_row_step > 8 {
+            return bad("scoring.sharpness_row_step", "must be within 1..8".into());
+        }
+        let se = &self.select;
+        if !(0.0..=1.0).contains(&se.threshold_high) || !(0.0..=1.0).contains(&se.threshold_low) {
+            return bad("select.threshold_high", "thresholds must be within 0..1".into());
+        }
+        if se.threshold_low > se.threshold_high {
+            return bad("select.threshold_low", "must not be above select.threshold_high".into());
+        }
+        if se.max_per_second <= 0.0 {
+            return bad("select.max_per_second", "must be above 0".into());
+        }
+        if se.duplicate_bits > 32 {
+            return bad("select.duplicate_bits", "must be within 0..32".into());
+        }
+        if !(1..=100).contains(&self.encode.jpeg_quality) {
+            return bad("encode.jpeg_quality", "must be within 1..100".into());
+        }
+        if self.encode.queue_frames == 0 {
+            return bad("encode.queue_frames", "must be at least 1".into());
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("http.listen", format!("{:?} is not an address like 127.0.0.1:9464", self.http.listen));
+        }
+        Ok(())
+    }
+
+    /// The fixed field-of-view rectangle, if configured.
+    pub fn fov_rect(&self) -> Option<Rect> {
+        self.fov.rect.map(|[x, y, w, h]| Rect::new(x, y, w, h))
+    }
+}
+
+/// A datalake key segment: short, and safe in paths, S3 keys and MQTT topics.
+pub fn is_key_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s != "."
+        && s != ".."
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/endo-agent/agent.toml"), Path::new("/etc/endo-agent"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.source.kind, SourceKind::Phantom);
+        assert_eq!(c.http.listen, "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let e = parse("[select]\nthreshold_hi = 0.7\n").unwrap_err().to_string();
+        assert!(e.contains("/etc/endo-agent/agent.toml"), "{e}");
+        assert!(e.contains("threshold_hi"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = parse("[source]\nfps = \"sixty\"\n").unwrap_err().to_string();
+        assert!(e.contains("fps") || e.contains("line 2"), "{e}");
+        assert!(e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_dir() {
+        let c = parse("[model]\npath = \"m.onnx\"\n").unwrap();
+        assert_eq!(c.model.path, PathBuf::from("/etc/endo-agent/m.onnx"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let e = parse("[select]\nthreshold_high = 0.4\nthreshold_low = 0.5\n").unwrap_err();
+        assert!(e.to_string().contains("select.threshold_low"), "{e}");
+        let e = parse("[agent]\nsite = \"a/b\"\n").unwrap_err();
+        assert!(e.to_string().contains("agent.site"), "{e}");
+        let e = parse("[fov]\nmode = \"fixed\"\n").unwrap_err();
+        assert!(e.to_string().contains("fov.rect"), "{e}");
+        let e = parse("[source]\nkind = \"v4l2\"\ncaps = \"video/x-raw ! fakesink\"\n").unwrap_err();
+        assert!(e.to_string().contains("source.caps"), "{e}");
+    }
+}

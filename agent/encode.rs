@@ -1,0 +1,60 @@
+//! Encoding a selected frame for the datalake: crop to the field of view, convert to
+//! RGB, paint everything outside the FOV shape and inside the privacy masks black, JPEG.
+//!
+//! This runs on the encode worker thread, never on the scoring thread: JPEG at full
+//! resolution takes tens of milliseconds.
+
+use image::codecs::jpeg::JpegEncoder;
+use image::ExtendedColorType;
+
+use crate::fov::Fov;
+use crate::frame::I420View;
+
+#[derive(Debug, thiserror::Error)]
+#[error("JPEG encoding of a {width}x{height} frame: {reason}")]
+pub struct EncodeError {
+    pub width: u32,
+    pub height: u32,
+    pub reason: String,
+}
+
+/// The redacted RGB crop of `frame` (packed RGB8, `fov.rect` size).
+pub fn redacted_rgb(frame: &I420View, fov: &Fov) -> Vec<u8> {
+    let crop = frame.crop(fov.rect);
+    let mut rgb = crop.to_rgb();
+    fov.redact_rgb(&mut rgb);
+    rgb
+}
+
+/// JPEG of the redacted field of view.
+pub fn encode_jpeg(frame: &I420View, fov: &Fov, quality: u8) -> Result<Vec<u8>, EncodeError> {
+    let rgb = redacted_rgb(frame, fov);
+    let (w, h) = (fov.rect.width, fov.rect.height);
+    let mut out = Vec::with_capacity(rgb.len() / 8);
+    JpegEncoder::new_with_quality(&mut out, quality)
+        .encode(&rgb, w, h, ExtendedColorType::Rgb8)
+        .map_err(|e| EncodeError {
+            width: w,
+            height: h,
+            reason: e.to_string(),
+        })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FovShape;
+    use crate::frame::{I420Image, Rect};
+
+    #[test]
+    fn jpeg_has_fov_size_and_black_corners() {
+        let img = I420Image::from_rgb(96, 64, &[180u8, 120, 90].repeat(96 * 64));
+        let fov = Fov::new(Rect::new(16, 0, 64, 64), FovShape::Circle, &[], 96, 64);
+        let jpeg = encode_jpeg(&img.view(), &fov, 90).unwrap();
+        let dec = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+        assert_eq!(dec.dimensions(), (64, 64));
+        assert!(dec.get_pixel(0, 0).0.iter().all(|&c| c < 20), "corner {:?}", dec.get_pixel(0, 0));
+        assert!(dec.get_pixel(32, 32).0[0] > 150, "centre {:?}", dec.get_pixel(32, 32));
+    }
+}

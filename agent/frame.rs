@@ -1,0 +1,265 @@
+//! Frames as the agent sees them: planar I420 (Y, then U and V at half resolution).
+//!
+//! Capture hands the scorer refcounted GStreamer buffers; everything downstream reads
+//! them through [`I420View`], which carries strides so that padded rows from real
+//! capture cards are respected. [`I420Image`] is the owned form used by the phantom
+//! generator, the offline `score` command and tests.
+
+/// A rectangle in pixel coordinates (x, y = top-left corner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Rect {
+    pub const fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
+        Rect { x, y, width, height }
+    }
+    pub fn right(&self) -> u32 {
+        self.x + self.width
+    }
+    pub fn bottom(&self) -> u32 {
+        self.y + self.height
+    }
+    /// The part of `self` inside `other` (may be empty).
+    pub fn intersect(&self, other: &Rect) -> Rect {
+        let x0 = self.x.max(other.x);
+        let y0 = self.y.max(other.y);
+        let x1 = self.right().min(other.right());
+        let y1 = self.bottom().min(other.bottom());
+        if x1 <= x0 || y1 <= y0 {
+            Rect::new(x0, y0, 0, 0)
+        } else {
+            Rect::new(x0, y0, x1 - x0, y1 - y0)
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.width == 0 || self.height == 0
+    }
+    /// Round to even coordinates and sizes so that I420 chroma planes crop cleanly.
+    pub fn even(&self) -> Rect {
+        let x = self.x & !1;
+        let y = self.y & !1;
+        Rect::new(x, y, (self.right() - x) & !1, (self.bottom() - y) & !1)
+    }
+    pub fn contains(&self, x: u32, y: u32) -> bool {
+        x >= self.x && x < self.right() && y >= self.y && y < self.bottom()
+    }
+}
+
+/// A borrowed I420 frame. Plane slices start at the first pixel of the frame.
+#[derive(Clone, Copy)]
+pub struct I420View<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub y: &'a [u8],
+    pub u: &'a [u8],
+    pub v: &'a [u8],
+    pub y_stride: usize,
+    pub uv_stride: usize,
+}
+
+impl<'a> I420View<'a> {
+    /// Luma value at (x, y).
+    #[inline]
+    pub fn luma(&self, x: u32, y: u32) -> u8 {
+        self.y[y as usize * self.y_stride + x as usize]
+    }
+    /// One luma row.
+    #[inline]
+    pub fn y_row(&self, row: u32) -> &'a [u8] {
+        let s = row as usize * self.y_stride;
+        &self.y[s..s + self.width as usize]
+    }
+    #[inline]
+    pub fn u_row(&self, row: u32) -> &'a [u8] {
+        let s = row as usize * self.uv_stride;
+        &self.u[s..s + self.width.div_ceil(2) as usize]
+    }
+    #[inline]
+    pub fn v_row(&self, row: u32) -> &'a [u8] {
+        let s = row as usize * self.uv_stride;
+        &self.v[s..s + self.width.div_ceil(2) as usize]
+    }
+    /// A view of a sub-rectangle; `r` must lie inside the frame and have even x and y.
+    pub fn crop(&self, r: Rect) -> I420View<'a> {
+        debug_assert!(r.right() <= self.width && r.bottom() <= self.height);
+        debug_assert!(r.x % 2 == 0 && r.y % 2 == 0);
+        let yo = r.y as usize * self.y_stride + r.x as usize;
+        let co = (r.y / 2) as usize * self.uv_stride + (r.x / 2) as usize;
+        I420View {
+            width: r.width,
+            height: r.height,
+            y: &self.y[yo..],
+            u: &self.u[co..],
+            v: &self.v[co..],
+            y_stride: self.y_stride,
+            uv_stride: self.uv_stride,
+        }
+    }
+    /// Copy into an owned, tightly packed image.
+    pub fn to_owned_image(&self) -> I420Image {
+        let mut img = I420Image::new(self.width, self.height);
+        let cw = self.width.div_ceil(2) as usize;
+        for r in 0..self.height {
+            let w = self.width as usize;
+            img.y[r as usize * w..(r as usize + 1) * w].copy_from_slice(self.y_row(r));
+        }
+        for r in 0..self.height.div_ceil(2) {
+            let d = r as usize * cw;
+            img.u[d..d + cw].copy_from_slice(self.u_row(r));
+            img.v[d..d + cw].copy_from_slice(self.v_row(r));
+        }
+        img
+    }
+
+    /// Convert to packed RGB8 (BT.601 limited range, as GStreamer's default for SD/HD raw I420
+    /// from capture cards and `videotestsrc`).
+    pub fn to_rgb(&self) -> Vec<u8> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let mut out = vec![0u8; w * h * 3];
+        for row in 0..h {
+            let yr = self.y_row(row as u32);
+            let ur = self.u_row(row as u32 / 2);
+            let vr = self.v_row(row as u32 / 2);
+            let o = &mut out[row * w * 3..(row + 1) * w * 3];
+            for x in 0..w {
+                let [r, g, b] = yuv_to_rgb(yr[x], ur[x / 2], vr[x / 2]);
+                o[x * 3] = r;
+                o[x * 3 + 1] = g;
+                o[x * 3 + 2] = b;
+            }
+        }
+        out
+    }
+}
+
+/// BT.601 limited-range YCbCr → RGB, integer arithmetic.
+#[inline]
+pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let c = (y as i32 - 16).max(0) * 298;
+    let d = u as i32 - 128;
+    let e = v as i32 - 128;
+    let r = (c + 409 * e + 128) >> 8;
+    let g = (c - 100 * d - 208 * e + 128) >> 8;
+    let b = (c + 516 * d + 128) >> 8;
+    [r.clamp(0, 255) as u8, g.clamp(0, 255) as u8, b.clamp(0, 255) as u8]
+}
+
+/// RGB → BT.601 limited-range YCbCr, integer arithmetic.
+#[inline]
+pub fn rgb_to_yuv(r: u8, g: u8, b: u8) -> [u8; 3] {
+    let (r, g, b) = (r as i32, g as i32, b as i32);
+    let y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16;
+    let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
+    let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
+    [y.clamp(0, 255) as u8, u.clamp(0, 255) as u8, v.clamp(0, 255) as u8]
+}
+
+/// An owned, tightly packed I420 image (strides = width and ceil(width/2)).
+#[derive(Clone, Debug, PartialEq)]
+pub struct I420Image {
+    pub width: u32,
+    pub height: u32,
+    pub y: Vec<u8>,
+    pub u: Vec<u8>,
+    pub v: Vec<u8>,
+}
+
+impl I420Image {
+    /// A black frame (Y=16, U=V=128).
+    pub fn new(width: u32, height: u32) -> Self {
+        let (w, h) = (width as usize, height as usize);
+        let c = width.div_ceil(2) as usize * height.div_ceil(2) as usize;
+        I420Image {
+            width,
+            height,
+            y: vec![16; w * h],
+            u: vec![128; c],
+            v: vec![128; c],
+        }
+    }
+    pub fn view(&self) -> I420View<'_> {
+        I420View {
+            width: self.width,
+            height: self.height,
+            y: &self.y,
+            u: &self.u,
+            v: &self.v,
+            y_stride: self.width as usize,
+            uv_stride: self.width.div_ceil(2) as usize,
+        }
+    }
+    /// Total bytes of the three planes, in the order GStreamer lays out I420.
+    pub fn byte_len(&self) -> usize {
+        self.y.len() + self.u.len() + self.v.len()
+    }
+    /// Convert packed RGB8 to I420 (chroma averaged over 2×2 blocks).
+    pub fn from_rgb(width: u32, height: u32, rgb: &[u8]) -> Self {
+        let mut img = I420Image::new(width, height);
+        let (w, h) = (width as usize, height as usize);
+        let cw = width.div_ceil(2) as usize;
+        for row in 0..h {
+            for x in 0..w {
+                let p = &rgb[(row * w + x) * 3..(row * w + x) * 3 + 3];
+                img.y[row * w + x] = rgb_to_yuv(p[0], p[1], p[2])[0];
+            }
+        }
+        for cy in 0..height.div_ceil(2) as usize {
+            for cx in 0..cw {
+                let (mut su, mut sv, mut n) = (0u32, 0u32, 0u32);
+                for dy in 0..2 {
+                    for dx in 0..2 {
+                        let (x, y) = (cx * 2 + dx, cy * 2 + dy);
+                        if x < w && y < h {
+                            let p = &rgb[(y * w + x) * 3..(y * w + x) * 3 + 3];
+                            let [_, u, v] = rgb_to_yuv(p[0], p[1], p[2]);
+                            su += u as u32;
+                            sv += v as u32;
+                            n += 1;
+                        }
+                    }
+                }
+                img.u[cy * cw + cx] = ((su + n / 2) / n) as u8;
+                img.v[cy * cw + cx] = ((sv + n / 2) / n) as u8;
+            }
+        }
+        img
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rgb_roundtrip_is_close() {
+        for &(r, g, b) in &[(0u8, 0u8, 0u8), (255, 255, 255), (150, 90, 60), (40, 120, 130)] {
+            let [y, u, v] = rgb_to_yuv(r, g, b);
+            let [r2, g2, b2] = yuv_to_rgb(y, u, v);
+            assert!((r as i32 - r2 as i32).abs() <= 3, "{r} {r2}");
+            assert!((g as i32 - g2 as i32).abs() <= 3, "{g} {g2}");
+            assert!((b as i32 - b2 as i32).abs() <= 3, "{b} {b2}");
+        }
+    }
+
+    #[test]
+    fn crop_view_reads_the_right_pixels() {
+        let mut img = I420Image::new(8, 8);
+        img.y[3 * 8 + 4] = 200;
+        let v = img.view().crop(Rect::new(2, 2, 4, 4));
+        assert_eq!(v.luma(2, 1), 200);
+        assert_eq!(v.to_owned_image().y.len(), 16);
+    }
+
+    #[test]
+    fn rect_intersection() {
+        let a = Rect::new(0, 0, 10, 10);
+        assert_eq!(a.intersect(&Rect::new(5, 5, 10, 10)), Rect::new(5, 5, 5, 5));
+        assert!(a.intersect(&Rect::new(20, 20, 1, 1)).is_empty());
+        assert_eq!(Rect::new(3, 3, 5, 5).even(), Rect::new(2, 2, 6, 6));
+    }
+}

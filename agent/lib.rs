@@ -1,0 +1,35 @@
+//! endo-agent: an edge daemon beside an endoscope.
+//!
+//! One frame walks the modules in this order (see `../shared/DESIGN.md`):
+//!
+//! 1. [`capture`] — a GStreamer pipeline from a template in `pipelines/` delivers I420
+//!    frames to a bounded, leaky hand-off; a supervisor restarts a failed source with backoff.
+//! 2. [`fov`] — the endoscopic field of view (fixed or found automatically) and the privacy
+//!    masks: nothing outside it is scored or ever written.
+//! 3. [`score`] — classical measures at native resolution plus the tract model on a
+//!    downscaled copy, combined into a [`score::Score`].
+//! 4. [`select`] — threshold with hysteresis, best frame per window, rate limit,
+//!    near-duplicate suppression.
+//! 5. [`encode`] — JPEG of the cropped, masked frame plus its JSON [`record::Record`].
+//! 6. [`uplink`] — the datalake sinks (the local directory datalake for now).
+//!
+//! Alongside: [`config`], [`metrics`], [`http`] (metrics, health), [`phantom`] (the synthetic
+//! NBI video generator used by the demo, tests and benchmarks) and [`agent`], which wires the
+//! stages together for `endo-agent run`.
+
+pub mod agent;
+pub mod capture;
+pub mod config;
+pub mod encode;
+pub mod fov;
+pub mod frame;
+pub mod http;
+pub mod metrics;
+pub mod phantom;
+pub mod record;
+pub mod score;
+pub mod select;
+pub mod uplink;
+
+/// The agent's version, as recorded in every datalake record.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

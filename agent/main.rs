@@ -1,0 +1,268 @@
+//! The `endo-agent` binary: parse the command line, dispatch, map errors to exit codes.
+//! Everything else lives in the library (`agent/lib.rs`).
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use endo_agent::config::{Config, FovMode};
+use endo_agent::fov::{FovLocator, Locate};
+use endo_agent::frame::I420Image;
+use endo_agent::phantom::{self, Phantom, PhantomConfig, Schedule, StillFormat};
+use endo_agent::score::model::{manifest_path, Manifest, ModelRunner};
+use endo_agent::score::Scorer;
+
+#[derive(Parser)]
+#[command(name = "endo-agent", version, about = "Edge agent beside an endoscope: capture, score image quality, forward only good frames")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (capture → score → select → datalake) until stopped.
+    Run {
+        /// The config file (TOML); see config/agent.example.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Parse and validate a config file and its pipeline; opens no device.
+    CheckConfig {
+        config: PathBuf,
+    },
+    /// List the capture devices GStreamer sees, with their caps.
+    Devices {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score still images offline and print a table (or JSON lines).
+    Score {
+        images: Vec<PathBuf>,
+        /// Config whose [model], [fov] and [scoring] sections to use; default: built-in defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Model file (overrides the config).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Score with classical measures only.
+        #[arg(long)]
+        no_model: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate synthetic NBI endoscopy video with a scripted degradation schedule.
+    Phantom(PhantomArgs),
+    /// Print the agent's version and the model's.
+    Version {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct PhantomArgs {
+    #[arg(long, default_value_t = 1280)]
+    width: u32,
+    #[arg(long, default_value_t = 720)]
+    height: u32,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Degradation schedule, e.g. "good 2s; defocus 1s sigma=1.5; dark 1s gain=0.25" (default: the demo schedule).
+    #[arg(long)]
+    schedule: Option<String>,
+    /// circle | octagon
+    #[arg(long, default_value = "circle")]
+    fov: String,
+    /// First frame index.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Number of frames (default: one pass of the schedule).
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Write a video file (.mkv or .avi, MJPEG).
+    #[arg(long)]
+    video: Option<PathBuf>,
+    /// Write still images and labels.csv into this directory.
+    #[arg(long)]
+    stills: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Png)]
+    format: Format,
+    /// Print the schedule and per-segment frame ranges.
+    #[arg(long)]
+    print_schedule: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Png,
+    Jpeg,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli.command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            endo_agent::agent::run(cfg, stop)?;
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let cfg = Config::load(&config)?;
+            endo_agent::capture::check_pipeline(&cfg)?;
+            let (origin, launch) = endo_agent::capture::launch_description(&cfg)?;
+            println!("{}: ok", config.display());
+            println!("pipeline ({origin}): {launch}");
+            Ok(())
+        }
+        Command::Devices { json } => devices(json),
+        Command::Score { images, config, model, no_model, json } => score(&images, config.as_deref(), model, no_model, json),
+        Command::Phantom(args) => phantom_cmd(args),
+        Command::Version { config } => {
+            println!("endo-agent {}", endo_agent::VERSION);
+            let cfg = match config {
+                Some(p) => Config::load(&p)?,
+                None => Config::default(),
+            };
+            let mp = manifest_path(&cfg.model.path);
+            match std::fs::read_to_string(&mp).ok().and_then(|t| serde_json::from_str::<Manifest>(&t).ok()) {
+                Some(m) => println!("model {} {} ({}, sha256 {})", m.name, m.version, m.quantization, m.sha256),
+                None => println!("model: no readable manifest at {}", mp.display()),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn devices(json: bool) -> Result<()> {
+    let list = endo_agent::capture::devices::list().map_err(anyhow::Error::msg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no video capture devices found");
+    }
+    for d in list {
+        println!("{} [{}] {}", d.name, d.class, d.path.as_deref().unwrap_or("-"));
+        for c in d.caps {
+            println!("    {c}");
+        }
+    }
+    Ok(())
+}
+
+fn load_image(path: &Path) -> Result<I420Image> {
+    let img = image::open(path).with_context(|| format!("reading image {}", path.display()))?.to_rgb8();
+    let (w, h) = (img.width() & !1, img.height() & !1);
+    if w < 16 || h < 16 {
+        bail!("image {} is too small ({}x{})", path.display(), img.width(), img.height());
+    }
+    let cropped = image::imageops::crop_imm(&img, 0, 0, w, h).to_image();
+    Ok(I420Image::from_rgb(w, h, cropped.as_raw()))
+}
+
+fn score(images: &[PathBuf], config: Option<&Path>, model: Option<PathBuf>, no_model: bool, json: bool) -> Result<()> {
+    if images.is_empty() {
+        bail!("no images given");
+    }
+    let mut cfg = match config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(m) = model {
+        cfg.model.path = m;
+    }
+    let runner = if no_model || !cfg.model.enabled { None } else { Some(ModelRunner::load(&cfg.model.path)?) };
+    let mut scorer = Scorer::new(cfg.scoring.clone(), runner);
+    // Each still is its own "session": find its field of view from itself alone.
+    let mut fov_cfg = cfg.fov.clone();
+    if fov_cfg.mode == FovMode::Auto {
+        fov_cfg.auto_frames = 1;
+    }
+    if !json {
+        println!("{:<40} {:>7} {:>7} {:>7}  {:<12} blur  dark  over  glare outside", "image", "quality", "classic", "model", "reason");
+    }
+    for path in images {
+        let img = load_image(path)?;
+        let view = img.view();
+        let mut locator = FovLocator::new(&fov_cfg);
+        let fov = match locator.observe(&view) {
+            Locate::Locked(f) => f.clone(),
+            Locate::Pending => bail!("{}: no endoscopic field of view found (try fov.mode = \"full\")", path.display()),
+        };
+        let (s, _) = scorer.score(&view, &fov)?;
+        if json {
+            let info = endo_agent::record::ScoreInfo::from_score(&s);
+            println!("{}", serde_json::json!({"image": path, "fov": fov.rect, "score": info}));
+        } else {
+            let a = s.artifacts;
+            println!(
+                "{:<40} {:>7.3} {:>7.3} {:>7}  {:<12} {:.2}  {:.2}  {:.2}  {:.2}  {:.2}",
+                path.display().to_string(),
+                s.quality,
+                s.classical_quality,
+                s.model_quality.map(|q| format!("{q:.3}")).unwrap_or_else(|| "-".into()),
+                s.primary_reason().map(|r| r.as_str()).unwrap_or("good"),
+                a[0],
+                a[1],
+                a[2],
+                a[3],
+                a[4]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn phantom_cmd(a: PhantomArgs) -> Result<()> {
+    let schedule = match &a.schedule {
+        Some(s) => Schedule::parse(s)?,
+        None => Schedule::default(),
+    };
+    let shape = match a.fov.as_str() {
+        "circle" => phantom::FovShape::Circle,
+        "octagon" => phantom::FovShape::Octagon,
+        other => bail!("--fov {other:?}: expected circle or octagon"),
+    };
+    let cfg = PhantomConfig { width: a.width, height: a.height, fps: a.fps, seed: a.seed, schedule, fov_shape: shape, ..PhantomConfig::default() };
+    let p = Phantom::try_new(cfg)?;
+    let frames = a.start..a.start + a.frames.unwrap_or(p.num_frames());
+    if a.print_schedule || (a.video.is_none() && a.stills.is_none()) {
+        println!("schedule: {}", p.config().schedule);
+        println!("frames per pass: {} at {} fps; field of view {:?}", p.num_frames(), a.fps, p.fov_rect());
+        for (i, seg) in p.config().schedule.segments.iter().enumerate() {
+            let r = p.segment_frames(i);
+            println!("  frames {:>6}..{:<6} {}", r.start, r.end, seg);
+        }
+    }
+    if let Some(v) = &a.video {
+        let n = phantom::write_video(&p, v, frames.clone())?;
+        println!("wrote {n} frames to {}", v.display());
+    }
+    if let Some(d) = &a.stills {
+        let fmt = match a.format {
+            Format::Png => StillFormat::Png,
+            Format::Jpeg => StillFormat::Jpeg,
+        };
+        let n = phantom::write_stills(&p, d, frames, fmt)?;
+        println!("wrote {n} stills and labels.csv to {}", d.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,462 @@
+//! Per-frame rendering: field-of-view geometry, camera pan, and the frame pipeline
+//! (window copy → blur → exposure & vignetting & black border → glare → OSD).
+//!
+//! Everything that does not depend on the frame index (row spans of the field of view,
+//! vignetting gains, worlds, OSD runs) is computed once in `Phantom::new`; a frame is then a
+//! few passes of integer arithmetic over the planes, with no allocation.
+//!
+//! Blur is applied to the scene *before* the field-of-view mask and the vignette, as in the
+//! optics of a real scope (the field stop stays sharp when the lens is out of focus).
+
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::blur::{self, Dir, PlaneRect};
+use super::schedule::Degradation;
+use super::texture::{mix64, unit};
+use super::Phantom;
+use crate::frame::Rect;
+
+/// Black level of the border (limited-range video black and neutral chroma).
+pub(crate) const BLACK_Y: u8 = 16;
+pub(crate) const NEUTRAL_C: u8 = 128;
+/// Luma of the core of a specular highlight.
+const GLARE_Y: u8 = 252;
+
+/// Outline of the endoscopic image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FovShape {
+    /// A round image (most video processors).
+    #[default]
+    Circle,
+    /// A rectangle with cut corners (some processors' "wide" display modes).
+    Octagon,
+}
+
+/// Destination planes of one I420 frame, with strides (as in a mapped GStreamer buffer).
+pub struct I420PlanesMut<'a> {
+    pub y: &'a mut [u8],
+    pub u: &'a mut [u8],
+    pub v: &'a mut [u8],
+    pub y_stride: usize,
+    pub uv_stride: usize,
+}
+
+/// The field of view: its bounding rectangle, per-row spans and vignetting gains.
+pub(crate) struct Fov {
+    pub rect: Rect,
+    /// Per luma row of `rect`: the inside pixels `[x0, x1)` in frame coordinates.
+    pub spans: Vec<(u32, u32)>,
+    /// Per chroma row of `rect` (rect.height / 2 rows): inside chroma columns `[x0, x1)`.
+    pub cspans: Vec<(u32, u32)>,
+    /// Vignetting gain (Q8, 256 = 1) per luma pixel of `rect`, row-major.
+    pub vig: Vec<u16>,
+    /// Vignetting gain per chroma pixel of `rect`.
+    pub cvig: Vec<u16>,
+    /// Number of luma pixels inside the field of view.
+    pub pixels: u64,
+    centre: (f32, f32),
+    half: (f32, f32),
+    cut: f32,
+    shape: FovShape,
+}
+
+impl Fov {
+    /// `rect` must have even coordinates and sizes.
+    pub fn new(shape: FovShape, rect: Rect) -> Fov {
+        let half = (rect.width as f32 / 2.0, rect.height as f32 / 2.0);
+        let mut fov = Fov {
+            rect,
+            spans: Vec::with_capacity(rect.height as usize),
+            cspans: Vec::with_capacity(rect.height as usize / 2),
+            vig: Vec::with_capacity((rect.width * rect.height) as usize),
+            cvig: Vec::with_capacity((rect.width * rect.height / 4) as usize),
+            pixels: 0,
+            centre: (rect.x as f32 + half.0, rect.y as f32 + half.1),
+            half,
+            cut: 0.35 * half.0.min(half.1),
+            shape,
+        };
+        // Normalise the vignette radius so that the farthest inside point is at 1.
+        let rho_max = match shape {
+            FovShape::Circle => 1.0,
+            FovShape::Octagon => {
+                let (a, b) = half;
+                let corner_y = b - fov.cut; // the cut edge meets x = ±a at |dy| = b - cut
+                (1.0 + (corner_y / b).powi(2)).sqrt().max((((a - fov.cut) / a).powi(2) + 1.0).sqrt())
+            }
+        };
+        let (cx, cy) = fov.centre;
+        let gain = |px: f32, py: f32| {
+            let rho = (((px - cx) / half.0).powi(2) + ((py - cy) / half.1).powi(2)).sqrt() / rho_max;
+            // Brightest in the middle, ~55 % at the edge: the light guide lights the centre best.
+            let g = 1.0 - 0.45 * rho.min(1.0).powf(2.2);
+            (g * 256.0).round() as u16
+        };
+        for j in 0..rect.height {
+            let yc = (rect.y + j) as f32 + 0.5;
+            let span = match fov.half_width(yc - cy) {
+                Some(hw) => {
+                    let x0 = (cx - hw - 0.5).ceil().max(rect.x as f32) as u32;
+                    let x1 = ((cx + hw - 0.5).floor() + 1.0).min(rect.right() as f32) as u32;
+                    (x0, x1.max(x0))
+                }
+                None => (rect.x, rect.x),
+            };
+            fov.pixels += (span.1 - span.0) as u64;
+            fov.spans.push(span);
+            for i in 0..rect.width {
+                fov.vig.push(gain((rect.x + i) as f32 + 0.5, yc));
+            }
+        }
+        let (crx, crw) = (rect.x / 2, rect.width / 2);
+        for cj in 0..rect.height / 2 {
+            // A chroma sample sits at the centre of its 2×2 luma block.
+            let yc = (rect.y + 2 * cj) as f32 + 1.0;
+            let span = match fov.half_width(yc - cy) {
+                Some(hw) => {
+                    let x0 = ((cx - hw - 1.0) / 2.0).ceil().max(crx as f32) as u32;
+                    let x1 = (((cx + hw - 1.0) / 2.0).floor() + 1.0).min((crx + crw) as f32) as u32;
+                    (x0, x1.max(x0))
+                }
+                None => (crx, crx),
+            };
+            fov.cspans.push(span);
+            for ci in 0..crw {
+                fov.cvig.push(gain((2 * (crx + ci)) as f32 + 1.0, yc));
+            }
+        }
+        fov
+    }
+
+    /// Half the width of the field of view at vertical distance `dy` from its centre.
+    fn half_width(&self, dy: f32) -> Option<f32> {
+        let (a, b) = self.half;
+        let t = dy.abs();
+        if t > b {
+            return None;
+        }
+        Some(match self.shape {
+            FovShape::Circle => a * (1.0 - (t / b).powi(2)).max(0.0).sqrt(),
+            FovShape::Octagon => a.min(a + b - self.cut - t),
+        })
+    }
+
+    /// Is the luma pixel (x, y) inside?
+    pub fn contains(&self, x: u32, y: u32) -> bool {
+        if !self.rect.contains(x, y) {
+            return false;
+        }
+        let (x0, x1) = self.spans[(y - self.rect.y) as usize];
+        x >= x0 && x < x1
+    }
+}
+
+/// Smooth deterministic camera motion: each axis a sum of two slow sinusoids with seeded
+/// phases, giving the world-window offset for a time.
+pub(crate) struct Pan {
+    /// Largest offset on each axis (world size - window size).
+    max: (u32, u32),
+    phases: [f32; 4],
+}
+
+impl Pan {
+    pub fn new(seed: u64, world: (u32, u32), window: (u32, u32)) -> Pan {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix64(seed ^ 0x70616E));
+        let mut phase = || unit(rng.next_u64()) * std::f32::consts::TAU;
+        Pan {
+            max: (world.0 - window.0, world.1 - window.1),
+            phases: [phase(), phase(), phase(), phase()],
+        }
+    }
+
+    /// Top-left of the window in the world at time `t` seconds (even, for chroma alignment).
+    pub fn offset(&self, t: f64) -> (u32, u32) {
+        use std::f64::consts::TAU;
+        let p = |i: usize| self.phases[i] as f64;
+        // Periods of ~21 s and ~8 s: a gentle drift with some wobble, tens of px/s at 1080p.
+        let sx = 0.65 * (TAU * 0.047 * t + p(0)).sin() + 0.35 * (TAU * 0.13 * t + p(1)).sin();
+        let sy = 0.65 * (TAU * 0.039 * t + p(2)).sin() + 0.35 * (TAU * 0.11 * t + p(3)).sin();
+        let axis = |s: f64, max: u32| {
+            let v = (max as f64 / 2.0) * (1.0 + 0.98 * s);
+            ((v / 2.0).round() as u32 * 2).min(max & !1)
+        };
+        (axis(sx, self.max.0), axis(sy, self.max.1))
+    }
+}
+
+impl Phantom {
+    /// Render frame `index` (looped) into strided planes of the configured size.
+    ///
+    /// Panics if the planes are too small for the configured size and strides.
+    pub fn render_planes(&self, index: u64, dst: &mut I420PlanesMut<'_>) {
+        let (w, h) = (self.cfg.width as usize, self.cfg.height as usize);
+        let (cw, ch) = (w / 2, h / 2);
+        assert!(
+            dst.y_stride >= w
+                && dst.uv_stride >= cw
+                && dst.y.len() >= dst.y_stride * (h - 1) + w
+                && dst.u.len() >= dst.uv_stride * (ch - 1) + cw
+                && dst.v.len() >= dst.uv_stride * (ch - 1) + cw,
+            "phantom: destination planes too small for {w}x{h}"
+        );
+        let idx = index % self.num_frames();
+        let degradation = self.label(idx).degradation;
+        let t = idx as f64 / self.cfg.fps as f64;
+        let s = self.scale;
+
+        // 1. The scene: a window of the world (or of the room, when outside).
+        let world = match degradation {
+            Degradation::Outside => &self.outside,
+            _ => &self.world,
+        };
+        let (ox, oy) = self.pan.offset(t);
+        let r = self.fov.rect;
+        copy_window(world.width as usize, &world.y, (ox, oy), r, 1, dst.y, dst.y_stride);
+        copy_window(world.width as usize / 2, &world.u, (ox, oy), r, 2, dst.u, dst.uv_stride);
+        copy_window(world.width as usize / 2, &world.v, (ox, oy), r, 2, dst.v, dst.uv_stride);
+
+        // 2. Optical degradations of the scene. Pixel sizes are given at 1080p.
+        match degradation {
+            Degradation::Defocus { sigma_px } => self.for_each_plane_rect(dst, |p, sub| {
+                blur::defocus(p, sigma_px * s / sub as f32)
+            }),
+            Degradation::MotionBlur {
+                length_px,
+                angle_deg,
+            } => {
+                let dir = Dir::nearest(angle_deg);
+                self.for_each_plane_rect(dst, |p, sub| blur::motion(p, dir, length_px * s / sub as f32))
+            }
+            _ => {}
+        }
+
+        // 3. Exposure, vignetting and the black border, in one pass per plane.
+        let gain = match degradation {
+            Degradation::UnderExposure { gain } | Degradation::OverExposure { gain } => gain,
+            _ => 1.0,
+        };
+        let gain_q8 = (gain * 256.0).round().clamp(0.0, 65_535.0) as u32;
+        self.tone_luma(dst, gain_q8);
+        let desaturate = matches!(degradation, Degradation::OverExposure { .. });
+        self.tone_chroma(dst, gain_q8, desaturate);
+
+        // 4. Specular highlights, on top of the exposed image.
+        if let Degradation::Glare { area } = degradation {
+            self.draw_glare(dst, idx, area);
+        }
+
+        // 5. Burned-in text on the border.
+        if let Some(osd) = &self.osd {
+            osd.draw(dst.y, dst.y_stride, idx / self.cfg.fps as u64);
+        }
+    }
+
+    /// Run `f` on the field-of-view rectangle of each plane, with the plane's subsampling.
+    fn for_each_plane_rect(&self, dst: &mut I420PlanesMut<'_>, mut f: impl FnMut(&mut PlaneRect<'_>, u32)) {
+        let r = self.fov.rect;
+        let rect = |data, stride, sub: u32| PlaneRect {
+            data,
+            stride,
+            x: (r.x / sub) as usize,
+            y: (r.y / sub) as usize,
+            width: (r.width / sub) as usize,
+            height: (r.height / sub) as usize,
+        };
+        f(&mut rect(&mut *dst.y, dst.y_stride, 1), 1);
+        f(&mut rect(&mut *dst.u, dst.uv_stride, 2), 2);
+        f(&mut rect(&mut *dst.v, dst.uv_stride, 2), 2);
+    }
+
+    fn tone_luma(&self, dst: &mut I420PlanesMut<'_>, gain_q8: u32) {
+        let (w, h) = (self.cfg.width as usize, self.cfg.height as usize);
+        let r = self.fov.rect;
+        let fw = r.width as usize;
+        for y in 0..h {
+            let row = &mut dst.y[y * dst.y_stride..y * dst.y_stride + w];
+            let j = y.wrapping_sub(r.y as usize);
+            let (x0, x1) = if j < r.height as usize {
+                let (a, b) = self.fov.spans[j];
+                (a as usize, b as usize)
+            } else {
+                (0, 0)
+            };
+            if x0 == x1 {
+                row.fill(BLACK_Y);
+                continue;
+            }
+            row[..x0].fill(BLACK_Y);
+            row[x1..].fill(BLACK_Y);
+            let vig = &self.fov.vig[j * fw + (x0 - r.x as usize)..j * fw + (x1 - r.x as usize)];
+            let px = &mut row[x0..x1];
+            if gain_q8 == 256 {
+                for (p, &m) in px.iter_mut().zip(vig) {
+                    let v = (*p as u32).saturating_sub(16) * m as u32;
+                    *p = 16 + ((v + 128) >> 8) as u8;
+                }
+            } else {
+                for (p, &m) in px.iter_mut().zip(vig) {
+                    let v = (*p as u32).saturating_sub(16) * exposure_gain(m, gain_q8);
+                    *p = (16 + ((v + 128) >> 8)).min(255) as u8;
+                }
+            }
+        }
+    }
+
+    /// Chroma follows the same gain toward neutral; when over-exposed, chroma also fades to
+    /// neutral where the luma clips (clipped sensor channels are white, not coloured).
+    fn tone_chroma(&self, dst: &mut I420PlanesMut<'_>, gain_q8: u32, desaturate: bool) {
+        let (cw, ch) = (self.cfg.width as usize / 2, self.cfg.height as usize / 2);
+        let r = self.fov.rect;
+        let (crx, cry, crw, crh) = ((r.x / 2) as usize, (r.y / 2) as usize, (r.width / 2) as usize, (r.height / 2) as usize);
+        for cy in 0..ch {
+            let j = cy.wrapping_sub(cry);
+            let (x0, x1) = if j < crh {
+                let (a, b) = self.fov.cspans[j];
+                (a as usize, b as usize)
+            } else {
+                (0, 0)
+            };
+            let luma_row = 2 * cy * dst.y_stride;
+            for plane in [&mut *dst.u, &mut *dst.v] {
+                let row = &mut plane[cy * dst.uv_stride..cy * dst.uv_stride + cw];
+                if x0 == x1 {
+                    row.fill(NEUTRAL_C);
+                    continue;
+                }
+                row[..x0].fill(NEUTRAL_C);
+                row[x1..].fill(NEUTRAL_C);
+                let vig = &self.fov.cvig[j * crw + (x0 - crx)..j * crw + (x1 - crx)];
+                for (i, (p, &m)) in row[x0..x1].iter_mut().zip(vig).enumerate() {
+                    let m = exposure_gain(m, gain_q8) as i32;
+                    let mut c = ((*p as i32 - 128) * m) >> 8;
+                    if desaturate {
+                        let l = dst.y[luma_row + 2 * (x0 + i)] as i32;
+                        // Full colour up to luma 215, none at 255.
+                        let keep = ((255 - l) * 256 / 40).clamp(0, 256);
+                        c = (c * keep) >> 8;
+                    }
+                    *p = (128 + c).clamp(0, 255) as u8;
+                }
+            }
+        }
+    }
+
+    /// Several saturated, colourless, elliptical highlights with a soft rim. Their cores
+    /// cover ≈ `area` of the field of view; positions and shapes are seeded per frame.
+    fn draw_glare(&self, dst: &mut I420PlanesMut<'_>, idx: u64, area: f32) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix64(self.cfg.seed ^ mix64(idx ^ 0x676C617265)));
+        let mut uni = || unit(rng.next_u64());
+        let n = 3 + (uni() * 5.0) as usize; // 3..=7 highlights
+        let mut weights = [0f32; 8];
+        for wgt in weights.iter_mut().take(n) {
+            *wgt = 0.3 + uni();
+        }
+        let total_w: f32 = weights.iter().sum();
+        // The rim adds ~5 % of near-white pixels around each core: compensate.
+        let target = area * self.fov.pixels as f32 / 1.05;
+        let (fcx, fcy) = self.fov.centre;
+        let (fa, fb) = self.fov.half;
+        let mut placed: [(f32, f32, f32); 8] = [(0.0, 0.0, 0.0); 8];
+        for k in 0..n {
+            let a_k = target * weights[k] / total_w;
+            let aspect = 1.0 + 1.5 * uni();
+            let theta = uni() * std::f32::consts::PI;
+            let a = (a_k * aspect / std::f32::consts::PI).sqrt();
+            let b = a / aspect;
+            // Uniform in the inner 70 % of the field, avoiding earlier highlights.
+            let mut c = (fcx, fcy);
+            for _ in 0..30 {
+                let (rr, ang) = (0.7 * uni().sqrt(), uni() * std::f32::consts::TAU);
+                c = (fcx + rr * fa * ang.cos(), fcy + rr * fb * ang.sin());
+                let clear = placed[..k]
+                    .iter()
+                    .all(|&(px, py, pr)| ((px - c.0).powi(2) + (py - c.1).powi(2)).sqrt() > 1.4 * (pr + a) + 2.0);
+                if clear {
+                    break;
+                }
+            }
+            placed[k] = (c.0, c.1, a);
+            self.draw_highlight(dst, c, a, b, theta);
+        }
+    }
+
+    fn draw_highlight(&self, dst: &mut I420PlanesMut<'_>, c: (f32, f32), a: f32, b: f32, theta: f32) {
+        const RIM: f32 = 0.35; // rim width, relative to the radius
+        let (sin, cos) = theta.sin_cos();
+        let rho = |x: f32, y: f32| {
+            let (dx, dy) = (x - c.0, y - c.1);
+            let (u, v) = (dx * cos + dy * sin, -dx * sin + dy * cos);
+            ((u / a).powi(2) + (v / b).powi(2)).sqrt()
+        };
+        let reach = a * (1.0 + RIM) + 2.0;
+        let r = self.fov.rect;
+        let y0 = ((c.1 - reach).floor().max(r.y as f32)) as u32;
+        let y1 = ((c.1 + reach).ceil().min(r.bottom() as f32)) as u32;
+        for y in y0..y1 {
+            let (sx0, sx1) = self.fov.spans[(y - r.y) as usize];
+            let x0 = ((c.0 - reach).floor().max(sx0 as f32)) as u32;
+            let x1 = ((c.0 + reach).ceil().min(sx1 as f32)) as u32;
+            let row = y as usize * dst.y_stride;
+            for x in x0..x1 {
+                let q = rho(x as f32 + 0.5, y as f32 + 0.5);
+                if q >= 1.0 + RIM {
+                    continue;
+                }
+                let p = &mut dst.y[row + x as usize];
+                *p = if q <= 1.0 {
+                    GLARE_Y
+                } else {
+                    let t = (1.0 + RIM - q) / RIM;
+                    (*p as f32 + (GLARE_Y as f32 - *p as f32) * t * t) as u8
+                };
+            }
+        }
+        for cy in y0 / 2..y1.div_ceil(2) {
+            let Some(&(sx0, sx1)) = self.fov.cspans.get((cy - r.y / 2) as usize) else {
+                continue;
+            };
+            let x0 = (((c.0 - reach) / 2.0).floor().max(sx0 as f32)) as u32;
+            let x1 = (((c.0 + reach) / 2.0).ceil().min(sx1 as f32)) as u32;
+            for x in x0..x1 {
+                let q = rho(2.0 * x as f32 + 1.0, 2.0 * cy as f32 + 1.0);
+                if q >= 1.0 + RIM {
+                    continue;
+                }
+                let t = if q <= 1.0 { 1.0 } else { (1.0 + RIM - q) / RIM };
+                for plane in [&mut *dst.u, &mut *dst.v] {
+                    let p = &mut plane[cy as usize * dst.uv_stride + x as usize];
+                    *p = (*p as f32 + (NEUTRAL_C as f32 - *p as f32) * t) as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Combined gain (Q8) of vignetting `vig` and exposure `gain` (both Q8).
+///
+/// Under-exposure simply scales. Over-exposure happens when the tip is close to the mucosa,
+/// where the light is both stronger and more even, so the gain is *added* to the vignette
+/// (`vig + gain - 1`): the edge darkening shrinks relative to the centre and large areas clip.
+#[inline]
+fn exposure_gain(vig: u16, gain_q8: u32) -> u32 {
+    if gain_q8 > 256 {
+        vig as u32 + gain_q8 - 256
+    } else {
+        (vig as u32 * gain_q8 + 128) >> 8
+    }
+}
+
+/// Copy the `rect`-sized window at `origin` (luma coordinates) of a tightly packed world
+/// plane into `rect` of a destination plane; `sub` = 1 for luma, 2 for chroma.
+fn copy_window(world_stride: usize, world: &[u8], origin: (u32, u32), rect: Rect, sub: u32, dst: &mut [u8], dst_stride: usize) {
+    let (ox, oy) = ((origin.0 / sub) as usize, (origin.1 / sub) as usize);
+    let (rx, ry) = ((rect.x / sub) as usize, (rect.y / sub) as usize);
+    let (w, h) = ((rect.width / sub) as usize, (rect.height / sub) as usize);
+    for j in 0..h {
+        let s = (oy + j) * world_stride + ox;
+        let d = (ry + j) * dst_stride + rx;
+        dst[d..d + w].copy_from_slice(&world[s..s + w]);
+    }
+}

@@ -1,0 +1,154 @@
+//! The datalake record: one JPEG and one JSON document per forwarded frame, under a
+//! key that depends only on the frame (site, device, capture date, session, sequence),
+//! so a retried upload overwrites the same object instead of duplicating it.
+//!
+//! Key scheme (shared by every sink):
+//! `{prefix}/{site}/{device}/{yyyy}/{mm}/{dd}/{session}/{seq:010}` + `.jpg` / `.json`.
+//! The date is the frame's capture date in UTC.
+
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+use crate::frame::Rect;
+use crate::score::Score;
+
+pub const SCHEMA: &str = "endo-agent/frame-record/v1";
+
+/// The object key stem (without extension) for a frame.
+pub fn key_stem(prefix: &str, site: &str, device: &str, captured: DateTime<Utc>, session: &str, seq: u64) -> String {
+    format!(
+        "{prefix}/{site}/{device}/{:04}/{:02}/{:02}/{session}/{seq:010}",
+        captured.year(),
+        captured.month(),
+        captured.day()
+    )
+}
+
+/// A new procedure session id: UTC start time plus a random suffix, e.g. `20261121T101500Z-3fa2`.
+pub fn new_session_id(now: DateTime<Utc>) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now.timestamp_nanos_opt().unwrap_or_default() as u128);
+    h.write_u32(std::process::id());
+    format!("{}-{:04x}", now.format("%Y%m%dT%H%M%SZ"), h.finish() & 0xffff)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub schema: &'static str,
+    /// Key stem; the JPEG is `{key}.jpg`, this record `{key}.json`.
+    pub key: String,
+    pub site: String,
+    pub device: String,
+    pub session: String,
+    /// Sequence of forwarded frames in this session, from 0.
+    pub sequence: u64,
+    /// Capture time, UTC, RFC 3339 with milliseconds.
+    pub captured_at: String,
+    /// Buffer timestamp in the capture pipeline, nanoseconds (None if the source gave none).
+    pub pts_ns: Option<u64>,
+    pub frame: FrameInfo,
+    pub score: ScoreInfo,
+    pub selection: SelectionInfo,
+    pub model: Option<ModelInfo>,
+    pub agent: AgentInfo,
+    pub jpeg: JpegInfo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameInfo {
+    /// Size of the written JPEG (= the field of view).
+    pub width: u32,
+    pub height: u32,
+    pub source_width: u32,
+    pub source_height: u32,
+    /// The field of view in source pixels.
+    pub fov: Rect,
+    pub fov_shape: &'static str,
+    /// How many privacy masks were applied.
+    pub masks: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreInfo {
+    pub quality: f32,
+    pub classical_quality: f32,
+    pub model_quality: Option<f32>,
+    pub artifacts: BTreeMap<&'static str, f32>,
+    pub reasons: Vec<&'static str>,
+    pub measures: crate::score::classical::Measures,
+}
+
+impl ScoreInfo {
+    pub fn from_score(s: &Score) -> ScoreInfo {
+        ScoreInfo {
+            quality: s.quality,
+            classical_quality: s.classical_quality,
+            model_quality: s.model_quality,
+            artifacts: crate::score::artifact::Artifact::ALL
+                .iter()
+                .map(|a| (a.as_str(), s.artifact(*a)))
+                .collect(),
+            reasons: s.reasons().map(|a| a.as_str()).collect(),
+            measures: s.measures,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SelectionInfo {
+    /// Why it was forwarded: `best_in_window`.
+    pub reason: &'static str,
+    pub threshold_high: f32,
+    pub threshold_low: f32,
+    pub window_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentInfo {
+    pub version: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JpegInfo {
+    pub bytes: usize,
+    pub sha256: String,
+    pub quality: u8,
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn key_follows_the_scheme() {
+        let t = Utc.with_ymd_and_hms(2026, 3, 7, 23, 59, 59).unwrap();
+        assert_eq!(
+            key_stem("frames", "st-mary", "tower-3", t, "s1", 42),
+            "frames/st-mary/tower-3/2026/03/07/s1/0000000042"
+        );
+    }
+
+    #[test]
+    fn session_ids_are_key_segments_and_differ() {
+        let t = Utc::now();
+        let a = new_session_id(t);
+        let b = new_session_id(t);
+        assert!(crate::config::is_key_segment(&a), "{a}");
+        assert_ne!(a, b);
+    }
+}

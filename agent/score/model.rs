@@ -1,0 +1,278 @@
+//! The quality model: an ONNX file run by tract, described by a manifest beside it.
+//!
+//! The manifest (`<model stem>.manifest.json`) is the model's contract with the agent:
+//! input name, shape, layout and normalisation; output names and artifact labels; version;
+//! and the sha256 of the ONNX file. [`ModelRunner::load`] refuses a model whose hash, input
+//! shape, outputs or labels do not match its manifest, naming the file and the reason.
+//! tract types stay inside this module.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::score::artifact::Artifact;
+
+/// Why a model was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model manifest {path}: {reason}")]
+    Manifest { path: PathBuf, reason: String },
+    #[error("model file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model file {path}: sha256 is {actual} but its manifest says {expected}; refusing a model that is not the one described")]
+    HashMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("model file {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("running model {path}: {reason}")]
+    Run { path: PathBuf, reason: String },
+}
+
+/// The manifest beside a model file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Model family name.
+    pub name: String,
+    /// Model version, recorded in every datalake record.
+    pub version: String,
+    /// File name of the ONNX model (relative to the manifest).
+    pub file: String,
+    /// sha256 of the ONNX file, lowercase hex.
+    pub sha256: String,
+    /// Weight/activation format, e.g. `f32`, `int8-qdq`.
+    pub quantization: String,
+    pub input: InputSpec,
+    pub outputs: OutputSpec,
+    /// Free text: what the model is, how it was made.
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    /// [1, 3, H, W] for NCHW or [1, H, W, 3] for NHWC.
+    pub shape: [usize; 4],
+    /// NCHW | NHWC
+    pub layout: Layout,
+    /// Channel order; only RGB is supported.
+    pub color: String,
+    /// value = (pixel * scale - mean[c]) / std[c]
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    #[serde(rename = "NCHW")]
+    Nchw,
+    #[serde(rename = "NHWC")]
+    Nhwc,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Output holding overall quality, shape [1, 1], 0 (bad) .. 1 (good).
+    pub quality: String,
+    /// Output holding per-artifact values, shape [1, labels.len()], each 0..1.
+    pub artifacts: String,
+    /// Artifact names, in output order (blur, dark, overexposed, glare, outside).
+    pub labels: Vec<String>,
+}
+
+impl InputSpec {
+    /// (height, width) of the input image.
+    pub fn size(&self) -> (u32, u32) {
+        match self.layout {
+            Layout::Nchw => (self.shape[2] as u32, self.shape[3] as u32),
+            Layout::Nhwc => (self.shape[1] as u32, self.shape[2] as u32),
+        }
+    }
+}
+
+/// What the model said about one frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelOutput {
+    pub quality: f32,
+    /// Indexed by [`Artifact::index`]; artifacts the model does not output are 0.
+    pub artifacts: [f32; 5],
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// A loaded, checked, optimised model ready to run on the scoring thread.
+pub struct ModelRunner {
+    path: PathBuf,
+    manifest: Manifest,
+    plan: Plan,
+    quality_ix: usize,
+    artifacts_ix: usize,
+    /// Model output position → artifact.
+    labels: Vec<Artifact>,
+}
+
+/// The manifest path for a model path: `dir/name.onnx` → `dir/name.manifest.json`.
+pub fn manifest_path(model: &Path) -> PathBuf {
+    let stem = model.file_stem().unwrap_or_default().to_string_lossy();
+    model.with_file_name(format!("{stem}.manifest.json"))
+}
+
+/// sha256 of a byte string, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl ModelRunner {
+    /// Load `path` and its manifest; check hash, input shape, outputs and labels.
+    pub fn load(path: &Path) -> Result<ModelRunner, ModelError> {
+        let mpath = manifest_path(path);
+        let text = std::fs::read_to_string(&mpath).map_err(|e| ModelError::Manifest {
+            path: mpath.clone(),
+            reason: format!("cannot read it ({e}); every model needs a manifest beside it"),
+        })?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| ModelError::Manifest {
+            path: mpath.clone(),
+            reason: e.to_string(),
+        })?;
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let actual = sha256_hex(&bytes);
+        if actual != manifest.sha256.to_ascii_lowercase() {
+            return Err(ModelError::HashMismatch {
+                path: path.to_owned(),
+                expected: manifest.sha256.clone(),
+                actual,
+            });
+        }
+        Self::from_bytes(path, manifest, &bytes)
+    }
+
+    fn from_bytes(path: &Path, manifest: Manifest, bytes: &[u8]) -> Result<ModelRunner, ModelError> {
+        let invalid = |reason: String| ModelError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let spec = manifest.input.clone();
+        if spec.color != "RGB" {
+            return Err(invalid(format!("manifest input.color {:?}: only RGB is supported", spec.color)));
+        }
+        let channels = match spec.layout {
+            Layout::Nchw => spec.shape[1],
+            Layout::Nhwc => spec.shape[3],
+        };
+        if spec.shape[0] != 1 || channels != 3 {
+            return Err(invalid(format!("manifest input.shape {:?}: expected batch 1 and 3 channels", spec.shape)));
+        }
+        let mut labels = Vec::new();
+        for l in &manifest.outputs.labels {
+            labels.push(Artifact::parse(l).ok_or_else(|| invalid(format!("manifest output label {l:?} is not a known artifact")))?);
+        }
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(|e| invalid(format!("not a loadable ONNX model: {e:#}")))?;
+        // The declared input must be the model's input, with the declared shape.
+        let inputs = model.input_outlets().map_err(|e| invalid(format!("{e:#}")))?;
+        if inputs.len() != 1 {
+            return Err(invalid(format!("model has {} inputs, the agent feeds exactly one", inputs.len())));
+        }
+        let in_name = model.node(inputs[0].node).name.clone();
+        if in_name != spec.name {
+            return Err(invalid(format!("model input is {in_name:?} but the manifest says {:?}", spec.name)));
+        }
+        let declared = model.input_fact(0).map_err(|e| invalid(format!("{e:#}")))?;
+        {
+            let dims: Vec<Option<i64>> =
+                declared.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok())).collect();
+            let matches = dims.len() == 4 && dims.iter().zip(spec.shape).all(|(d, s)| d.is_none_or(|d| d == s as i64));
+            if !matches {
+                return Err(invalid(format!("model input shape is {dims:?} but the manifest says {:?}", spec.shape)));
+            }
+        }
+        let out_names: Vec<String> = model
+            .output_outlets()
+            .map_err(|e| invalid(format!("{e:#}")))?
+            .iter()
+            .map(|o| model.outlet_label(*o).map(str::to_string).unwrap_or_else(|| model.node(o.node).name.clone()))
+            .collect();
+        let find = |name: &str| {
+            out_names
+                .iter()
+                .position(|n| n == name)
+                .ok_or_else(|| invalid(format!("manifest output {name:?} is not among the model's outputs {out_names:?}")))
+        };
+        let quality_ix = find(&manifest.outputs.quality)?;
+        let artifacts_ix = find(&manifest.outputs.artifacts)?;
+        let plan = model
+            .with_input_fact(0, f32::fact(spec.shape).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| invalid(format!("cannot prepare the model with input {:?}: {e:#}", spec.shape)))?;
+        let runner = ModelRunner {
+            path: path.to_owned(),
+            manifest,
+            plan,
+            quality_ix,
+            artifacts_ix,
+            labels,
+        };
+        // One dry run proves the output shapes before the first real frame.
+        let zeros = vec![0.0f32; spec.shape.iter().product()];
+        runner.run(&zeros)?;
+        Ok(runner)
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run on a normalised input laid out as the manifest says.
+    pub fn run(&self, input: &[f32]) -> Result<ModelOutput, ModelError> {
+        let err = |reason: String| ModelError::Run {
+            path: self.path.clone(),
+            reason,
+        };
+        let tensor = Tensor::from_shape(&self.manifest.input.shape, input).map_err(|e| err(format!("{e:#}")))?;
+        let out = self.plan.run(tvec!(tensor.into())).map_err(|e| err(format!("{e:#}")))?;
+        let q = out[self.quality_ix]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>()).map_err(|e| err(format!("quality output: {e:#}")))?;
+        let a = out[self.artifacts_ix]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>()).map_err(|e| err(format!("artifacts output: {e:#}")))?;
+        if q.len() != 1 || a.len() != self.labels.len() {
+            return Err(err(format!(
+                "outputs have {} and {} values, the manifest promises 1 and {}",
+                q.len(),
+                a.len(),
+                self.labels.len()
+            )));
+        }
+        let mut artifacts = [0.0; 5];
+        for (v, l) in a.iter().zip(&self.labels) {
+            artifacts[l.index()] = v.clamp(0.0, 1.0);
+        }
+        Ok(ModelOutput {
+            quality: q[0].clamp(0.0, 1.0),
+            artifacts,
+        })
+    }
+}

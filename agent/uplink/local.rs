@@ -1,0 +1,90 @@
+//! The local directory datalake: `{dir}/{key}.jpg` and `{dir}/{key}.json`.
+//!
+//! Writes are atomic: each file is written to a hidden temporary name in the same
+//! directory, flushed to disk, renamed into place, and the directory is synced. The JPEG
+//! lands before the JSON record, so a record on disk always has its image beside it and a
+//! crash never leaves a half file under a final name.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{Encoded, Sink, SinkError};
+
+pub struct LocalDatalake {
+    root: PathBuf,
+}
+
+impl LocalDatalake {
+    pub fn new(root: impl Into<PathBuf>) -> LocalDatalake {
+        LocalDatalake { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Atomically write `bytes` to `{root}/{rel}`.
+    pub fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), SinkError> {
+        let path = self.root.join(rel);
+        let io = |source| SinkError::Io {
+            path: path.clone(),
+            source,
+        };
+        let dir = path.parent().expect("keys have directories");
+        fs::create_dir_all(dir).map_err(io)?;
+        let name = path.file_name().expect("keys have file names").to_string_lossy();
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let mut f = File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(())
+    }
+}
+
+impl Sink for LocalDatalake {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn deliver(&mut self, item: &Encoded) -> Result<(), SinkError> {
+        self.put(&format!("{}.jpg", item.key), &item.jpeg)?;
+        self.put(&format!("{}.json", item.key), &item.record_json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivers_both_files_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lake = LocalDatalake::new(dir.path());
+        let item = Encoded {
+            key: "frames/s/d/2026/01/02/sess/0000000001".into(),
+            jpeg: vec![0xff, 0xd8, 1, 2, 3],
+            record_json: b"{}".to_vec(),
+        };
+        lake.deliver(&item).unwrap();
+        lake.deliver(&item).unwrap(); // idempotent: same key, same bytes
+        let d = dir.path().join("frames/s/d/2026/01/02/sess");
+        let mut names: Vec<_> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, vec!["0000000001.jpg", "0000000001.json"]);
+        assert_eq!(fs::read(d.join("0000000001.jpg")).unwrap(), item.jpeg);
+    }
+
+    #[test]
+    fn an_unwritable_root_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        fs::write(&file, b"x").unwrap();
+        let lake = LocalDatalake::new(&file);
+        let e = lake.put("a/b.jpg", b"x").unwrap_err().to_string();
+        assert!(e.contains("not-a-dir"), "{e}");
+    }
+}
