@@ -35,9 +35,15 @@ pub enum AgentError {
     #[error(transparent)]
     Capture(#[from] capture::CaptureError),
     #[error("http.listen {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("starting thread {name}: {source}")]
-    Thread { name: &'static str, source: std::io::Error },
+    Thread {
+        name: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// What the HTTP server and the operator see of the running agent.
@@ -51,6 +57,8 @@ pub struct Shared {
     pub delivered: AtomicU64,
     pub fps_milli: AtomicU64,
     pub latest: Mutex<Option<Latest>>,
+    /// The source ended and every selected frame went through the encoder (on_eos = idle).
+    pub drained: AtomicBool,
 }
 
 /// The latest score, for the overlay and `/api/status`.
@@ -85,6 +93,7 @@ impl Shared {
             "frames_captured": self.capture.captured.load(Ordering::Relaxed),
             "frames_selected": self.selected.load(Ordering::Relaxed),
             "frames_delivered": self.delivered.load(Ordering::Relaxed),
+            "drained": self.drained.load(Ordering::Relaxed),
             "latest": latest.map(|l| serde_json::json!({
                 "at": record::format_time(l.at),
                 "quality": l.score.quality,
@@ -102,6 +111,40 @@ pub struct Summary {
     pub scored: u64,
     pub selected: u64,
     pub delivered: u64,
+    /// Capture→score latency over the last frames (up to [`LatencyWindow::LEN`]).
+    pub latency_p50: Duration,
+    pub latency_p99: Duration,
+}
+
+/// The last few thousand capture→score latencies, for exact percentiles in the summary
+/// and the benchmark (the histogram's buckets are too coarse for that). Fixed size.
+pub struct LatencyWindow {
+    samples: Box<[u32; LatencyWindow::LEN]>,
+    n: usize,
+}
+
+impl LatencyWindow {
+    pub const LEN: usize = 8192;
+    fn new() -> Self {
+        LatencyWindow {
+            samples: Box::new([0; Self::LEN]),
+            n: 0,
+        }
+    }
+    fn push(&mut self, d: Duration) {
+        self.samples[self.n % Self::LEN] = d.as_micros().min(u32::MAX as u128) as u32;
+        self.n += 1;
+    }
+    /// The q-quantile (0..1) of the samples held.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let len = self.n.min(Self::LEN);
+        if len == 0 {
+            return Duration::ZERO;
+        }
+        let mut v = self.samples[..len].to_vec();
+        v.sort_unstable();
+        Duration::from_micros(v[((len - 1) as f64 * q).round() as usize] as u64)
+    }
 }
 
 /// A selected frame on its way to the encoder.
@@ -128,7 +171,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         tracing::warn!("model disabled: scoring with classical measures only");
         None
     };
-    let session = if cfg.agent.session.is_empty() { record::new_session_id(Utc::now()) } else { cfg.agent.session.clone() };
+    let session = if cfg.agent.session.is_empty() {
+        record::new_session_id(Utc::now())
+    } else {
+        cfg.agent.session.clone()
+    };
     tracing::info!(site = %cfg.agent.site, device = %cfg.agent.device, session = %session, "starting");
     // Check the pipeline before anything starts, so a bad template fails fast.
     capture::check_pipeline(&cfg)?;
@@ -144,6 +191,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         delivered: AtomicU64::new(0),
         fps_milli: AtomicU64::new(0),
         latest: Mutex::new(None),
+        drained: AtomicBool::new(false),
     });
     let http = start_http(&cfg.http.listen, shared.clone(), stop.clone())?;
 
@@ -179,8 +227,17 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         .map_err(thread_err("capture"))?;
 
     let ended = capture_thread.join().expect("capture thread panicked");
-    let scored = score_thread.join().expect("score thread panicked");
+    let (scored, latencies) = score_thread.join().expect("score thread panicked");
     encode_thread.join().expect("encode thread panicked");
+    shared.drained.store(true, Ordering::Relaxed);
+    if matches!(ended, Ok(capture::Ended::EndOfStream))
+        && cfg.capture.on_eos == crate::config::OnEos::Idle
+    {
+        tracing::info!("source ended and every frame is delivered; serving HTTP until stopped");
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     let _ = http.join();
     let summary = Summary {
@@ -188,14 +245,23 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         scored,
         selected: shared.selected.load(Ordering::Relaxed),
         delivered: shared.delivered.load(Ordering::Relaxed),
+        latency_p50: latencies.quantile(0.5),
+        latency_p99: latencies.quantile(0.99),
     };
     tracing::info!(?summary, "stopped");
     ended?;
     Ok(summary)
 }
 
-fn start_http(listen: &str, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Result<thread::JoinHandle<()>, AgentError> {
-    let listen_err = |source| AgentError::Listen { addr: listen.to_string(), source };
+fn start_http(
+    listen: &str,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> Result<thread::JoinHandle<()>, AgentError> {
+    let listen_err = |source| AgentError::Listen {
+        addr: listen.to_string(),
+        source,
+    };
     let std_listener = std::net::TcpListener::bind(listen).map_err(listen_err)?;
     std_listener.set_nonblocking(true).map_err(listen_err)?;
     let addr = std_listener.local_addr().map_err(listen_err)?;
@@ -241,37 +307,55 @@ async fn sigterm() {
 
 /// Once a second: the fps gauge and the exporter's housekeeping.
 async fn upkeep(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
-    let mut last = (Instant::now(), shared.capture.captured.load(Ordering::Relaxed));
+    let mut last = (
+        Instant::now(),
+        shared.capture.captured.load(Ordering::Relaxed),
+    );
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = (Instant::now(), shared.capture.captured.load(Ordering::Relaxed));
+        let now = (
+            Instant::now(),
+            shared.capture.captured.load(Ordering::Relaxed),
+        );
         let fps = (now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64();
-        shared.fps_milli.store((fps * 1000.0) as u64, Ordering::Relaxed);
+        shared
+            .fps_milli
+            .store((fps * 1000.0) as u64, Ordering::Relaxed);
         gauge!("endo_agent_capture_fps").set(fps);
         shared.prometheus.run_upkeep();
         last = now;
     }
 }
 
-/// The scoring thread. Returns the number of frames scored.
-fn score_loop(cfg: &Config, mut scorer: Scorer, rx: Receiver<CapturedFrame>, jobs: Sender<Job>, shared: &Shared) -> u64 {
+/// The scoring thread. Returns the number of frames scored and their latencies.
+fn score_loop(
+    cfg: &Config,
+    mut scorer: Scorer,
+    rx: Receiver<CapturedFrame>,
+    jobs: Sender<Job>,
+    shared: &Shared,
+) -> (u64, LatencyWindow) {
+    let mut latencies = LatencyWindow::new();
     let scored = counter!("endo_agent_frames_scored_total");
     let fov_pending = counter!("endo_agent_frames_dropped_total", "reason" => "fov_pending");
     let score_failed = counter!("endo_agent_frames_dropped_total", "reason" => "score_failed");
     let quality_h = histogram!("endo_agent_quality_score");
     let latency_h = histogram!("endo_agent_capture_to_score_seconds");
     let stage = |s: &'static str| histogram!("endo_agent_stage_duration_seconds", "stage" => s);
-    let (classical_h, preprocess_h, inference_h) = (stage("classical"), stage("preprocess"), stage("inference"));
+    let (classical_h, preprocess_h, inference_h) =
+        (stage("classical"), stage("preprocess"), stage("inference"));
     let fov_locked_g = gauge!("endo_agent_fov_locked");
     fov_locked_g.set(0.0);
     let mut locator = FovLocator::new(&cfg.fov);
     let mut fov: Option<Arc<Fov>> = None;
-    let mut selector: Selector<(CapturedFrame, Arc<Fov>, Score)> = Selector::new(cfg.select.clone());
+    let mut selector: Selector<(CapturedFrame, Arc<Fov>, Score)> =
+        Selector::new(cfg.select.clone());
     let mut n = 0u64;
     let mut seq = 0u64;
     let epoch = Instant::now();
 
-    let handle_step = |step: crate::select::Step<(CapturedFrame, Arc<Fov>, Score)>, seq: &mut u64| {
+    let handle_step = |step: crate::select::Step<(CapturedFrame, Arc<Fov>, Score)>,
+                       seq: &mut u64| {
         for r in step.rejections() {
             counter!("endo_agent_frames_rejected_total", "reason" => r.as_str()).increment(1);
         }
@@ -280,10 +364,16 @@ fn score_loop(cfg: &Config, mut scorer: Scorer, rx: Receiver<CapturedFrame>, job
             counter!("endo_agent_frames_selected_total").increment(1);
             let total = shared.selected.fetch_add(1, Ordering::Relaxed) + 1;
             gauge!("endo_agent_session_frames_selected").set(total as f64);
-            let job = Job { frame, fov, score, seq: *seq };
+            let job = Job {
+                frame,
+                fov,
+                score,
+                seq: *seq,
+            };
             *seq += 1;
             if jobs.try_send(job).is_err() {
-                counter!("endo_agent_frames_evicted_total", "reason" => "encode_queue_full").increment(1);
+                counter!("endo_agent_frames_evicted_total", "reason" => "encode_queue_full")
+                    .increment(1);
                 tracing::warn!("encoder backlog full: a selected frame was evicted");
             }
         }
@@ -298,7 +388,10 @@ fn score_loop(cfg: &Config, mut scorer: Scorer, rx: Receiver<CapturedFrame>, job
             }
             Locate::Locked(f) => f,
         };
-        if fov.as_ref().is_none_or(|cached| cached.rect != current.rect) {
+        if fov
+            .as_ref()
+            .is_none_or(|cached| cached.rect != current.rect)
+        {
             fov = Some(Arc::new(current.clone()));
             shared.fov_locked.store(true, Ordering::Relaxed);
             fov_locked_g.set(1.0);
@@ -318,24 +411,37 @@ fn score_loop(cfg: &Config, mut scorer: Scorer, rx: Receiver<CapturedFrame>, job
         classical_h.record(t.classical.as_secs_f64());
         preprocess_h.record(t.preprocess.as_secs_f64());
         inference_h.record(t.inference.as_secs_f64());
-        latency_h.record(frame.arrived.elapsed().as_secs_f64());
+        let latency = frame.arrived.elapsed();
+        latency_h.record(latency.as_secs_f64());
+        latencies.push(latency);
         if score.quality < cfg.select.threshold_low {
             let a = score.primary_reason().map(|a| a.as_str()).unwrap_or("none");
             counter!("endo_agent_frames_bad_total", "artifact" => a).increment(1);
         }
         if let Ok(mut l) = shared.latest.try_lock() {
-            *l = Some(Latest { score, at: frame.captured_at });
+            *l = Some(Latest {
+                score,
+                at: frame.captured_at,
+            });
         }
-        let t_ns = frame.pts_ns.unwrap_or_else(|| (frame.arrived - epoch).as_nanos() as u64);
+        let t_ns = frame
+            .pts_ns
+            .unwrap_or_else(|| (frame.arrived - epoch).as_nanos() as u64);
         let step = selector.offer(t_ns, score.quality, score.dhash, (frame, fov_now, score));
         handle_step(step, &mut seq);
     }
     handle_step(selector.flush(), &mut seq);
-    n
+    (n, latencies)
 }
 
 /// The encode worker: JPEG + record, then the sink. Ends when the scorer hangs up.
-fn encode_loop(cfg: &Config, session: &str, model: Option<record::ModelInfo>, rx: Receiver<Job>, shared: &Shared) {
+fn encode_loop(
+    cfg: &Config,
+    session: &str,
+    model: Option<record::ModelInfo>,
+    rx: Receiver<Job>,
+    shared: &Shared,
+) {
     let mut sink = LocalDatalake::new(&cfg.datalake.dir);
     let encode_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "encode");
     let write_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "write");
@@ -345,12 +451,20 @@ fn encode_loop(cfg: &Config, session: &str, model: Option<record::ModelInfo>, rx
         let jpeg = match encode::encode_jpeg(&view, &job.fov, cfg.encode.jpeg_quality) {
             Ok(j) => j,
             Err(e) => {
-                counter!("endo_agent_frames_evicted_total", "reason" => "encode_failed").increment(1);
+                counter!("endo_agent_frames_evicted_total", "reason" => "encode_failed")
+                    .increment(1);
                 tracing::error!("{e}");
                 continue;
             }
         };
-        let key = record::key_stem(&cfg.datalake.prefix, &cfg.agent.site, &cfg.agent.device, job.frame.captured_at, session, job.seq);
+        let key = record::key_stem(
+            &cfg.datalake.prefix,
+            &cfg.agent.site,
+            &cfg.agent.device,
+            job.frame.captured_at,
+            session,
+            job.seq,
+        );
         let rec = Record {
             schema: record::SCHEMA,
             key: key.clone(),
@@ -380,7 +494,9 @@ fn encode_loop(cfg: &Config, session: &str, model: Option<record::ModelInfo>, rx
                 window_ms: cfg.select.window_ms,
             },
             model: model.clone(),
-            agent: record::AgentInfo { version: crate::VERSION },
+            agent: record::AgentInfo {
+                version: crate::VERSION,
+            },
             jpeg: record::JpegInfo {
                 bytes: jpeg.len(),
                 sha256: crate::score::model::sha256_hex(&jpeg),
@@ -388,7 +504,11 @@ fn encode_loop(cfg: &Config, session: &str, model: Option<record::ModelInfo>, rx
             },
         };
         drop(job);
-        let item = Encoded { key, jpeg, record_json: serde_json::to_vec_pretty(&rec).expect("records serialise") };
+        let item = Encoded {
+            key,
+            jpeg,
+            record_json: serde_json::to_vec_pretty(&rec).expect("records serialise"),
+        };
         encode_h.record(t0.elapsed().as_secs_f64());
         let t1 = Instant::now();
         if deliver_with_retry(&mut sink, &item) {

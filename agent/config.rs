@@ -171,7 +171,7 @@ pub struct CaptureConfig {
     pub template: Option<PathBuf>,
     /// Frames waiting for the scorer; when full the oldest is dropped (counted).
     pub queue_frames: usize,
-    /// What to do when the source ends: restart (with backoff) | stop (the agent exits).
+    /// What to do when the source ends: restart (with backoff) | stop (deliver, exit) | idle (deliver, keep serving HTTP).
     pub on_eos: OnEos,
     /// First restart delay after a source failure, milliseconds.
     pub backoff_initial_ms: u64,
@@ -197,8 +197,12 @@ impl Default for CaptureConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnEos {
+    /// Restart the source (with backoff): live cameras.
     Restart,
+    /// Deliver everything, then exit.
     Stop,
+    /// Deliver everything, then keep serving HTTP until stopped.
+    Idle,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +279,10 @@ pub struct ScoringConfig {
     pub sharpness_good: f32,
     /// Sharpness at or below which blur = 1.
     pub sharpness_bad: f32,
+    /// Isotropy (perpendicular gradient balance) at or above which motion blur = 0.
+    pub isotropy_good: f32,
+    /// Isotropy at or below which motion blur = 1.
+    pub isotropy_bad: f32,
     /// Luma below this counts as dark.
     pub dark_level: u8,
     /// Dark fraction of the field of view at which dark = 0 / dark = 1.
@@ -296,8 +304,10 @@ pub struct ScoringConfig {
 impl Default for ScoringConfig {
     fn default() -> Self {
         ScoringConfig {
-            sharpness_good: 0.80,
-            sharpness_bad: 0.45,
+            sharpness_good: 1.25,
+            sharpness_bad: 1.05,
+            isotropy_good: 0.75,
+            isotropy_bad: 0.55,
             dark_level: 40,
             dark_fraction: [0.25, 0.6],
             clip_level: 235,
@@ -433,24 +443,42 @@ impl Config {
                 why,
             })
         };
-        for (key, v) in [("agent.site", &self.agent.site), ("agent.device", &self.agent.device)] {
+        for (key, v) in [
+            ("agent.site", &self.agent.site),
+            ("agent.device", &self.agent.device),
+        ] {
             if !is_key_segment(v) {
-                return bad(key, format!("{v:?} must be 1-64 characters of [A-Za-z0-9._-]"));
+                return bad(
+                    key,
+                    format!("{v:?} must be 1-64 characters of [A-Za-z0-9._-]"),
+                );
             }
         }
         if !self.agent.session.is_empty() && !is_key_segment(&self.agent.session) {
-            return bad("agent.session", "must be 1-64 characters of [A-Za-z0-9._-]".into());
+            return bad(
+                "agent.session",
+                "must be 1-64 characters of [A-Za-z0-9._-]".into(),
+            );
         }
         if !is_key_segment(&self.datalake.prefix) {
-            return bad("datalake.prefix", "must be 1-64 characters of [A-Za-z0-9._-]".into());
+            return bad(
+                "datalake.prefix",
+                "must be 1-64 characters of [A-Za-z0-9._-]".into(),
+            );
         }
         let s = &self.source;
         if matches!(s.kind, SourceKind::Phantom | SourceKind::Test) {
             if s.width < 64 || s.height < 64 || s.width > 7680 || s.height > 4320 {
-                return bad("source.width", format!("{}x{} is outside 64x64..7680x4320", s.width, s.height));
+                return bad(
+                    "source.width",
+                    format!("{}x{} is outside 64x64..7680x4320", s.width, s.height),
+                );
             }
             if s.width % 2 != 0 || s.height % 2 != 0 {
-                return bad("source.width", "width and height must be even (I420)".into());
+                return bad(
+                    "source.width",
+                    "width and height must be even (I420)".into(),
+                );
             }
             if s.fps == 0 || s.fps > 240 {
                 return bad("source.fps", format!("{} is outside 1..240", s.fps));
@@ -463,16 +491,31 @@ impl Config {
                 }
             }
             if !matches!(s.phantom_fov.as_str(), "circle" | "octagon") {
-                return bad("source.phantom_fov", format!("{:?} is not circle or octagon", s.phantom_fov));
+                return bad(
+                    "source.phantom_fov",
+                    format!("{:?} is not circle or octagon", s.phantom_fov),
+                );
             }
         }
         if s.kind == SourceKind::File && s.path.as_os_str().is_empty() {
-            return bad("source.path", "a file source needs the path of a video file".into());
+            return bad(
+                "source.path",
+                "a file source needs the path of a video file".into(),
+            );
         }
         if s.kind == SourceKind::Rtsp && !s.url.starts_with("rtsp") {
-            return bad("source.url", format!("{:?} is not an rtsp:// or rtsps:// URL", s.url));
+            return bad(
+                "source.url",
+                format!("{:?} is not an rtsp:// or rtsps:// URL", s.url),
+            );
         }
-        for (key, v) in [("source.caps", &s.caps), ("source.pattern", &s.pattern), ("source.device", &s.device), ("source.mode", &s.mode), ("source.url", &s.url)] {
+        for (key, v) in [
+            ("source.caps", &s.caps),
+            ("source.pattern", &s.pattern),
+            ("source.device", &s.device),
+            ("source.mode", &s.mode),
+            ("source.url", &s.url),
+        ] {
             // Values are pasted into a gst-launch description; refuse what would break out of it.
             if v.contains('!') || v.contains('"') || v.contains('\n') {
                 return bad(key, "must not contain '!', '\"' or newlines".into());
@@ -480,15 +523,26 @@ impl Config {
         }
         let c = &self.capture;
         if c.queue_frames == 0 || c.queue_frames > 64 {
-            return bad("capture.queue_frames", format!("{} is outside 1..64", c.queue_frames));
+            return bad(
+                "capture.queue_frames",
+                format!("{} is outside 1..64", c.queue_frames),
+            );
         }
         if c.backoff_initial_ms == 0 || c.backoff_initial_ms > c.backoff_max_ms {
-            return bad("capture.backoff_initial_ms", "must be > 0 and <= capture.backoff_max_ms".into());
+            return bad(
+                "capture.backoff_initial_ms",
+                "must be > 0 and <= capture.backoff_max_ms".into(),
+            );
         }
         let f = &self.fov;
         if f.mode == FovMode::Fixed {
             match f.rect {
-                None => return bad("fov.rect", "fov.mode = \"fixed\" needs fov.rect = [x, y, width, height]".into()),
+                None => {
+                    return bad(
+                        "fov.rect",
+                        "fov.mode = \"fixed\" needs fov.rect = [x, y, width, height]".into(),
+                    )
+                }
                 Some([_, _, w, h]) if w < 16 || h < 16 => {
                     return bad("fov.rect", "width and height must be at least 16".into())
                 }
@@ -500,7 +554,16 @@ impl Config {
         }
         let sc = &self.scoring;
         if sc.sharpness_bad >= sc.sharpness_good {
-            return bad("scoring.sharpness_bad", "must be below scoring.sharpness_good".into());
+            return bad(
+                "scoring.sharpness_bad",
+                "must be below scoring.sharpness_good".into(),
+            );
+        }
+        if sc.isotropy_bad >= sc.isotropy_good {
+            return bad(
+                "scoring.isotropy_bad",
+                "must be below scoring.isotropy_good".into(),
+            );
         }
         for (key, [a, b]) in [
             ("scoring.dark_fraction", sc.dark_fraction),
@@ -509,7 +572,10 @@ impl Config {
             ("scoring.outside_cast", sc.outside_cast),
         ] {
             if a >= b {
-                return bad(key, format!("[{a}, {b}]: the first value must be below the second"));
+                return bad(
+                    key,
+                    format!("[{a}, {b}]: the first value must be below the second"),
+                );
             }
         }
         if !(0.0..=1.0).contains(&sc.reason_threshold) {
@@ -520,10 +586,16 @@ impl Config {
         }
         let se = &self.select;
         if !(0.0..=1.0).contains(&se.threshold_high) || !(0.0..=1.0).contains(&se.threshold_low) {
-            return bad("select.threshold_high", "thresholds must be within 0..1".into());
+            return bad(
+                "select.threshold_high",
+                "thresholds must be within 0..1".into(),
+            );
         }
         if se.threshold_low > se.threshold_high {
-            return bad("select.threshold_low", "must not be above select.threshold_high".into());
+            return bad(
+                "select.threshold_low",
+                "must not be above select.threshold_high".into(),
+            );
         }
         if se.max_per_second <= 0.0 {
             return bad("select.max_per_second", "must be above 0".into());
@@ -538,7 +610,13 @@ impl Config {
             return bad("encode.queue_frames", "must be at least 1".into());
         }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad("http.listen", format!("{:?} is not an address like 127.0.0.1:9464", self.http.listen));
+            return bad(
+                "http.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:9464",
+                    self.http.listen
+                ),
+            );
         }
         Ok(())
     }
@@ -555,7 +633,8 @@ pub fn is_key_segment(s: &str) -> bool {
         && s.len() <= 64
         && s != "."
         && s != ".."
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -563,7 +642,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("/etc/endo-agent/agent.toml"), Path::new("/etc/endo-agent"))
+        Config::parse(
+            text,
+            Path::new("/etc/endo-agent/agent.toml"),
+            Path::new("/etc/endo-agent"),
+        )
     }
 
     #[test]
@@ -575,14 +658,18 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_the_file() {
-        let e = parse("[select]\nthreshold_hi = 0.7\n").unwrap_err().to_string();
+        let e = parse("[select]\nthreshold_hi = 0.7\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/etc/endo-agent/agent.toml"), "{e}");
         assert!(e.contains("threshold_hi"), "{e}");
     }
 
     #[test]
     fn wrong_type_is_named() {
-        let e = parse("[source]\nfps = \"sixty\"\n").unwrap_err().to_string();
+        let e = parse("[source]\nfps = \"sixty\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fps") || e.contains("line 2"), "{e}");
         assert!(e.contains("invalid type"), "{e}");
     }
@@ -601,7 +688,8 @@ mod tests {
         assert!(e.to_string().contains("agent.site"), "{e}");
         let e = parse("[fov]\nmode = \"fixed\"\n").unwrap_err();
         assert!(e.to_string().contains("fov.rect"), "{e}");
-        let e = parse("[source]\nkind = \"v4l2\"\ncaps = \"video/x-raw ! fakesink\"\n").unwrap_err();
+        let e =
+            parse("[source]\nkind = \"v4l2\"\ncaps = \"video/x-raw ! fakesink\"\n").unwrap_err();
         assert!(e.to_string().contains("source.caps"), "{e}");
     }
 }

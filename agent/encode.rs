@@ -54,7 +54,15 @@ mod tests {
         let jpeg = encode_jpeg(&img.view(), &fov, 90).unwrap();
         let dec = image::load_from_memory(&jpeg).unwrap().to_rgb8();
         assert_eq!(dec.dimensions(), (64, 64));
-        assert!(dec.get_pixel(0, 0).0.iter().all(|&c| c < 20), "corner {:?}", dec.get_pixel(0, 0));
-        assert!(dec.get_pixel(32, 32).0[0] > 150, "centre {:?}", dec.get_pixel(32, 32));
+        assert!(
+            dec.get_pixel(0, 0).0.iter().all(|&c| c < 20),
+            "corner {:?}",
+            dec.get_pixel(0, 0)
+        );
+        assert!(
+            dec.get_pixel(32, 32).0[0] > 150,
+            "centre {:?}",
+            dec.get_pixel(32, 32)
+        );
     }
 }

@@ -54,7 +54,12 @@ impl Fov {
             .filter(|m| !m.is_empty())
             .map(|m| Rect::new(m.x - rect.x, m.y - rect.y, m.width, m.height))
             .collect();
-        Fov { rect, shape, spans, masks }
+        Fov {
+            rect,
+            shape,
+            spans,
+            masks,
+        }
     }
 
     /// The span of FOV pixels in crop row `row`.
@@ -117,7 +122,11 @@ const GRID: u32 = 4;
 
 impl FovLocator {
     pub fn new(cfg: &FovConfig) -> FovLocator {
-        let masks = cfg.masks.iter().map(|&[x, y, w, h]| Rect::new(x, y, w, h)).collect();
+        let masks = cfg
+            .masks
+            .iter()
+            .map(|&[x, y, w, h]| Rect::new(x, y, w, h))
+            .collect();
         FovLocator {
             cfg: cfg.clone(),
             masks,
@@ -146,7 +155,9 @@ impl FovLocator {
             let (w, h) = geometry;
             let full = Rect::new(0, 0, w, h);
             match self.cfg.mode {
-                FovMode::Full => self.locked = Some(Fov::new(full, self.cfg.shape, &self.masks, w, h)),
+                FovMode::Full => {
+                    self.locked = Some(Fov::new(full, self.cfg.shape, &self.masks, w, h))
+                }
                 FovMode::Fixed => {
                     let [x, y, rw, rh] = self.cfg.rect.unwrap_or([0, 0, w, h]);
                     let r = Rect::new(x, y, rw, rh);
@@ -156,10 +167,19 @@ impl FovLocator {
                     self.accumulate(frame);
                     if self.seen >= self.cfg.auto_frames {
                         if let Some(r) = self.detect() {
-                            tracing::info!(x = r.x, y = r.y, width = r.width, height = r.height, "field of view locked");
+                            tracing::info!(
+                                x = r.x,
+                                y = r.y,
+                                width = r.width,
+                                height = r.height,
+                                "field of view locked"
+                            );
                             self.locked = Some(Fov::new(r, self.cfg.shape, &self.masks, w, h));
                         } else if self.seen % (self.cfg.auto_frames * 30) == 0 {
-                            tracing::warn!(frames = self.seen, "field of view not found yet: is the scope connected and lit?");
+                            tracing::warn!(
+                                frames = self.seen,
+                                "field of view not found yet: is the scope connected and lit?"
+                            );
                         }
                     }
                 }
@@ -212,7 +232,12 @@ impl FovLocator {
         let (x0, x1) = span(&cols, gh)?;
         let (y0, y1) = span(&rows, gw)?;
         let m = self.cfg.auto_margin;
-        let r = Rect::new(x0 + m, y0 + m, (x1 - x0).saturating_sub(2 * m), (y1 - y0).saturating_sub(2 * m));
+        let r = Rect::new(
+            x0 + m,
+            y0 + m,
+            (x1 - x0).saturating_sub(2 * m),
+            (y1 - y0).saturating_sub(2 * m),
+        );
         // Something smaller than a tenth of the frame each way is not an endoscopic image.
         (r.width >= w / 10 && r.height >= h / 10).then_some(r)
     }
@@ -245,10 +270,15 @@ mod tests {
     #[test]
     fn auto_mode_finds_the_disc_and_ignores_border_text() {
         let img = disc_frame(640, 360, 380, 180, 150);
-        let cfg = FovConfig { auto_frames: 2, ..FovConfig::default() };
+        let cfg = FovConfig {
+            auto_frames: 2,
+            ..FovConfig::default()
+        };
         let mut loc = FovLocator::new(&cfg);
         assert!(matches!(loc.observe(&img.view()), Locate::Pending));
-        let Locate::Locked(f) = loc.observe(&img.view()) else { panic!("not locked") };
+        let Locate::Locked(f) = loc.observe(&img.view()) else {
+            panic!("not locked")
+        };
         let r = f.rect;
         assert!(r.x >= 230 && r.x <= 250, "{r:?}");
         assert!(r.right() >= 510 && r.right() <= 530, "{r:?}");
@@ -259,7 +289,10 @@ mod tests {
     #[test]
     fn a_black_frame_never_locks() {
         let img = I420Image::new(320, 240);
-        let cfg = FovConfig { auto_frames: 1, ..FovConfig::default() };
+        let cfg = FovConfig {
+            auto_frames: 1,
+            ..FovConfig::default()
+        };
         let mut loc = FovLocator::new(&cfg);
         for _ in 0..5 {
             assert!(matches!(loc.observe(&img.view()), Locate::Pending));
@@ -268,7 +301,13 @@ mod tests {
 
     #[test]
     fn circle_redaction_blackens_corners_and_masks() {
-        let fov = Fov::new(Rect::new(0, 0, 100, 100), FovShape::Circle, &[Rect::new(40, 40, 10, 10)], 200, 200);
+        let fov = Fov::new(
+            Rect::new(0, 0, 100, 100),
+            FovShape::Circle,
+            &[Rect::new(40, 40, 10, 10)],
+            200,
+            200,
+        );
         let mut rgb = vec![200u8; 100 * 100 * 3];
         fov.redact_rgb(&mut rgb);
         assert_eq!(rgb[0], 0, "corner");
@@ -279,7 +318,10 @@ mod tests {
 
     #[test]
     fn geometry_change_relocks() {
-        let cfg = FovConfig { mode: FovMode::Full, ..FovConfig::default() };
+        let cfg = FovConfig {
+            mode: FovMode::Full,
+            ..FovConfig::default()
+        };
         let mut loc = FovLocator::new(&cfg);
         let a = I420Image::new(64, 64);
         let b = I420Image::new(128, 64);

@@ -16,7 +16,12 @@ pub struct Rect {
 
 impl Rect {
     pub const fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
-        Rect { x, y, width, height }
+        Rect {
+            x,
+            y,
+            width,
+            height,
+        }
     }
     pub fn right(&self) -> u32 {
         self.x + self.width
@@ -146,7 +151,11 @@ pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
     let r = (c + 409 * e + 128) >> 8;
     let g = (c - 100 * d - 208 * e + 128) >> 8;
     let b = (c + 516 * d + 128) >> 8;
-    [r.clamp(0, 255) as u8, g.clamp(0, 255) as u8, b.clamp(0, 255) as u8]
+    [
+        r.clamp(0, 255) as u8,
+        g.clamp(0, 255) as u8,
+        b.clamp(0, 255) as u8,
+    ]
 }
 
 /// RGB → BT.601 limited-range YCbCr, integer arithmetic.
@@ -156,7 +165,11 @@ pub fn rgb_to_yuv(r: u8, g: u8, b: u8) -> [u8; 3] {
     let y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16;
     let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
     let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
-    [y.clamp(0, 255) as u8, u.clamp(0, 255) as u8, v.clamp(0, 255) as u8]
+    [
+        y.clamp(0, 255) as u8,
+        u.clamp(0, 255) as u8,
+        v.clamp(0, 255) as u8,
+    ]
 }
 
 /// An owned, tightly packed I420 image (strides = width and ceil(width/2)).
@@ -237,7 +250,12 @@ mod tests {
 
     #[test]
     fn rgb_roundtrip_is_close() {
-        for &(r, g, b) in &[(0u8, 0u8, 0u8), (255, 255, 255), (150, 90, 60), (40, 120, 130)] {
+        for &(r, g, b) in &[
+            (0u8, 0u8, 0u8),
+            (255, 255, 255),
+            (150, 90, 60),
+            (40, 120, 130),
+        ] {
             let [y, u, v] = rgb_to_yuv(r, g, b);
             let [r2, g2, b2] = yuv_to_rgb(y, u, v);
             assert!((r as i32 - r2 as i32).abs() <= 3, "{r} {r2}");

@@ -15,7 +15,11 @@ use endo_agent::score::model::{manifest_path, Manifest, ModelRunner};
 use endo_agent::score::Scorer;
 
 #[derive(Parser)]
-#[command(name = "endo-agent", version, about = "Edge agent beside an endoscope: capture, score image quality, forward only good frames")]
+#[command(
+    name = "endo-agent",
+    version,
+    about = "Edge agent beside an endoscope: capture, score image quality, forward only good frames"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,9 +34,7 @@ enum Command {
         config: PathBuf,
     },
     /// Parse and validate a config file and its pipeline; opens no device.
-    CheckConfig {
-        config: PathBuf,
-    },
+    CheckConfig { config: PathBuf },
     /// List the capture devices GStreamer sees, with their caps.
     Devices {
         #[arg(long)]
@@ -105,7 +107,9 @@ enum Format {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -132,7 +136,13 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Devices { json } => devices(json),
-        Command::Score { images, config, model, no_model, json } => score(&images, config.as_deref(), model, no_model, json),
+        Command::Score {
+            images,
+            config,
+            model,
+            no_model,
+            json,
+        } => score(&images, config.as_deref(), model, no_model, json),
         Command::Phantom(args) => phantom_cmd(args),
         Command::Version { config } => {
             println!("endo-agent {}", endo_agent::VERSION);
@@ -141,8 +151,14 @@ fn dispatch(cmd: Command) -> Result<()> {
                 None => Config::default(),
             };
             let mp = manifest_path(&cfg.model.path);
-            match std::fs::read_to_string(&mp).ok().and_then(|t| serde_json::from_str::<Manifest>(&t).ok()) {
-                Some(m) => println!("model {} {} ({}, sha256 {})", m.name, m.version, m.quantization, m.sha256),
+            match std::fs::read_to_string(&mp)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Manifest>(&t).ok())
+            {
+                Some(m) => println!(
+                    "model {} {} ({}, sha256 {})",
+                    m.name, m.version, m.quantization, m.sha256
+                ),
                 None => println!("model: no readable manifest at {}", mp.display()),
             }
             Ok(())
@@ -160,7 +176,12 @@ fn devices(json: bool) -> Result<()> {
         println!("no video capture devices found");
     }
     for d in list {
-        println!("{} [{}] {}", d.name, d.class, d.path.as_deref().unwrap_or("-"));
+        println!(
+            "{} [{}] {}",
+            d.name,
+            d.class,
+            d.path.as_deref().unwrap_or("-")
+        );
         for c in d.caps {
             println!("    {c}");
         }
@@ -169,16 +190,29 @@ fn devices(json: bool) -> Result<()> {
 }
 
 fn load_image(path: &Path) -> Result<I420Image> {
-    let img = image::open(path).with_context(|| format!("reading image {}", path.display()))?.to_rgb8();
+    let img = image::open(path)
+        .with_context(|| format!("reading image {}", path.display()))?
+        .to_rgb8();
     let (w, h) = (img.width() & !1, img.height() & !1);
     if w < 16 || h < 16 {
-        bail!("image {} is too small ({}x{})", path.display(), img.width(), img.height());
+        bail!(
+            "image {} is too small ({}x{})",
+            path.display(),
+            img.width(),
+            img.height()
+        );
     }
     let cropped = image::imageops::crop_imm(&img, 0, 0, w, h).to_image();
     Ok(I420Image::from_rgb(w, h, cropped.as_raw()))
 }
 
-fn score(images: &[PathBuf], config: Option<&Path>, model: Option<PathBuf>, no_model: bool, json: bool) -> Result<()> {
+fn score(
+    images: &[PathBuf],
+    config: Option<&Path>,
+    model: Option<PathBuf>,
+    no_model: bool,
+    json: bool,
+) -> Result<()> {
     if images.is_empty() {
         bail!("no images given");
     }
@@ -189,7 +223,11 @@ fn score(images: &[PathBuf], config: Option<&Path>, model: Option<PathBuf>, no_m
     if let Some(m) = model {
         cfg.model.path = m;
     }
-    let runner = if no_model || !cfg.model.enabled { None } else { Some(ModelRunner::load(&cfg.model.path)?) };
+    let runner = if no_model || !cfg.model.enabled {
+        None
+    } else {
+        Some(ModelRunner::load(&cfg.model.path)?)
+    };
     let mut scorer = Scorer::new(cfg.scoring.clone(), runner);
     // Each still is its own "session": find its field of view from itself alone.
     let mut fov_cfg = cfg.fov.clone();
@@ -197,7 +235,10 @@ fn score(images: &[PathBuf], config: Option<&Path>, model: Option<PathBuf>, no_m
         fov_cfg.auto_frames = 1;
     }
     if !json {
-        println!("{:<40} {:>7} {:>7} {:>7}  {:<12} blur  dark  over  glare outside", "image", "quality", "classic", "model", "reason");
+        println!(
+            "{:<40} {:>7} {:>7} {:>7}  {:<12} blur  dark  over  glare outside",
+            "image", "quality", "classic", "model", "reason"
+        );
     }
     for path in images {
         let img = load_image(path)?;
@@ -205,12 +246,18 @@ fn score(images: &[PathBuf], config: Option<&Path>, model: Option<PathBuf>, no_m
         let mut locator = FovLocator::new(&fov_cfg);
         let fov = match locator.observe(&view) {
             Locate::Locked(f) => f.clone(),
-            Locate::Pending => bail!("{}: no endoscopic field of view found (try fov.mode = \"full\")", path.display()),
+            Locate::Pending => bail!(
+                "{}: no endoscopic field of view found (try fov.mode = \"full\")",
+                path.display()
+            ),
         };
         let (s, _) = scorer.score(&view, &fov)?;
         if json {
             let info = endo_agent::record::ScoreInfo::from_score(&s);
-            println!("{}", serde_json::json!({"image": path, "fov": fov.rect, "score": info}));
+            println!(
+                "{}",
+                serde_json::json!({"image": path, "fov": fov.rect, "score": info})
+            );
         } else {
             let a = s.artifacts;
             println!(
@@ -218,7 +265,9 @@ fn score(images: &[PathBuf], config: Option<&Path>, model: Option<PathBuf>, no_m
                 path.display().to_string(),
                 s.quality,
                 s.classical_quality,
-                s.model_quality.map(|q| format!("{q:.3}")).unwrap_or_else(|| "-".into()),
+                s.model_quality
+                    .map(|q| format!("{q:.3}"))
+                    .unwrap_or_else(|| "-".into()),
                 s.primary_reason().map(|r| r.as_str()).unwrap_or("good"),
                 a[0],
                 a[1],
@@ -241,12 +290,25 @@ fn phantom_cmd(a: PhantomArgs) -> Result<()> {
         "octagon" => phantom::FovShape::Octagon,
         other => bail!("--fov {other:?}: expected circle or octagon"),
     };
-    let cfg = PhantomConfig { width: a.width, height: a.height, fps: a.fps, seed: a.seed, schedule, fov_shape: shape, ..PhantomConfig::default() };
+    let cfg = PhantomConfig {
+        width: a.width,
+        height: a.height,
+        fps: a.fps,
+        seed: a.seed,
+        schedule,
+        fov_shape: shape,
+        ..PhantomConfig::default()
+    };
     let p = Phantom::try_new(cfg)?;
     let frames = a.start..a.start + a.frames.unwrap_or(p.num_frames());
     if a.print_schedule || (a.video.is_none() && a.stills.is_none()) {
         println!("schedule: {}", p.config().schedule);
-        println!("frames per pass: {} at {} fps; field of view {:?}", p.num_frames(), a.fps, p.fov_rect());
+        println!(
+            "frames per pass: {} at {} fps; field of view {:?}",
+            p.num_frames(),
+            a.fps,
+            p.fov_rect()
+        );
         for (i, seg) in p.config().schedule.segments.iter().enumerate() {
             let r = p.segment_frames(i);
             println!("  frames {:>6}..{:<6} {}", r.start, r.end, seg);

@@ -39,12 +39,18 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let latency = [
-                0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.025, 0.05, 0.1, 0.25,
+                0.5, 1.0,
             ];
             let quality: Vec<f64> = (1..=10).map(|i| i as f64 / 10.0).collect();
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("endo_agent_quality_score".into()), &quality))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("endo_agent_quality_score".into()),
+                        &quality,
+                    )
+                })
                 .expect("bucket lists are not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -57,26 +63,85 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_gauge!("endo_agent_build_info", "Agent build; the value is 1, the version is a label.");
-    describe_gauge!("endo_agent_model_info", "Loaded quality model; the value is 1.");
-    describe_gauge!("endo_agent_source_up", "1 while the capture source delivers frames.");
-    describe_gauge!("endo_agent_source_state", "1 for the capture source's current state.");
-    describe_counter!("endo_agent_source_restarts_total", "Capture pipeline restarts after an error or end of stream.");
-    describe_gauge!("endo_agent_capture_fps", "Frames per second arriving from the source (1 s window).");
-    describe_counter!("endo_agent_frames_captured_total", "Frames delivered by the capture pipeline.");
-    describe_counter!("endo_agent_frames_dropped_total", "Frames dropped before scoring, by reason.");
+    describe_gauge!(
+        "endo_agent_build_info",
+        "Agent build; the value is 1, the version is a label."
+    );
+    describe_gauge!(
+        "endo_agent_model_info",
+        "Loaded quality model; the value is 1."
+    );
+    describe_gauge!(
+        "endo_agent_source_up",
+        "1 while the capture source delivers frames."
+    );
+    describe_gauge!(
+        "endo_agent_source_state",
+        "1 for the capture source's current state."
+    );
+    describe_counter!(
+        "endo_agent_source_restarts_total",
+        "Capture pipeline restarts after an error or end of stream."
+    );
+    describe_gauge!(
+        "endo_agent_capture_fps",
+        "Frames per second arriving from the source (1 s window)."
+    );
+    describe_counter!(
+        "endo_agent_frames_captured_total",
+        "Frames delivered by the capture pipeline."
+    );
+    describe_counter!(
+        "endo_agent_frames_dropped_total",
+        "Frames dropped before scoring, by reason."
+    );
     describe_counter!("endo_agent_frames_scored_total", "Frames scored.");
-    describe_counter!("endo_agent_frames_bad_total", "Scored frames below the low threshold, by primary artifact.");
-    describe_counter!("endo_agent_frames_rejected_total", "Scored frames not forwarded, by selection reason.");
-    describe_counter!("endo_agent_frames_selected_total", "Frames the selector forwarded.");
-    describe_counter!("endo_agent_frames_evicted_total", "Selected frames lost before reaching a sink, by reason.");
-    describe_counter!("endo_agent_frames_delivered_total", "Frames stored by a sink.");
-    describe_counter!("endo_agent_sink_errors_total", "Failed sink writes, by sink and reason.");
-    describe_histogram!("endo_agent_quality_score", "Overall quality of scored frames (0..1).");
-    describe_histogram!("endo_agent_capture_to_score_seconds", Unit::Seconds, "From a frame reaching the agent's appsink to its score.");
-    describe_histogram!("endo_agent_stage_duration_seconds", Unit::Seconds, "Time spent per stage and frame.");
-    describe_gauge!("endo_agent_fov_locked", "1 once the field of view is known.");
-    describe_gauge!("endo_agent_session_frames_selected", "Frames forwarded in the current procedure session.");
+    describe_counter!(
+        "endo_agent_frames_bad_total",
+        "Scored frames below the low threshold, by primary artifact."
+    );
+    describe_counter!(
+        "endo_agent_frames_rejected_total",
+        "Scored frames not forwarded, by selection reason."
+    );
+    describe_counter!(
+        "endo_agent_frames_selected_total",
+        "Frames the selector forwarded."
+    );
+    describe_counter!(
+        "endo_agent_frames_evicted_total",
+        "Selected frames lost before reaching a sink, by reason."
+    );
+    describe_counter!(
+        "endo_agent_frames_delivered_total",
+        "Frames stored by a sink."
+    );
+    describe_counter!(
+        "endo_agent_sink_errors_total",
+        "Failed sink writes, by sink and reason."
+    );
+    describe_histogram!(
+        "endo_agent_quality_score",
+        "Overall quality of scored frames (0..1)."
+    );
+    describe_histogram!(
+        "endo_agent_capture_to_score_seconds",
+        Unit::Seconds,
+        "From a frame reaching the agent's appsink to its score."
+    );
+    describe_histogram!(
+        "endo_agent_stage_duration_seconds",
+        Unit::Seconds,
+        "Time spent per stage and frame."
+    );
+    describe_gauge!(
+        "endo_agent_fov_locked",
+        "1 once the field of view is known."
+    );
+    describe_gauge!(
+        "endo_agent_session_frames_selected",
+        "Frames forwarded in the current procedure session."
+    );
 }
 
 /// Set a one-hot state gauge: 1 for `current`, 0 for the others.

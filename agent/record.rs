@@ -16,7 +16,14 @@ use crate::score::Score;
 pub const SCHEMA: &str = "endo-agent/frame-record/v1";
 
 /// The object key stem (without extension) for a frame.
-pub fn key_stem(prefix: &str, site: &str, device: &str, captured: DateTime<Utc>, session: &str, seq: u64) -> String {
+pub fn key_stem(
+    prefix: &str,
+    site: &str,
+    device: &str,
+    captured: DateTime<Utc>,
+    session: &str,
+    seq: u64,
+) -> String {
     format!(
         "{prefix}/{site}/{device}/{:04}/{:02}/{:02}/{session}/{seq:010}",
         captured.year(),
@@ -31,7 +38,11 @@ pub fn new_session_id(now: DateTime<Utc>) -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(now.timestamp_nanos_opt().unwrap_or_default() as u128);
     h.write_u32(std::process::id());
-    format!("{}-{:04x}", now.format("%Y%m%dT%H%M%SZ"), h.finish() & 0xffff)
+    format!(
+        "{}-{:04x}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        h.finish() & 0xffff
+    )
 }
 
 #[derive(Debug, Clone, Serialize)]

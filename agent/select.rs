@@ -64,7 +64,11 @@ impl<T> Step<T> {
         }
     }
     fn reject(&mut self, r: Rejection) {
-        let slot = self.rejected.iter_mut().find(|s| s.is_none()).expect("two slots suffice");
+        let slot = self
+            .rejected
+            .iter_mut()
+            .find(|s| s.is_none())
+            .expect("two slots suffice");
         *slot = Some(r);
     }
     pub fn rejections(&self) -> impl Iterator<Item = Rejection> + '_ {
@@ -167,7 +171,9 @@ impl<T> Selector<T> {
                 step.reject(Rejection::RateLimited);
                 return;
             }
-            if self.cfg.duplicate_bits > 0 && (best.dhash ^ hash).count_ones() <= self.cfg.duplicate_bits {
+            if self.cfg.duplicate_bits > 0
+                && (best.dhash ^ hash).count_ones() <= self.cfg.duplicate_bits
+            {
                 step.reject(Rejection::Duplicate);
                 return;
             }
@@ -201,7 +207,12 @@ mod tests {
     fn run(sel: &mut Selector<usize>, qs: &[f32]) -> (Vec<usize>, Vec<Rejection>) {
         let (mut out, mut rej) = (vec![], vec![]);
         for (i, &q) in qs.iter().enumerate() {
-            let step = sel.offer(i as u64 * 10 * MS, q, (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), i);
+            let step = sel.offer(
+                i as u64 * 10 * MS,
+                q,
+                (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                i,
+            );
             rej.extend(step.rejections());
             out.extend(step.selected.map(|s| s.item));
         }
@@ -225,7 +236,10 @@ mod tests {
         let (out, rej) = run(&mut sel, &[0.55, 0.65, 0.55, 0.45, 0.55]);
         use Rejection::*;
         // 0.55 while bad; 0.65 turns good; 0.55 stays good but loses; 0.45 turns bad; 0.55 stays bad.
-        assert_eq!(rej, vec![Hysteresis, NotBestInWindow, BelowThreshold, Hysteresis]);
+        assert_eq!(
+            rej,
+            vec![Hysteresis, NotBestInWindow, BelowThreshold, Hysteresis]
+        );
         assert_eq!(out, vec![1]);
     }
 
@@ -236,7 +250,12 @@ mod tests {
         let qs = [0.7, 0.71, 0.8, 0.75, 0.95, 0.9, 0.7, 0.7, 0.7, 0.7];
         let (out, rej) = run(&mut sel, &qs);
         assert_eq!(out, vec![4]);
-        assert_eq!(rej.iter().filter(|r| **r == Rejection::NotBestInWindow).count(), 9);
+        assert_eq!(
+            rej.iter()
+                .filter(|r| **r == Rejection::NotBestInWindow)
+                .count(),
+            9
+        );
     }
 
     #[test]

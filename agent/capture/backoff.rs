@@ -16,7 +16,12 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration, reset_after: Duration) -> Backoff {
-        Backoff { initial, max, reset_after, next: initial }
+        Backoff {
+            initial,
+            max,
+            reset_after,
+            next: initial,
+        }
     }
 
     /// The delay before the next start, given how long the failed run lasted.

@@ -18,7 +18,9 @@ pub fn list() -> Result<Vec<DeviceInfo>, String> {
     gst::init().map_err(|e| e.to_string())?;
     let monitor = gst::DeviceMonitor::new();
     monitor.add_filter(Some("Video/Source"), None);
-    monitor.start().map_err(|e| format!("starting the device monitor: {e}"))?;
+    monitor
+        .start()
+        .map_err(|e| format!("starting the device monitor: {e}"))?;
     let devices = monitor
         .devices()
         .into_iter()
@@ -33,7 +35,10 @@ pub fn list() -> Result<Vec<DeviceInfo>, String> {
                 name: d.display_name().to_string(),
                 class: d.device_class().to_string(),
                 path,
-                caps: d.caps().map(|c| c.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
+                caps: d
+                    .caps()
+                    .map(|c| c.iter().map(|s| s.to_string()).collect())
+                    .unwrap_or_default(),
             }
         })
         .collect();

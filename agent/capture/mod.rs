@@ -43,7 +43,11 @@ pub enum CaptureError {
     #[error(transparent)]
     Template(#[from] template::TemplateError),
     #[error("pipeline template {origin} does not parse: {reason}\n  pipeline: {launch}")]
-    Parse { origin: String, launch: String, reason: String },
+    Parse {
+        origin: String,
+        launch: String,
+        reason: String,
+    },
     #[error("GStreamer could not be initialised: {0}")]
     Init(String),
 }
@@ -92,7 +96,11 @@ impl CaptureStats {
     pub fn since_last_frame(&self) -> Option<Duration> {
         match self.last_frame_ns.load(Ordering::Relaxed) {
             0 => None,
-            ns => Some(self.epoch().elapsed().saturating_sub(Duration::from_nanos(ns))),
+            ns => Some(
+                self.epoch()
+                    .elapsed()
+                    .saturating_sub(Duration::from_nanos(ns)),
+            ),
         }
     }
 }
@@ -129,30 +137,44 @@ pub fn check_pipeline(cfg: &Config) -> Result<(), CaptureError> {
 
 fn build(cfg: &Config) -> Result<gst::Pipeline, CaptureError> {
     let (origin, launch) = launch_description(cfg)?;
-    let parse_err = |reason: String| CaptureError::Parse { origin: origin.clone(), launch: launch.clone(), reason };
+    let parse_err = |reason: String| CaptureError::Parse {
+        origin: origin.clone(),
+        launch: launch.clone(),
+        reason,
+    };
     let element = gst::parse::launch(&launch).map_err(|e| parse_err(e.to_string()))?;
     let pipeline = element
         .downcast::<gst::Pipeline>()
         .map_err(|_| parse_err("the description is a single element, not a pipeline".into()))?;
     if pipeline.by_name("agent_sink").is_none() {
-        return Err(parse_err("the agent's appsink is missing (does the template end in a `!`?)".into()));
+        return Err(parse_err(
+            "the agent's appsink is missing (does the template end in a `!`?)".into(),
+        ));
     }
     if cfg.source.kind == SourceKind::Phantom && pipeline.by_name("phantom").is_none() {
-        return Err(parse_err("a phantom template needs an `appsrc name=phantom`".into()));
+        return Err(parse_err(
+            "a phantom template needs an `appsrc name=phantom`".into(),
+        ));
     }
     Ok(pipeline)
 }
 
 /// Connect the appsink to the hand-off channel. `rx` is a second receiver of the same
 /// channel, used only to drop the oldest frame when the channel is full.
-fn attach_sink(pipeline: &gst::Pipeline, tx: Sender<CapturedFrame>, rx: Receiver<CapturedFrame>, stats: Arc<CaptureStats>) {
+fn attach_sink(
+    pipeline: &gst::Pipeline,
+    tx: Sender<CapturedFrame>,
+    rx: Receiver<CapturedFrame>,
+    stats: Arc<CaptureStats>,
+) {
     let sink = pipeline
         .by_name("agent_sink")
         .expect("checked in build")
         .downcast::<gst_app::AppSink>()
         .expect("agent_sink is an appsink");
     let captured = metrics::counter!("endo_agent_frames_captured_total");
-    let scorer_busy = metrics::counter!("endo_agent_frames_dropped_total", "reason" => "scorer_busy");
+    let scorer_busy =
+        metrics::counter!("endo_agent_frames_dropped_total", "reason" => "scorer_busy");
     let map_failed = metrics::counter!("endo_agent_frames_dropped_total", "reason" => "map_failed");
     let mut info_cache: Option<(gst::Caps, gst_video::VideoInfo)> = None;
     let epoch = stats.epoch();
@@ -163,13 +185,19 @@ fn attach_sink(pipeline: &gst::Pipeline, tx: Sender<CapturedFrame>, rx: Receiver
                 let arrived = Instant::now();
                 captured.increment(1);
                 stats.captured.fetch_add(1, Ordering::Relaxed);
-                stats.last_frame_ns.store((arrived - epoch).as_nanos().max(1) as u64, Ordering::Relaxed);
+                stats.last_frame_ns.store(
+                    (arrived - epoch).as_nanos().max(1) as u64,
+                    Ordering::Relaxed,
+                );
                 let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps()) else {
                     map_failed.increment(1);
                     return Ok(gst::FlowSuccess::Ok);
                 };
                 // Caps change rarely (renegotiation); parse them only then.
-                if info_cache.as_ref().is_none_or(|(c, _)| c.as_ptr() != caps.as_ptr()) {
+                if info_cache
+                    .as_ref()
+                    .is_none_or(|(c, _)| c.as_ptr() != caps.as_ptr())
+                {
                     match gst_video::VideoInfo::from_caps(caps) {
                         Ok(info) => info_cache = Some((caps.to_owned(), info)),
                         Err(_) => {
@@ -184,7 +212,12 @@ fn attach_sink(pipeline: &gst::Pipeline, tx: Sender<CapturedFrame>, rx: Receiver
                     map_failed.increment(1);
                     return Ok(gst::FlowSuccess::Ok);
                 };
-                let item = CapturedFrame { frame, pts_ns, arrived, captured_at: Utc::now() };
+                let item = CapturedFrame {
+                    frame,
+                    pts_ns,
+                    arrived,
+                    captured_at: Utc::now(),
+                };
                 match tx.try_send(item) {
                     Ok(()) => {}
                     Err(TrySendError::Full(item)) => {
@@ -203,7 +236,8 @@ fn attach_sink(pipeline: &gst::Pipeline, tx: Sender<CapturedFrame>, rx: Receiver
             .build(),
     );
     if let Some(queue) = pipeline.by_name("agent_queue") {
-        let convert_busy = metrics::counter!("endo_agent_frames_dropped_total", "reason" => "convert_busy");
+        let convert_busy =
+            metrics::counter!("endo_agent_frames_dropped_total", "reason" => "convert_busy");
         queue.connect("overrun", false, move |_| {
             convert_busy.increment(1);
             None
@@ -222,7 +256,9 @@ fn set_source_state(state: &str, stats: &CaptureStats) {
 fn sleep_unless(stop: &AtomicBool, d: Duration) {
     let end = Instant::now() + d;
     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())));
+        std::thread::sleep(
+            Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())),
+        );
     }
 }
 
@@ -243,14 +279,19 @@ pub fn run_supervised(
         Duration::from_millis(c.backoff_max_ms),
         Duration::from_millis(c.backoff_reset_after_ms),
     );
-    let phantom = (cfg.source.kind == SourceKind::Phantom).then(|| Arc::new(Phantom::new(phantom_config(cfg))));
+    let phantom = (cfg.source.kind == SourceKind::Phantom)
+        .then(|| Arc::new(Phantom::new(phantom_config(cfg))));
     let mut phantom_next = 0u64;
     loop {
         set_source_state("starting", &stats);
         let pipeline = build(cfg)?;
         attach_sink(&pipeline, tx.clone(), rx.clone(), stats.clone());
         let feed = phantom.as_ref().map(|p| {
-            let appsrc = pipeline.by_name("phantom").expect("checked in build").downcast::<gst_app::AppSrc>().expect("phantom is an appsrc");
+            let appsrc = pipeline
+                .by_name("phantom")
+                .expect("checked in build")
+                .downcast::<gst_app::AppSrc>()
+                .expect("phantom is an appsrc");
             let max = cfg.source.max_frames;
             phantom::output::spawn_live_feed(
                 p.clone(),
@@ -265,7 +306,9 @@ pub fn run_supervised(
         let started = Instant::now();
         let frames_at_start = stats.captured.load(Ordering::Relaxed);
         let outcome = match pipeline.set_state(gst::State::Playing) {
-            Err(_) => Outcome::Error(first_error(&pipeline).unwrap_or_else(|| "the pipeline refused to start".into())),
+            Err(_) => Outcome::Error(
+                first_error(&pipeline).unwrap_or_else(|| "the pipeline refused to start".into()),
+            ),
             Ok(_) => watch(&pipeline, &stats, &stop, frames_at_start),
         };
         if let Some(f) = feed {
@@ -279,21 +322,24 @@ pub fn run_supervised(
                 set_source_state("stopped", &stats);
                 return Ok(Ended::Stopped);
             }
-            Outcome::Eos if c.on_eos == OnEos::Stop => {
-                tracing::info!("source reached its end; stopping as capture.on_eos = \"stop\"");
+            Outcome::Eos if c.on_eos != OnEos::Restart => {
+                tracing::info!("source reached its end; not restarting (capture.on_eos)");
                 set_source_state("stopped", &stats);
                 return Ok(Ended::EndOfStream);
             }
             Outcome::Eos => {
-                metrics::counter!("endo_agent_source_restarts_total", "cause" => "eos").increment(1);
+                metrics::counter!("endo_agent_source_restarts_total", "cause" => "eos")
+                    .increment(1);
                 tracing::warn!(ran_for = ?ran_for, "source reached end of stream; restarting");
             }
             Outcome::Stall => {
-                metrics::counter!("endo_agent_source_restarts_total", "cause" => "stall").increment(1);
+                metrics::counter!("endo_agent_source_restarts_total", "cause" => "stall")
+                    .increment(1);
                 tracing::warn!(ran_for = ?ran_for, "source delivered no frame for {STALL:?}; restarting");
             }
             Outcome::Error(msg) => {
-                metrics::counter!("endo_agent_source_restarts_total", "cause" => "error").increment(1);
+                metrics::counter!("endo_agent_source_restarts_total", "cause" => "error")
+                    .increment(1);
                 tracing::error!(ran_for = ?ran_for, "source failed: {msg}");
             }
         }
@@ -320,7 +366,11 @@ pub fn phantom_config(cfg: &Config) -> phantom::PhantomConfig {
         } else {
             phantom::schedule::Schedule::parse(&s.schedule).expect("validated with the config")
         },
-        fov_shape: if s.phantom_fov == "octagon" { phantom::FovShape::Octagon } else { phantom::FovShape::Circle },
+        fov_shape: if s.phantom_fov == "octagon" {
+            phantom::FovShape::Octagon
+        } else {
+            phantom::FovShape::Circle
+        },
         ..phantom::PhantomConfig::default()
     }
 }
@@ -334,21 +384,33 @@ enum Outcome {
 
 fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
     let bus = pipeline.bus()?;
-    bus.timed_pop_filtered(gst::ClockTime::from_mseconds(500), &[gst::MessageType::Error]).and_then(|m| match m.view() {
+    bus.timed_pop_filtered(
+        gst::ClockTime::from_mseconds(500),
+        &[gst::MessageType::Error],
+    )
+    .and_then(|m| match m.view() {
         gst::MessageView::Error(e) => Some(error_text(&e)),
         _ => None,
     })
 }
 
 fn error_text(e: &gst::message::Error) -> String {
-    let src = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+    let src = e
+        .src()
+        .map(|s| s.path_string().to_string())
+        .unwrap_or_default();
     match e.debug() {
         Some(d) => format!("{src}: {} ({d})", e.error()),
         None => format!("{src}: {}", e.error()),
     }
 }
 
-fn watch(pipeline: &gst::Pipeline, stats: &CaptureStats, stop: &AtomicBool, frames_at_start: u64) -> Outcome {
+fn watch(
+    pipeline: &gst::Pipeline,
+    stats: &CaptureStats,
+    stop: &AtomicBool,
+    frames_at_start: u64,
+) -> Outcome {
     let bus = pipeline.bus().expect("pipelines have a bus");
     let started = Instant::now();
     let mut running = false;
@@ -358,7 +420,11 @@ fn watch(pipeline: &gst::Pipeline, stats: &CaptureStats, stop: &AtomicBool, fram
         }
         let msg = bus.timed_pop_filtered(
             gst::ClockTime::from_mseconds(100),
-            &[gst::MessageType::Error, gst::MessageType::Eos, gst::MessageType::Warning],
+            &[
+                gst::MessageType::Error,
+                gst::MessageType::Eos,
+                gst::MessageType::Warning,
+            ],
         );
         if let Some(msg) = msg {
             match msg.view() {

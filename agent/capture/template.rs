@@ -11,9 +11,16 @@ use crate::config::{Config, SourceKind};
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error("pipeline template {origin}: {source}")]
-    Read { origin: String, source: std::io::Error },
+    Read {
+        origin: String,
+        source: std::io::Error,
+    },
     #[error("pipeline template {origin}: unknown placeholder {{{name}}} (known: {known})")]
-    Placeholder { origin: String, name: String, known: String },
+    Placeholder {
+        origin: String,
+        name: String,
+        known: String,
+    },
     #[error("pipeline template {origin}: unbalanced brace at byte {at}")]
     Brace { origin: String, at: usize },
 }
@@ -60,14 +67,25 @@ fn read(p: &Path) -> Result<String, TemplateError> {
 
 fn variables(cfg: &Config) -> Vec<(&'static str, String)> {
     let s = &cfg.source;
-    let caps = if s.caps.is_empty() { "video/x-raw".to_string() } else { s.caps.clone() };
+    let caps = if s.caps.is_empty() {
+        "video/x-raw".to_string()
+    } else {
+        s.caps.clone()
+    };
     let path: PathBuf = s.path.clone();
     vec![
         ("width", s.width.to_string()),
         ("height", s.height.to_string()),
         ("fps", s.fps.to_string()),
         ("pattern", s.pattern.clone()),
-        ("num_buffers", if s.max_frames == 0 { "-1".into() } else { s.max_frames.to_string() }),
+        (
+            "num_buffers",
+            if s.max_frames == 0 {
+                "-1".into()
+            } else {
+                s.max_frames.to_string()
+            },
+        ),
         ("path", path.display().to_string()),
         ("device", s.device.clone()),
         ("caps", caps),
@@ -93,15 +111,25 @@ pub fn fill(text: &str, vars: &[(&str, String)], origin: &str) -> Result<String,
             continue;
         }
         if tail.starts_with('}') {
-            return Err(TemplateError::Brace { origin: origin.into(), at: offset + i });
+            return Err(TemplateError::Brace {
+                origin: origin.into(),
+                at: offset + i,
+            });
         }
-        let end = tail.find('}').ok_or(TemplateError::Brace { origin: origin.into(), at: offset + i })?;
-        let name = &tail[1..end];
-        let value = vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v).ok_or_else(|| TemplateError::Placeholder {
+        let end = tail.find('}').ok_or(TemplateError::Brace {
             origin: origin.into(),
-            name: name.into(),
-            known: vars.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
+            at: offset + i,
         })?;
+        let name = &tail[1..end];
+        let value = vars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| TemplateError::Placeholder {
+                origin: origin.into(),
+                name: name.into(),
+                known: vars.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
+            })?;
         out.push_str(value);
         rest = &tail[end + 1..];
         offset += i + end + 1;
@@ -117,12 +145,21 @@ mod tests {
     #[test]
     fn placeholders_are_filled() {
         let vars = vec![("device", "/dev/video2".to_string())];
-        assert_eq!(fill("v4l2src device={device} ! {{x}}", &vars, "t").unwrap(), "v4l2src device=/dev/video2 ! {x}");
+        assert_eq!(
+            fill("v4l2src device={device} ! {{x}}", &vars, "t").unwrap(),
+            "v4l2src device=/dev/video2 ! {x}"
+        );
     }
 
     #[test]
     fn unknown_placeholder_names_template_and_name() {
-        let e = fill("v4l2src device={dev}", &[("device", String::new())], "my.pipeline").unwrap_err().to_string();
+        let e = fill(
+            "v4l2src device={dev}",
+            &[("device", String::new())],
+            "my.pipeline",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("my.pipeline") && e.contains("{dev}"), "{e}");
         let e = fill("a } b", &[], "t").unwrap_err().to_string();
         assert!(e.contains("unbalanced"), "{e}");
@@ -130,7 +167,14 @@ mod tests {
 
     #[test]
     fn every_builtin_renders_with_defaults() {
-        for kind in [SourceKind::Phantom, SourceKind::Test, SourceKind::File, SourceKind::V4l2, SourceKind::Decklink, SourceKind::Rtsp] {
+        for kind in [
+            SourceKind::Phantom,
+            SourceKind::Test,
+            SourceKind::File,
+            SourceKind::V4l2,
+            SourceKind::Decklink,
+            SourceKind::Rtsp,
+        ] {
             let mut cfg = Config::default();
             cfg.source.kind = kind;
             let d = render_source(&cfg).unwrap();

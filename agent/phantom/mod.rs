@@ -19,7 +19,9 @@ mod texture;
 
 use crate::frame::{I420Image, Rect};
 
-pub use output::{spawn_live_feed, write_stills, write_video, LiveFeed, LiveOpts, OutputError, StillFormat};
+pub use output::{
+    spawn_live_feed, write_stills, write_video, LiveFeed, LiveOpts, OutputError, StillFormat,
+};
 pub use render::{FovShape, I420PlanesMut};
 pub use schedule::{Degradation, FrameLabel, Schedule, ScheduleError, Segment};
 pub use texture::Palette;
@@ -92,7 +94,10 @@ impl Phantom {
     pub fn try_new(cfg: PhantomConfig) -> Result<Phantom, PhantomError> {
         let (w, h) = (cfg.width, cfg.height);
         if w < 64 || h < 64 || w % 2 == 1 || h % 2 == 1 {
-            return Err(PhantomError::Size { width: w, height: h });
+            return Err(PhantomError::Size {
+                width: w,
+                height: h,
+            });
         }
         if cfg.fps == 0 || cfg.fps > 240 {
             return Err(PhantomError::Fps(cfg.fps));
@@ -112,7 +117,10 @@ impl Phantom {
         let (fov_rect, osd_scale) = layout(&cfg);
         let fov = Fov::new(cfg.fov_shape, fov_rect);
         // The world is 30 % larger than the field of view on each side, for the camera to pan.
-        let world_size = (even_up(fov_rect.width * 13 / 10), even_up(fov_rect.height * 13 / 10));
+        let world_size = (
+            even_up(fov_rect.width * 13 / 10),
+            even_up(fov_rect.height * 13 / 10),
+        );
         let world = texture::mucosa(world_size.0, world_size.1, scale, cfg.seed, cfg.palette);
         let outside = texture::outside(world_size.0, world_size.1, scale, cfg.seed);
         let pan = Pan::new(cfg.seed, world_size, (fov_rect.width, fov_rect.height));
@@ -120,7 +128,9 @@ impl Phantom {
             Palette::Nbi => "NBI",
             Palette::WhiteLight => "WLI",
         };
-        let osd = osd_scale.filter(|_| cfg.osd).map(|s| osd::Osd::new(s, mode));
+        let osd = osd_scale
+            .filter(|_| cfg.osd)
+            .map(|s| osd::Osd::new(s, mode));
         Ok(Phantom {
             cfg,
             scale,
@@ -153,7 +163,11 @@ impl Phantom {
         let n = self.cfg.schedule.segments.len();
         // The last segment starting at or before idx (zero-length segments are skipped).
         let segment = self.seg_start[..n].partition_point(|&s| s <= idx) - 1;
-        FrameLabel::new(index, segment, self.cfg.schedule.segments[segment].degradation)
+        FrameLabel::new(
+            index,
+            segment,
+            self.cfg.schedule.segments[segment].degradation,
+        )
     }
 
     /// Bounding rectangle of the endoscopic field of view (even coordinates and sizes).
@@ -169,7 +183,9 @@ impl Phantom {
     /// Where burned-in text is drawn (one rectangle per line; empty when the OSD is off or
     /// does not fit). Always entirely outside [`Phantom::fov_rect`].
     pub fn osd_rects(&self) -> Vec<Rect> {
-        self.osd.as_ref().map_or_else(Vec::new, |o| o.rects().to_vec())
+        self.osd
+            .as_ref()
+            .map_or_else(Vec::new, |o| o.rects().to_vec())
     }
 
     /// Render frame `index` into `out`, which must have the configured size. Does not

@@ -133,7 +133,8 @@ impl Osd {
             let text = match line {
                 None => {
                     osd.clock_at = (m, y);
-                    osd.rects.push(Rect::new(m, y, text_width(CLOCK_CHARS, scale), 7 * scale));
+                    osd.rects
+                        .push(Rect::new(m, y, text_width(CLOCK_CHARS, scale), 7 * scale));
                     continue;
                 }
                 Some("NBI") => mode,
@@ -142,8 +143,15 @@ impl Osd {
             if text.trim().is_empty() {
                 continue;
             }
-            osd.rects.push(Rect::new(m, y, text_width(text.len() as u32, scale), 7 * scale));
-            for_each_run(text.as_bytes(), m, y, scale, |row, x0, x1| osd.runs.push((row, x0, x1)));
+            osd.rects.push(Rect::new(
+                m,
+                y,
+                text_width(text.len() as u32, scale),
+                7 * scale,
+            ));
+            for_each_run(text.as_bytes(), m, y, scale, |row, x0, x1| {
+                osd.runs.push((row, x0, x1))
+            });
         }
         osd
     }
@@ -162,7 +170,16 @@ impl Osd {
         let t = (CLOCK_START_S + seconds) % 86_400;
         let (h, mi, s) = (t / 3600, t / 60 % 60, t % 60);
         let d = |v: u64| b'0' + v as u8;
-        let clock = [d(h / 10), d(h % 10), b':', d(mi / 10), d(mi % 10), b':', d(s / 10), d(s % 10)];
+        let clock = [
+            d(h / 10),
+            d(h % 10),
+            b':',
+            d(mi / 10),
+            d(mi % 10),
+            b':',
+            d(s / 10),
+            d(s % 10),
+        ];
         let (cx, cy) = self.clock_at;
         for_each_run(&clock, cx, cy, self.scale, |row, x0, x1| {
             let o = row as usize * stride;

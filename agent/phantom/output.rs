@@ -63,12 +63,18 @@ impl StillFormat {
 }
 
 /// Header of `labels.csv`.
-pub const LABELS_HEADER: &str = "file,index,segment,degradation,expected,severity,quality,fov_x,fov_y,fov_w,fov_h";
+pub const LABELS_HEADER: &str =
+    "file,index,segment,degradation,expected,severity,quality,fov_x,fov_y,fov_w,fov_h";
 
 /// Write `frame_{index:06}.png` (or `.jpg`) for every index in `frames`, plus `labels.csv`
 /// (header [`LABELS_HEADER`], one row per frame, `expected` = artifact name or `good`).
 /// Creates `dir` if needed. Returns the number of frames written.
-pub fn write_stills(phantom: &Phantom, dir: &Path, frames: Range<u64>, format: StillFormat) -> Result<u64, OutputError> {
+pub fn write_stills(
+    phantom: &Phantom,
+    dir: &Path,
+    frames: Range<u64>,
+    format: StillFormat,
+) -> Result<u64, OutputError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| OutputError::Io { path, source }
@@ -94,12 +100,8 @@ pub fn write_stills(phantom: &Phantom, dir: &Path, frames: Range<u64>, format: S
                 cfg.height,
                 image::ExtendedColorType::Rgb8,
             ),
-            StillFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(file, 92).write_image(
-                &rgb,
-                cfg.width,
-                cfg.height,
-                image::ExtendedColorType::Rgb8,
-            ),
+            StillFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(file, 92)
+                .write_image(&rgb, cfg.width, cfg.height, image::ExtendedColorType::Rgb8),
         };
         encoded.map_err(|source| OutputError::Image {
             path: path.clone(),
@@ -147,8 +149,15 @@ fn frame_time(n: u64, fps: u32) -> gst::ClockTime {
 }
 
 /// Render frame `index` directly into a (writable) GStreamer buffer laid out as `info`.
-pub fn render_into_buffer(phantom: &Phantom, index: u64, buffer: &mut gst::BufferRef, info: &gst_video::VideoInfo) -> Result<(), BufferError> {
-    let mut map = buffer.map_writable().map_err(|_| BufferError("cannot map buffer writable".into()))?;
+pub fn render_into_buffer(
+    phantom: &Phantom,
+    index: u64,
+    buffer: &mut gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> Result<(), BufferError> {
+    let mut map = buffer
+        .map_writable()
+        .map_err(|_| BufferError("cannot map buffer writable".into()))?;
     let data = map.as_mut_slice();
     let (off, stride) = (info.offset(), info.stride());
     if data.len() < info.size() || off.len() < 3 || stride.len() < 3 {
@@ -188,7 +197,10 @@ pub fn write_video(phantom: &Phantom, path: &Path, frames: Range<u64>) -> Result
         path: path.to_path_buf(),
         message,
     };
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     let mux_name = match ext.as_deref() {
         Some("mkv") => "matroskamux",
         Some("avi") => "avimux",
@@ -198,7 +210,9 @@ pub fn write_video(phantom: &Phantom, path: &Path, frames: Range<u64>) -> Result
             })
         }
     };
-    let location = path.to_str().ok_or_else(|| err("path is not valid UTF-8".into()))?;
+    let location = path
+        .to_str()
+        .ok_or_else(|| err("path is not valid UTF-8".into()))?;
     gst::init().map_err(|e| err(format!("GStreamer init failed: {e}")))?;
     let caps = caps(phantom);
     let info = gst_video::VideoInfo::from_caps(&caps).map_err(|e| err(e.to_string()))?;
@@ -237,10 +251,15 @@ fn run_video(
     frames: Range<u64>,
     err: &dyn Fn(String) -> OutputError,
 ) -> Result<u64, OutputError> {
-    let bus = pipeline.bus().ok_or_else(|| err("pipeline has no bus".into()))?;
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| err("pipeline has no bus".into()))?;
     let bus_error = |fallback: String| {
         // Prefer the pipeline's own explanation (e.g. filesink cannot open the file).
-        match bus.timed_pop_filtered(gst::ClockTime::from_mseconds(500), &[gst::MessageType::Error]) {
+        match bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(500),
+            &[gst::MessageType::Error],
+        ) {
             Some(msg) => match msg.view() {
                 gst::MessageView::Error(e) => err(format!("{} ({:?})", e.error(), e.debug())),
                 _ => err(fallback),
@@ -271,7 +290,10 @@ fn run_video(
     src.end_of_stream()
         .map_err(|flow| bus_error(format!("end of stream failed: {flow:?}")))?;
     let msg = bus
-        .timed_pop_filtered(gst::ClockTime::NONE, &[gst::MessageType::Eos, gst::MessageType::Error])
+        .timed_pop_filtered(
+            gst::ClockTime::NONE,
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
         .ok_or_else(|| err("bus closed before end of stream".into()))?;
     if let gst::MessageView::Error(e) = msg.view() {
         return Err(err(format!("{} ({:?})", e.error(), e.debug())));
@@ -370,7 +392,10 @@ impl Drop for LiveFeed {
 
 /// CPU time consumed by the calling thread.
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; the call only writes into it.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     if rc != 0 {
@@ -390,7 +415,8 @@ fn thread_cpu_ns() -> u64 {
 /// fails (flushing / EOS downstream: quietly), or after `max_frames` (then sends EOS).
 pub fn spawn_live_feed(phantom: Arc<Phantom>, appsrc: gst_app::AppSrc, opts: LiveOpts) -> LiveFeed {
     let caps = caps(&phantom);
-    let info = gst_video::VideoInfo::from_caps(&caps).expect("phantom caps are valid raw video caps");
+    let info =
+        gst_video::VideoInfo::from_caps(&caps).expect("phantom caps are valid raw video caps");
     appsrc.set_caps(Some(&caps));
     appsrc.set_format(gst::Format::Time);
     appsrc.set_is_live(opts.realtime);
@@ -502,7 +528,9 @@ fn live_loop(
         pushed += 1;
         slot += 1;
         counters.frames_pushed.store(pushed, Ordering::Relaxed);
-        counters.cpu_time_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+        counters
+            .cpu_time_ns
+            .store(thread_cpu_ns(), Ordering::Relaxed);
     }
     if let Some(p) = pool {
         let _ = p.set_active(false);

@@ -84,12 +84,15 @@ impl Fov {
             FovShape::Octagon => {
                 let (a, b) = half;
                 let corner_y = b - fov.cut; // the cut edge meets x = ±a at |dy| = b - cut
-                (1.0 + (corner_y / b).powi(2)).sqrt().max((((a - fov.cut) / a).powi(2) + 1.0).sqrt())
+                (1.0 + (corner_y / b).powi(2))
+                    .sqrt()
+                    .max((((a - fov.cut) / a).powi(2) + 1.0).sqrt())
             }
         };
         let (cx, cy) = fov.centre;
         let gain = |px: f32, py: f32| {
-            let rho = (((px - cx) / half.0).powi(2) + ((py - cy) / half.1).powi(2)).sqrt() / rho_max;
+            let rho =
+                (((px - cx) / half.0).powi(2) + ((py - cy) / half.1).powi(2)).sqrt() / rho_max;
             // Brightest in the middle, ~55 % at the edge: the light guide lights the centre best.
             let g = 1.0 - 0.45 * rho.min(1.0).powf(2.2);
             (g * 256.0).round() as u16
@@ -213,21 +216,47 @@ impl Phantom {
         };
         let (ox, oy) = self.pan.offset(t);
         let r = self.fov.rect;
-        copy_window(world.width as usize, &world.y, (ox, oy), r, 1, dst.y, dst.y_stride);
-        copy_window(world.width as usize / 2, &world.u, (ox, oy), r, 2, dst.u, dst.uv_stride);
-        copy_window(world.width as usize / 2, &world.v, (ox, oy), r, 2, dst.v, dst.uv_stride);
+        copy_window(
+            world.width as usize,
+            &world.y,
+            (ox, oy),
+            r,
+            1,
+            dst.y,
+            dst.y_stride,
+        );
+        copy_window(
+            world.width as usize / 2,
+            &world.u,
+            (ox, oy),
+            r,
+            2,
+            dst.u,
+            dst.uv_stride,
+        );
+        copy_window(
+            world.width as usize / 2,
+            &world.v,
+            (ox, oy),
+            r,
+            2,
+            dst.v,
+            dst.uv_stride,
+        );
 
         // 2. Optical degradations of the scene. Pixel sizes are given at 1080p.
         match degradation {
-            Degradation::Defocus { sigma_px } => self.for_each_plane_rect(dst, |p, sub| {
-                blur::defocus(p, sigma_px * s / sub as f32)
-            }),
+            Degradation::Defocus { sigma_px } => {
+                self.for_each_plane_rect(dst, |p, sub| blur::defocus(p, sigma_px * s / sub as f32))
+            }
             Degradation::MotionBlur {
                 length_px,
                 angle_deg,
             } => {
                 let dir = Dir::nearest(angle_deg);
-                self.for_each_plane_rect(dst, |p, sub| blur::motion(p, dir, length_px * s / sub as f32))
+                self.for_each_plane_rect(dst, |p, sub| {
+                    blur::motion(p, dir, length_px * s / sub as f32)
+                })
             }
             _ => {}
         }
@@ -254,7 +283,11 @@ impl Phantom {
     }
 
     /// Run `f` on the field-of-view rectangle of each plane, with the plane's subsampling.
-    fn for_each_plane_rect(&self, dst: &mut I420PlanesMut<'_>, mut f: impl FnMut(&mut PlaneRect<'_>, u32)) {
+    fn for_each_plane_rect(
+        &self,
+        dst: &mut I420PlanesMut<'_>,
+        mut f: impl FnMut(&mut PlaneRect<'_>, u32),
+    ) {
         let r = self.fov.rect;
         let rect = |data, stride, sub: u32| PlaneRect {
             data,
@@ -309,7 +342,12 @@ impl Phantom {
     fn tone_chroma(&self, dst: &mut I420PlanesMut<'_>, gain_q8: u32, desaturate: bool) {
         let (cw, ch) = (self.cfg.width as usize / 2, self.cfg.height as usize / 2);
         let r = self.fov.rect;
-        let (crx, cry, crw, crh) = ((r.x / 2) as usize, (r.y / 2) as usize, (r.width / 2) as usize, (r.height / 2) as usize);
+        let (crx, cry, crw, crh) = (
+            (r.x / 2) as usize,
+            (r.y / 2) as usize,
+            (r.width / 2) as usize,
+            (r.height / 2) as usize,
+        );
         for cy in 0..ch {
             let j = cy.wrapping_sub(cry);
             let (x0, x1) = if j < crh {
@@ -346,7 +384,8 @@ impl Phantom {
     /// Several saturated, colourless, elliptical highlights with a soft rim. Their cores
     /// cover ≈ `area` of the field of view; positions and shapes are seeded per frame.
     fn draw_glare(&self, dst: &mut I420PlanesMut<'_>, idx: u64, area: f32) {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix64(self.cfg.seed ^ mix64(idx ^ 0x676C617265)));
+        let mut rng =
+            Xoshiro256PlusPlus::seed_from_u64(mix64(self.cfg.seed ^ mix64(idx ^ 0x676C617265)));
         let mut uni = || unit(rng.next_u64());
         let n = 3 + (uni() * 5.0) as usize; // 3..=7 highlights
         let mut weights = [0f32; 8];
@@ -370,9 +409,9 @@ impl Phantom {
             for _ in 0..30 {
                 let (rr, ang) = (0.7 * uni().sqrt(), uni() * std::f32::consts::TAU);
                 c = (fcx + rr * fa * ang.cos(), fcy + rr * fb * ang.sin());
-                let clear = placed[..k]
-                    .iter()
-                    .all(|&(px, py, pr)| ((px - c.0).powi(2) + (py - c.1).powi(2)).sqrt() > 1.4 * (pr + a) + 2.0);
+                let clear = placed[..k].iter().all(|&(px, py, pr)| {
+                    ((px - c.0).powi(2) + (py - c.1).powi(2)).sqrt() > 1.4 * (pr + a) + 2.0
+                });
                 if clear {
                     break;
                 }
@@ -382,7 +421,14 @@ impl Phantom {
         }
     }
 
-    fn draw_highlight(&self, dst: &mut I420PlanesMut<'_>, c: (f32, f32), a: f32, b: f32, theta: f32) {
+    fn draw_highlight(
+        &self,
+        dst: &mut I420PlanesMut<'_>,
+        c: (f32, f32),
+        a: f32,
+        b: f32,
+        theta: f32,
+    ) {
         const RIM: f32 = 0.35; // rim width, relative to the radius
         let (sin, cos) = theta.sin_cos();
         let rho = |x: f32, y: f32| {
@@ -450,7 +496,15 @@ fn exposure_gain(vig: u16, gain_q8: u32) -> u32 {
 
 /// Copy the `rect`-sized window at `origin` (luma coordinates) of a tightly packed world
 /// plane into `rect` of a destination plane; `sub` = 1 for luma, 2 for chroma.
-fn copy_window(world_stride: usize, world: &[u8], origin: (u32, u32), rect: Rect, sub: u32, dst: &mut [u8], dst_stride: usize) {
+fn copy_window(
+    world_stride: usize,
+    world: &[u8],
+    origin: (u32, u32),
+    rect: Rect,
+    sub: u32,
+    dst: &mut [u8],
+    dst_stride: usize,
+) {
     let (ox, oy) = ((origin.0 / sub) as usize, (origin.1 / sub) as usize);
     let (rx, ry) = ((rect.x / sub) as usize, (rect.y / sub) as usize);
     let (w, h) = ((rect.width / sub) as usize, (rect.height / sub) as usize);

@@ -346,7 +346,10 @@ fn parse_segment(part: &str) -> Result<Segment, String> {
         "outside" => Degradation::Outside,
         "motion" => {
             let length_px = get("len", 24.0);
-            check(length_px > 0.0, "len must be > 0 (pixels at 1080p)")?;
+            check(
+                length_px > 0.0 && length_px <= 250.0,
+                "len must be in (0, 250] (pixels at 1080p)",
+            )?;
             Degradation::MotionBlur {
                 length_px,
                 angle_deg: get("angle", 0.0),
@@ -354,7 +357,10 @@ fn parse_segment(part: &str) -> Result<Segment, String> {
         }
         "defocus" => {
             let sigma_px = get("sigma", 3.0);
-            check(sigma_px > 0.0, "sigma must be > 0 (pixels at 1080p)")?;
+            check(
+                sigma_px > 0.0 && sigma_px <= 50.0,
+                "sigma must be in (0, 50] (pixels at 1080p)",
+            )?;
             Degradation::Defocus { sigma_px }
         }
         "dark" => {
@@ -364,7 +370,10 @@ fn parse_segment(part: &str) -> Result<Segment, String> {
         }
         "overexposed" => {
             let gain = get("gain", 2.5);
-            check(gain > 1.0 && gain <= 16.0, "overexposed gain must be in (1, 16]")?;
+            check(
+                gain > 1.0 && gain <= 16.0,
+                "overexposed gain must be in (1, 16]",
+            )?;
             Degradation::OverExposure { gain }
         }
         "glare" => {
@@ -448,7 +457,11 @@ mod tests {
             ("defocus 1s sigma=abc", 1, "not a number"),
             ("good 2s; good; glare 1s", 2, "missing duration"),
             ("good 2x", 1, "duration `2x`"),
-            ("good 1s; motion 1s len=3 foo=2", 2, "unknown parameter `foo`"),
+            (
+                "good 1s; motion 1s len=3 foo=2",
+                2,
+                "unknown parameter `foo`",
+            ),
             ("good 1s;; good 1s", 2, "empty segment"),
             ("outside 1s area=0.1", 1, "takes no parameters"),
         ];
@@ -488,7 +501,10 @@ mod tests {
         let s = Schedule::default();
         assert!((18.0..=24.0).contains(&s.total_seconds()));
         for a in Artifact::ALL {
-            assert!(s.segments.iter().any(|g| g.degradation.expected() == Some(a)));
+            assert!(s
+                .segments
+                .iter()
+                .any(|g| g.degradation.expected() == Some(a)));
         }
         for g in &s.segments {
             if g.degradation == Degradation::None {

@@ -93,7 +93,10 @@ fn a_different_seed_gives_a_different_frame() {
     });
     let (fa, fb) = (a.render(3), b.render(3));
     let differing = fa.y.iter().zip(&fb.y).filter(|(x, y)| x != y).count();
-    assert!(differing > fa.y.len() / 10, "only {differing} luma pixels differ");
+    assert!(
+        differing > fa.y.len() / 10,
+        "only {differing} luma pixels differ"
+    );
 }
 
 #[test]
@@ -164,7 +167,10 @@ fn osd_text_lies_only_inside_osd_rects_outside_the_fov() {
         assert!(rects.len() >= 5, "{w}x{h}: OSD did not fit");
         let fov = with.fov_rect();
         assert_eq!(fov, without.fov_rect());
-        assert_eq!((fov.x % 2, fov.y % 2, fov.width % 2, fov.height % 2), (0, 0, 0, 0));
+        assert_eq!(
+            (fov.x % 2, fov.y % 2, fov.width % 2, fov.height % 2),
+            (0, 0, 0, 0)
+        );
         assert!(fov.right() <= w && fov.bottom() <= h);
         for r in &rects {
             assert!(r.intersect(&fov).is_empty(), "{r:?} overlaps {fov:?}");
@@ -177,7 +183,10 @@ fn osd_text_lies_only_inside_osd_rects_outside_the_fov() {
                 let i = (y * w + x) as usize;
                 if a.y[i] != b.y[i] {
                     changed += 1;
-                    assert!(rects.iter().any(|r| r.contains(x, y)), "OSD pixel at {x},{y}");
+                    assert!(
+                        rects.iter().any(|r| r.contains(x, y)),
+                        "OSD pixel at {x},{y}"
+                    );
                     assert_eq!(a.y[i], osd::TEXT_Y);
                 }
             }
@@ -218,7 +227,11 @@ fn border_is_black_and_fov_is_not() {
             }
         }
     }
-    assert!(img.u.iter().zip(&img.v).any(|(&u, &v)| u != 128 || v != 128));
+    assert!(img
+        .u
+        .iter()
+        .zip(&img.v)
+        .any(|(&u, &v)| u != 128 || v != 128));
     assert_eq!(img.u[0], 128);
     let (mean, _) = fov_luma(&p, &img, |_| false);
     assert!((60.0..160.0).contains(&mean), "mean fov luma {mean}");
@@ -231,7 +244,10 @@ fn defocus_at_1080p_reduces_laplacian_energy() {
     let good = Phantom::new(cfg(1920, 1080, "good 1s"));
     let blurred = Phantom::new(cfg(1920, 1080, "defocus 1s sigma=1.5"));
     let (a, b) = (good.render(4), blurred.render(4));
-    let (la, lb) = (mean_abs_laplacian(&good, &a), mean_abs_laplacian(&blurred, &b));
+    let (la, lb) = (
+        mean_abs_laplacian(&good, &a),
+        mean_abs_laplacian(&blurred, &b),
+    );
     assert!(lb < 0.6 * la, "laplacian good {la:.2} defocus {lb:.2}");
 }
 
@@ -241,10 +257,20 @@ fn blur_reduces_laplacian_energy_at_360p() {
     let a = good.render(4);
     let la = mean_abs_laplacian(&good, &a);
     // σ=1.5 at 1080p is σ=0.5 here (sizes scale with height): still clearly measurable.
-    for sched in ["defocus 1s sigma=1.5", "defocus 1s sigma=4.5", "motion 1s len=24 angle=0", "motion 1s len=24 angle=45", "motion 1s len=24 angle=90", "motion 1s len=24 angle=135"] {
+    for sched in [
+        "defocus 1s sigma=1.5",
+        "defocus 1s sigma=4.5",
+        "motion 1s len=24 angle=0",
+        "motion 1s len=24 angle=45",
+        "motion 1s len=24 angle=90",
+        "motion 1s len=24 angle=135",
+    ] {
         let p = Phantom::new(cfg(640, 360, sched));
         let lb = mean_abs_laplacian(&p, &p.render(4));
-        assert!(lb < 0.75 * la, "{sched}: laplacian good {la:.2} blurred {lb:.2}");
+        assert!(
+            lb < 0.75 * la,
+            "{sched}: laplacian good {la:.2} blurred {lb:.2}"
+        );
     }
 }
 
@@ -272,7 +298,10 @@ fn glare_covers_about_the_requested_area_with_colourless_highlights() {
             let img = p.render(i);
             let (_, frac) = fov_luma(&p, &img, |v| v >= 230);
             let rel = frac / area as f64;
-            assert!((0.75..1.25).contains(&rel), "{w}x{h} area {area} frame {i}: {frac}");
+            assert!(
+                (0.75..1.25).contains(&rel),
+                "{w}x{h} area {area} frame {i}: {frac}"
+            );
         }
         // Positions change from frame to frame.
         assert_ne!(p.render(1).y, p.render(2).y);
@@ -343,8 +372,16 @@ fn write_stills_writes_images_and_one_csv_row_per_frame() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], output::LABELS_HEADER);
     assert_eq!(lines.len(), 6);
-    assert!(lines[1].starts_with("frame_000003.png,3,0,good,good,0.0000,1.0000,"), "{}", lines[1]);
-    assert!(lines[5].starts_with("frame_000007.png,7,1,glare area=0.06,glare,"), "{}", lines[5]);
+    assert!(
+        lines[1].starts_with("frame_000003.png,3,0,good,good,0.0000,1.0000,"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[5].starts_with("frame_000007.png,7,1,glare area=0.06,glare,"),
+        "{}",
+        lines[5]
+    );
     for l in &lines[1..] {
         assert_eq!(l.split(',').count(), 11, "{l}");
     }
@@ -393,7 +430,10 @@ fn write_video_produces_decodable_files_with_every_frame() {
     }
     let bad = dir.path().join("clip.mp4");
     let err = write_video(&p, &bad, 0..2).unwrap_err().to_string();
-    assert!(err.contains("clip.mp4") && err.contains("extension"), "{err}");
+    assert!(
+        err.contains("clip.mp4") && err.contains("extension"),
+        "{err}"
+    );
     let missing = dir.path().join("no/such/dir/clip.mkv");
     let err = write_video(&p, &missing, 0..2).unwrap_err().to_string();
     assert!(err.contains("no/such/dir/clip.mkv"), "{err}");
@@ -410,8 +450,16 @@ fn live_feed_pushes_frames_with_index_offsets_then_eos() {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gstreamer_app::AppSrc>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gstreamer_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gstreamer_app::AppSink>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let feed = spawn_live_feed(
         p.clone(),
@@ -461,7 +509,11 @@ fn realtime_live_feed_is_paced_and_stops_on_request() {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gstreamer_app::AppSrc>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gstreamer_app::AppSrc>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let started = std::time::Instant::now();
     let feed = spawn_live_feed(p, src, LiveOpts::default());
@@ -487,7 +539,11 @@ fn realtime_live_feed_is_paced_and_stops_on_request() {
 fn render_timing() {
     for (w, h) in [(1280, 720), (1920, 1080)] {
         let t = std::time::Instant::now();
-        let p = Phantom::new(cfg(w, h, "good 1s; defocus 1s sigma=1.5; motion 1s len=24 angle=30; glare 1s"));
+        let p = Phantom::new(cfg(
+            w,
+            h,
+            "good 1s; defocus 1s sigma=1.5; motion 1s len=24 angle=30; glare 1s",
+        ));
         println!("{w}x{h}: new {:?}", t.elapsed());
         let mut img = I420Image::new(w, h);
         for (name, idx) in [("good", 5), ("defocus", 15), ("motion", 25), ("glare", 35)] {

@@ -140,7 +140,11 @@ impl CellGrid {
                 let jx = 0.1 + 0.8 * unit(h);
                 let jy = 0.1 + 0.8 * unit(mix64(h));
                 let r = unit(mix64(h ^ 0x55));
-                points.push((((i - 1) as f32 + jx) * cell, ((j - 1) as f32 + jy) * cell, r));
+                points.push((
+                    ((i - 1) as f32 + jx) * cell,
+                    ((j - 1) as f32 + jy) * cell,
+                    r,
+                ));
             }
         }
         CellGrid {
@@ -259,7 +263,14 @@ impl VesselLayer {
     }
 
     /// Random-walk vessel trees: tortuous paths that taper and occasionally branch.
-    fn grow(&mut self, rng: &mut Xoshiro256PlusPlus, trees: usize, width_px: (f32, f32), scale: f32, opacity: f32) {
+    fn grow(
+        &mut self,
+        rng: &mut Xoshiro256PlusPlus,
+        trees: usize,
+        width_px: (f32, f32),
+        scale: f32,
+        opacity: f32,
+    ) {
         let uni = |rng: &mut Xoshiro256PlusPlus| unit(rng.next_u64());
         let min_r = (0.5 * scale).max(0.45);
         for _ in 0..trees {
@@ -299,7 +310,13 @@ impl VesselLayer {
 }
 
 /// The mucosa world, `width`×`height` (even), features sized by `scale` = frame height / 1080.
-pub(crate) fn mucosa(width: u32, height: u32, scale: f32, seed: u64, palette: Palette) -> I420Image {
+pub(crate) fn mucosa(
+    width: u32,
+    height: u32,
+    scale: f32,
+    seed: u64,
+    palette: Palette,
+) -> I420Image {
     let c = palette.colours();
     let s = scale.max(0.05);
     let seed = mix64(seed ^ 0x6D75_636F_7361);
@@ -314,9 +331,21 @@ pub(crate) fn mucosa(width: u32, height: u32, scale: f32, seed: u64, palette: Pa
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 7);
     let area_k = (width as f32 * height as f32) / (1000.0 * s * 1000.0 * s);
     let mut deep = VesselLayer::new(width, height);
-    deep.grow(&mut rng, (4.0 * area_k).ceil() as usize, (7.0, 12.0), s, 0.6);
+    deep.grow(
+        &mut rng,
+        (4.0 * area_k).ceil() as usize,
+        (7.0, 12.0),
+        s,
+        0.6,
+    );
     let mut brown = VesselLayer::new(width, height);
-    brown.grow(&mut rng, (9.0 * area_k).ceil() as usize, (2.0, 4.5), s, 0.75);
+    brown.grow(
+        &mut rng,
+        (9.0 * area_k).ceil() as usize,
+        (2.0, 4.5),
+        s,
+        0.75,
+    );
 
     let warp = 5.0 * s;
     let pit_r = 0.22 * cell;
@@ -327,7 +356,10 @@ pub(crate) fn mucosa(width: u32, height: u32, scale: f32, seed: u64, palette: Pa
         let mut col = c.base.map(|v| v * (1.0 + l));
         // Pit pattern, with contrast varying over the surface (some areas flatter).
         let k = 0.65 + 0.35 * contrast.sample(fx, fy);
-        let (d1, d2, r) = pits.sample(fx + warp * warp_x.sample(fx, fy), fy + warp * warp_y.sample(fx, fy));
+        let (d1, d2, r) = pits.sample(
+            fx + warp * warp_x.sample(fx, fy),
+            fy + warp * warp_y.sample(fx, fy),
+        );
         let border = 0.5 * (d2 - d1); // ≈ distance to the cell border
         let pit = clamp01((pit_r * (0.7 + 0.6 * r) - d1) / (0.35 * pit_r) + 0.5);
         let rim = clamp01(1.0 - (border - 1.5 * cap_w) / (2.5 * s).max(0.8)) * (1.0 - pit);

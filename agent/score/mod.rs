@@ -49,7 +49,9 @@ impl Score {
     pub fn reasons(&self) -> impl Iterator<Item = Artifact> + '_ {
         let mut order = Artifact::ALL;
         order.sort_by(|a, b| self.artifacts[b.index()].total_cmp(&self.artifacts[a.index()]));
-        order.into_iter().filter(|a| self.reason_mask & (1 << a.index()) != 0)
+        order
+            .into_iter()
+            .filter(|a| self.reason_mask & (1 << a.index()) != 0)
     }
 
     /// The strongest reason, if any.
@@ -91,7 +93,10 @@ pub struct Scorer {
 
 impl Scorer {
     pub fn new(cfg: ScoringConfig, model: Option<ModelRunner>) -> Scorer {
-        let spec = model.as_ref().map(|m| m.manifest().input.clone()).unwrap_or_else(default_spec);
+        let spec = model
+            .as_ref()
+            .map(|m| m.manifest().input.clone())
+            .unwrap_or_else(default_spec);
         Scorer {
             cfg,
             pre: Preprocessor::new(&spec),
@@ -120,7 +125,16 @@ impl Scorer {
             None => None,
         };
         t.inference = t2.elapsed();
-        Ok((combine(&self.cfg, measures, classical_artifacts, model_out, self.pre.dhash), t))
+        Ok((
+            combine(
+                &self.cfg,
+                measures,
+                classical_artifacts,
+                model_out,
+                self.pre.dhash,
+            ),
+            t,
+        ))
     }
 }
 
@@ -170,16 +184,34 @@ mod tests {
         classical[Artifact::Dark.index()] = 0.6;
         let mut m = [0.0; 5];
         m[Artifact::Blur.index()] = 0.9;
-        let s = combine(&cfg, Measures::default(), classical, Some(ModelOutput { quality: 0.2, artifacts: m }), 0);
+        let s = combine(
+            &cfg,
+            Measures::default(),
+            classical,
+            Some(ModelOutput {
+                quality: 0.2,
+                artifacts: m,
+            }),
+            0,
+        );
         assert!((s.classical_quality - 0.4).abs() < 1e-6);
         assert_eq!(s.quality, 0.2);
-        assert_eq!(s.reasons().collect::<Vec<_>>(), vec![Artifact::Blur, Artifact::Dark]);
+        assert_eq!(
+            s.reasons().collect::<Vec<_>>(),
+            vec![Artifact::Blur, Artifact::Dark]
+        );
         assert_eq!(s.primary_reason(), Some(Artifact::Blur));
     }
 
     #[test]
     fn a_clean_frame_has_no_reasons() {
-        let s = combine(&ScoringConfig::default(), Measures::default(), [0.1; 5], None, 0);
+        let s = combine(
+            &ScoringConfig::default(),
+            Measures::default(),
+            [0.1; 5],
+            None,
+            0,
+        );
         assert!(s.primary_reason().is_none());
         assert!((s.quality - 0.9f32.powi(5)).abs() < 1e-6);
     }

@@ -162,58 +162,96 @@ impl ModelRunner {
         Self::from_bytes(path, manifest, &bytes)
     }
 
-    fn from_bytes(path: &Path, manifest: Manifest, bytes: &[u8]) -> Result<ModelRunner, ModelError> {
+    fn from_bytes(
+        path: &Path,
+        manifest: Manifest,
+        bytes: &[u8],
+    ) -> Result<ModelRunner, ModelError> {
         let invalid = |reason: String| ModelError::Invalid {
             path: path.to_owned(),
             reason,
         };
         let spec = manifest.input.clone();
         if spec.color != "RGB" {
-            return Err(invalid(format!("manifest input.color {:?}: only RGB is supported", spec.color)));
+            return Err(invalid(format!(
+                "manifest input.color {:?}: only RGB is supported",
+                spec.color
+            )));
         }
         let channels = match spec.layout {
             Layout::Nchw => spec.shape[1],
             Layout::Nhwc => spec.shape[3],
         };
         if spec.shape[0] != 1 || channels != 3 {
-            return Err(invalid(format!("manifest input.shape {:?}: expected batch 1 and 3 channels", spec.shape)));
+            return Err(invalid(format!(
+                "manifest input.shape {:?}: expected batch 1 and 3 channels",
+                spec.shape
+            )));
         }
         let mut labels = Vec::new();
         for l in &manifest.outputs.labels {
-            labels.push(Artifact::parse(l).ok_or_else(|| invalid(format!("manifest output label {l:?} is not a known artifact")))?);
+            labels.push(Artifact::parse(l).ok_or_else(|| {
+                invalid(format!(
+                    "manifest output label {l:?} is not a known artifact"
+                ))
+            })?);
         }
         let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| invalid(format!("not a loadable ONNX model: {e:#}")))?;
         // The declared input must be the model's input, with the declared shape.
-        let inputs = model.input_outlets().map_err(|e| invalid(format!("{e:#}")))?;
+        let inputs = model
+            .input_outlets()
+            .map_err(|e| invalid(format!("{e:#}")))?;
         if inputs.len() != 1 {
-            return Err(invalid(format!("model has {} inputs, the agent feeds exactly one", inputs.len())));
+            return Err(invalid(format!(
+                "model has {} inputs, the agent feeds exactly one",
+                inputs.len()
+            )));
         }
         let in_name = model.node(inputs[0].node).name.clone();
         if in_name != spec.name {
-            return Err(invalid(format!("model input is {in_name:?} but the manifest says {:?}", spec.name)));
+            return Err(invalid(format!(
+                "model input is {in_name:?} but the manifest says {:?}",
+                spec.name
+            )));
         }
         let declared = model.input_fact(0).map_err(|e| invalid(format!("{e:#}")))?;
         {
-            let dims: Vec<Option<i64>> =
-                declared.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok())).collect();
-            let matches = dims.len() == 4 && dims.iter().zip(spec.shape).all(|(d, s)| d.is_none_or(|d| d == s as i64));
+            let dims: Vec<Option<i64>> = declared
+                .shape
+                .dims()
+                .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
+                .collect();
+            let matches = dims.len() == 4
+                && dims
+                    .iter()
+                    .zip(spec.shape)
+                    .all(|(d, s)| d.is_none_or(|d| d == s as i64));
             if !matches {
-                return Err(invalid(format!("model input shape is {dims:?} but the manifest says {:?}", spec.shape)));
+                return Err(invalid(format!(
+                    "model input shape is {dims:?} but the manifest says {:?}",
+                    spec.shape
+                )));
             }
         }
         let out_names: Vec<String> = model
             .output_outlets()
             .map_err(|e| invalid(format!("{e:#}")))?
             .iter()
-            .map(|o| model.outlet_label(*o).map(str::to_string).unwrap_or_else(|| model.node(o.node).name.clone()))
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
+            })
             .collect();
         let find = |name: &str| {
-            out_names
-                .iter()
-                .position(|n| n == name)
-                .ok_or_else(|| invalid(format!("manifest output {name:?} is not among the model's outputs {out_names:?}")))
+            out_names.iter().position(|n| n == name).ok_or_else(|| {
+                invalid(format!(
+                    "manifest output {name:?} is not among the model's outputs {out_names:?}"
+                ))
+            })
         };
         let quality_ix = find(&manifest.outputs.quality)?;
         let artifacts_ix = find(&manifest.outputs.artifacts)?;
@@ -221,7 +259,12 @@ impl ModelRunner {
             .with_input_fact(0, f32::fact(spec.shape).into())
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .map_err(|e| invalid(format!("cannot prepare the model with input {:?}: {e:#}", spec.shape)))?;
+            .map_err(|e| {
+                invalid(format!(
+                    "cannot prepare the model with input {:?}: {e:#}",
+                    spec.shape
+                ))
+            })?;
         let runner = ModelRunner {
             path: path.to_owned(),
             manifest,
@@ -250,14 +293,20 @@ impl ModelRunner {
             path: self.path.clone(),
             reason,
         };
-        let tensor = Tensor::from_shape(&self.manifest.input.shape, input).map_err(|e| err(format!("{e:#}")))?;
-        let out = self.plan.run(tvec!(tensor.into())).map_err(|e| err(format!("{e:#}")))?;
+        let tensor = Tensor::from_shape(&self.manifest.input.shape, input)
+            .map_err(|e| err(format!("{e:#}")))?;
+        let out = self
+            .plan
+            .run(tvec!(tensor.into()))
+            .map_err(|e| err(format!("{e:#}")))?;
         let q = out[self.quality_ix]
             .try_as_plain_ram()
-            .and_then(|v| v.as_slice::<f32>()).map_err(|e| err(format!("quality output: {e:#}")))?;
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(|e| err(format!("quality output: {e:#}")))?;
         let a = out[self.artifacts_ix]
             .try_as_plain_ram()
-            .and_then(|v| v.as_slice::<f32>()).map_err(|e| err(format!("artifacts output: {e:#}")))?;
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(|e| err(format!("artifacts output: {e:#}")))?;
         if q.len() != 1 || a.len() != self.labels.len() {
             return Err(err(format!(
                 "outputs have {} and {} values, the manifest promises 1 and {}",

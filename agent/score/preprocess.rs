@@ -58,14 +58,19 @@ impl Preprocessor {
         ];
         for (plane, stride, rows, r, dst) in planes {
             let len = stride * rows as usize;
-            let src = fr::images::ImageRef::new(stride as u32, rows, &plane[..len], fr::PixelType::U8)
-                .expect("plane is stride × rows bytes");
+            let src =
+                fr::images::ImageRef::new(stride as u32, rows, &plane[..len], fr::PixelType::U8)
+                    .expect("plane is stride × rows bytes");
             self.resizer
                 .resize(&src, dst, &opts(r))
                 .expect("crop lies inside the frame and pixel types match");
         }
         self.normalise();
-        self.dhash = dhash(self.y.buffer(), self.y.width() as usize, self.y.height() as usize);
+        self.dhash = dhash(
+            self.y.buffer(),
+            self.y.width() as usize,
+            self.y.height() as usize,
+        );
     }
 
     fn normalise(&mut self) {
@@ -90,7 +95,9 @@ impl Preprocessor {
     /// The downscaled RGB image (for tests and debugging), packed.
     pub fn rgb(&self) -> Vec<u8> {
         let (y, u, v) = (self.y.buffer(), self.u.buffer(), self.v.buffer());
-        (0..y.len()).flat_map(|i| yuv_to_rgb(y[i], u[i], v[i])).collect()
+        (0..y.len())
+            .flat_map(|i| yuv_to_rgb(y[i], u[i], v[i]))
+            .collect()
     }
 }
 
@@ -105,7 +112,10 @@ pub fn dhash(luma: &[u8], w: usize, h: usize) -> u64 {
         let (cx, cy) = (i % 9, i / 9);
         let mut s = 0u32;
         for y in cy * bh..(cy + 1) * bh {
-            s += luma[y * w + cx * bw..y * w + (cx + 1) * bw].iter().map(|&p| p as u32).sum::<u32>();
+            s += luma[y * w + cx * bw..y * w + (cx + 1) * bw]
+                .iter()
+                .map(|&p| p as u32)
+                .sum::<u32>();
         }
         *cell = s;
     }
@@ -126,7 +136,11 @@ mod tests {
     fn spec(layout: Layout) -> InputSpec {
         InputSpec {
             name: "image".into(),
-            shape: if layout == Layout::Nchw { [1, 3, 16, 16] } else { [1, 16, 16, 3] },
+            shape: if layout == Layout::Nchw {
+                [1, 3, 16, 16]
+            } else {
+                [1, 16, 16, 3]
+            },
             layout,
             color: "RGB".into(),
             scale: 1.0 / 255.0,
@@ -162,7 +176,11 @@ mod tests {
         let img = I420Image::from_rgb(64, 32, &rgb);
         let mut p = Preprocessor::new(&spec(Layout::Nhwc));
         p.run(&img.view(), Rect::new(32, 0, 32, 32));
-        assert!(p.input.iter().all(|&x| x > 0.9), "min {}", p.input.iter().cloned().fold(9.0, f32::min));
+        assert!(
+            p.input.iter().all(|&x| x > 0.9),
+            "min {}",
+            p.input.iter().cloned().fold(9.0, f32::min)
+        );
     }
 
     #[test]

@@ -33,7 +33,10 @@ impl LocalDatalake {
         };
         let dir = path.parent().expect("keys have directories");
         fs::create_dir_all(dir).map_err(io)?;
-        let name = path.file_name().expect("keys have file names").to_string_lossy();
+        let name = path
+            .file_name()
+            .expect("keys have file names")
+            .to_string_lossy();
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let mut f = File::create(&tmp).map_err(io)?;
         f.write_all(bytes).map_err(io)?;
@@ -72,7 +75,10 @@ mod tests {
         lake.deliver(&item).unwrap();
         lake.deliver(&item).unwrap(); // idempotent: same key, same bytes
         let d = dir.path().join("frames/s/d/2026/01/02/sess");
-        let mut names: Vec<_> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut names: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         names.sort();
         assert_eq!(names, vec!["0000000001.jpg", "0000000001.json"]);
         assert_eq!(fs::read(d.join("0000000001.jpg")).unwrap(), item.jpeg);
