@@ -474,6 +474,7 @@ fn encode_loop(
             sequence: job.seq,
             captured_at: record::format_time(job.frame.captured_at),
             pts_ns: job.frame.pts_ns,
+            source_frame: job.frame.offset,
             frame: record::FrameInfo {
                 width: job.fov.rect.width,
                 height: job.fov.rect.height,

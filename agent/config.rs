@@ -275,7 +275,7 @@ impl Default for ModelConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScoringConfig {
-    /// Sharpness (Laplacian/gradient ratio at native resolution) at or above which blur = 0.
+    /// Sharpness (noise-free difference-energy ratio at native resolution) at or above which blur = 0.
     pub sharpness_good: f32,
     /// Sharpness at or below which blur = 1.
     pub sharpness_bad: f32,
@@ -304,8 +304,8 @@ pub struct ScoringConfig {
 impl Default for ScoringConfig {
     fn default() -> Self {
         ScoringConfig {
-            sharpness_good: 1.25,
-            sharpness_bad: 1.05,
+            sharpness_good: 0.66,
+            sharpness_bad: 0.56,
             isotropy_good: 0.75,
             isotropy_bad: 0.55,
             dark_level: 40,

@@ -59,6 +59,8 @@ pub struct Record {
     pub captured_at: String,
     /// Buffer timestamp in the capture pipeline, nanoseconds (None if the source gave none).
     pub pts_ns: Option<u64>,
+    /// The source's frame number, when it sets one (the phantom's frame index).
+    pub source_frame: Option<u64>,
     pub frame: FrameInfo,
     pub score: ScoreInfo,
     pub selection: SelectionInfo,

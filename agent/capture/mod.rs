@@ -57,6 +57,8 @@ pub struct CapturedFrame {
     frame: gst_video::VideoFrame<gst_video::video_frame::Readable>,
     /// Buffer timestamp (running time for live sources, stream time for files).
     pub pts_ns: Option<u64>,
+    /// The source's frame number (GStreamer buffer offset), when it sets one.
+    pub offset: Option<u64>,
     /// When the appsink saw it (monotonic).
     pub arrived: Instant,
     /// When the appsink saw it (wall clock, for the record and the key).
@@ -208,6 +210,8 @@ fn attach_sink(
                 }
                 let info = &info_cache.as_ref().expect("set above").1;
                 let pts_ns = buffer.pts().map(|t| t.nseconds());
+                // GST_BUFFER_OFFSET_NONE is u64::MAX.
+                let offset = Some(buffer.offset()).filter(|o| *o != u64::MAX);
                 let Ok(frame) = gst_video::VideoFrame::from_buffer_readable(buffer, info) else {
                     map_failed.increment(1);
                     return Ok(gst::FlowSuccess::Ok);
@@ -215,6 +219,7 @@ fn attach_sink(
                 let item = CapturedFrame {
                     frame,
                     pts_ns,
+                    offset,
                     arrived,
                     captured_at: Utc::now(),
                 };

@@ -26,7 +26,7 @@ pub use render::{FovShape, I420PlanesMut};
 pub use schedule::{Degradation, FrameLabel, Schedule, ScheduleError, Segment};
 pub use texture::Palette;
 
-use render::{Fov, Pan};
+use render::{Fov, Pan, SensorNoise};
 
 /// Everything that defines a phantom video.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -79,6 +79,7 @@ pub struct Phantom {
     world: I420Image,
     outside: I420Image,
     pan: Pan,
+    noise: SensorNoise,
     /// First frame of each segment, then the total number of frames.
     seg_start: Vec<u64>,
     osd: Option<osd::Osd>,
@@ -123,6 +124,7 @@ impl Phantom {
         );
         let world = texture::mucosa(world_size.0, world_size.1, scale, cfg.seed, cfg.palette);
         let outside = texture::outside(world_size.0, world_size.1, scale, cfg.seed);
+        let noise = SensorNoise::new(cfg.seed, fov_rect.width);
         let pan = Pan::new(cfg.seed, world_size, (fov_rect.width, fov_rect.height));
         let mode = match cfg.palette {
             Palette::Nbi => "NBI",
@@ -138,6 +140,7 @@ impl Phantom {
             world,
             outside,
             pan,
+            noise,
             seg_start,
             osd,
         })

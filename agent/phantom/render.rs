@@ -156,6 +156,40 @@ impl Fov {
     }
 }
 
+/// Temporal sensor noise: faint (σ ≈ 1.4 luma levels), added after exposure so that blur
+/// never removes it, as in a real camera (it gives sharpness measures a realistic floor).
+/// A table of `NOISE_ROWS` rows, each `NOISE_SHIFT` wider than the field of view, is read at
+/// a per-frame offset, which is as good as fresh noise at the cost of a sequential read.
+pub(crate) struct SensorNoise {
+    cols: usize,
+    table: Vec<i8>,
+}
+
+const NOISE_ROWS: usize = 256;
+const NOISE_SHIFT: usize = 256;
+
+impl SensorNoise {
+    pub fn new(seed: u64, fov_width: u32) -> SensorNoise {
+        let cols = fov_width as usize + NOISE_SHIFT;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix64(seed ^ 0x006E_6F69_7365));
+        let table = (0..cols * NOISE_ROWS)
+            .map(|_| {
+                // Sum of four uniforms: close to Gaussian, σ = 1.2·√(4/3) ≈ 1.4.
+                let s: f32 = (0..4).map(|_| unit(rng.next_u64()) * 2.0 - 1.0).sum();
+                (1.2 * s).round() as i8
+            })
+            .collect();
+        SensorNoise { cols, table }
+    }
+
+    /// Noise for row `j` of the field of view from column `x` on, for the frame offset `at`.
+    #[inline]
+    fn row(&self, at: (usize, usize), j: usize, x: usize) -> &[i8] {
+        let start = ((j + at.1) % NOISE_ROWS) * self.cols + at.0 + x;
+        &self.table[start..(start - at.0 - x) + self.cols]
+    }
+}
+
 /// Smooth deterministic camera motion: each axis a sum of two slow sinusoids with seeded
 /// phases, giving the world-window offset for a time.
 pub(crate) struct Pan {
@@ -267,7 +301,10 @@ impl Phantom {
             _ => 1.0,
         };
         let gain_q8 = (gain * 256.0).round().clamp(0.0, 65_535.0) as u32;
-        self.tone_luma(dst, gain_q8);
+        // Sensor noise is read from a precomputed table at a per-frame offset.
+        let key = mix64(self.cfg.seed ^ mix64(idx ^ 0x006E_6F69_7365));
+        let noise_at = ((key & 0xFF) as usize, ((key >> 16) & 0xFF) as usize);
+        self.tone_luma(dst, gain_q8, noise_at);
         let desaturate = matches!(degradation, Degradation::OverExposure { .. });
         self.tone_chroma(dst, gain_q8, desaturate);
 
@@ -302,7 +339,8 @@ impl Phantom {
         f(&mut rect(&mut *dst.v, dst.uv_stride, 2), 2);
     }
 
-    fn tone_luma(&self, dst: &mut I420PlanesMut<'_>, gain_q8: u32) {
+    /// Vignetting and exposure gain, sensor noise, and the black border, for the luma plane.
+    fn tone_luma(&self, dst: &mut I420PlanesMut<'_>, gain_q8: u32, noise_at: (usize, usize)) {
         let (w, h) = (self.cfg.width as usize, self.cfg.height as usize);
         let r = self.fov.rect;
         let fw = r.width as usize;
@@ -322,16 +360,17 @@ impl Phantom {
             row[..x0].fill(BLACK_Y);
             row[x1..].fill(BLACK_Y);
             let vig = &self.fov.vig[j * fw + (x0 - r.x as usize)..j * fw + (x1 - r.x as usize)];
+            let noise = self.noise.row(noise_at, j, x0 - r.x as usize);
             let px = &mut row[x0..x1];
             if gain_q8 == 256 {
-                for (p, &m) in px.iter_mut().zip(vig) {
+                for ((p, &m), &n) in px.iter_mut().zip(vig).zip(noise) {
                     let v = (*p as u32).saturating_sub(16) * m as u32;
-                    *p = 16 + ((v + 128) >> 8) as u8;
+                    *p = (16 + ((v + 128) >> 8) as i32 + n as i32).clamp(0, 255) as u8;
                 }
             } else {
-                for (p, &m) in px.iter_mut().zip(vig) {
+                for ((p, &m), &n) in px.iter_mut().zip(vig).zip(noise) {
                     let v = (*p as u32).saturating_sub(16) * exposure_gain(m, gain_q8);
-                    *p = (16 + ((v + 128) >> 8)).min(255) as u8;
+                    *p = (16 + ((v + 128) >> 8) as i32 + n as i32).clamp(0, 255) as u8;
                 }
             }
         }
@@ -417,33 +456,58 @@ impl Phantom {
                 }
             }
             placed[k] = (c.0, c.1, a);
-            self.draw_highlight(dst, c, a, b, theta);
+            let wobble = [uni() * std::f32::consts::TAU, uni() * std::f32::consts::TAU];
+            self.draw_highlight(dst, c, (a, b), theta, wobble);
         }
     }
 
+    /// One highlight: an ellipse (semi-axes `ab`, rotated by `theta`) whose outline wobbles
+    /// with two seeded harmonics, so it reads as a reflection on a wet, uneven surface.
     fn draw_highlight(
         &self,
         dst: &mut I420PlanesMut<'_>,
         c: (f32, f32),
-        a: f32,
-        b: f32,
+        (a, b): (f32, f32),
         theta: f32,
+        wobble: [f32; 2],
     ) {
         const RIM: f32 = 0.35; // rim width, relative to the radius
+        const OUTER: f32 = 1.24 * (1.0 + RIM); // beyond this normalised radius: untouched
         let (sin, cos) = theta.sin_cos();
+        let (w3s, w3c) = wobble[0].sin_cos();
+        let (w5s, w5c) = wobble[1].sin_cos();
+        // Normalised radius: < 1 in the core, 1..1+RIM in the rim. The outline is
+        // 1 + 0.16·sin(3φ + w₀) + 0.08·sin(5φ + w₁), with the harmonics of the polar angle φ
+        // taken as powers of the unit complex number (u + iv)/ρ instead of calling trig per pixel.
         let rho = |x: f32, y: f32| {
             let (dx, dy) = (x - c.0, y - c.1);
-            let (u, v) = (dx * cos + dy * sin, -dx * sin + dy * cos);
-            ((u / a).powi(2) + (v / b).powi(2)).sqrt()
+            let (u, v) = ((dx * cos + dy * sin) / a, (-dx * sin + dy * cos) / b);
+            let r2 = u * u + v * v;
+            // The outline lies within [0.76, 1.24]: far pixels need no harmonics.
+            if r2 >= OUTER * OUTER {
+                return OUTER;
+            }
+            let r = r2.sqrt();
+            if r < 1e-6 {
+                return 0.0;
+            }
+            let (zc, zs) = (u / r, v / r);
+            let (z2c, z2s) = (zc * zc - zs * zs, 2.0 * zc * zs);
+            let (z3c, z3s) = (z2c * zc - z2s * zs, z2c * zs + z2s * zc);
+            let (z5c, z5s) = (z3c * z2c - z3s * z2s, z3c * z2s + z3s * z2c);
+            let outline = 1.0 + 0.16 * (z3s * w3c + z3c * w3s) + 0.08 * (z5s * w5c + z5c * w5s);
+            r / outline
         };
-        let reach = a * (1.0 + RIM) + 2.0;
+        // Half-extents of the bounding box of the rotated ellipse, grown to the outer limit.
+        let reach_x = OUTER * ((a * cos).powi(2) + (b * sin).powi(2)).sqrt() + 1.0;
+        let reach_y = OUTER * ((a * sin).powi(2) + (b * cos).powi(2)).sqrt() + 1.0;
         let r = self.fov.rect;
-        let y0 = ((c.1 - reach).floor().max(r.y as f32)) as u32;
-        let y1 = ((c.1 + reach).ceil().min(r.bottom() as f32)) as u32;
+        let y0 = ((c.1 - reach_y).floor().max(r.y as f32)) as u32;
+        let y1 = ((c.1 + reach_y).ceil().min(r.bottom() as f32)) as u32;
         for y in y0..y1 {
             let (sx0, sx1) = self.fov.spans[(y - r.y) as usize];
-            let x0 = ((c.0 - reach).floor().max(sx0 as f32)) as u32;
-            let x1 = ((c.0 + reach).ceil().min(sx1 as f32)) as u32;
+            let x0 = ((c.0 - reach_x).floor().max(sx0 as f32)) as u32;
+            let x1 = ((c.0 + reach_x).ceil().min(sx1 as f32)) as u32;
             let row = y as usize * dst.y_stride;
             for x in x0..x1 {
                 let q = rho(x as f32 + 0.5, y as f32 + 0.5);
@@ -463,8 +527,8 @@ impl Phantom {
             let Some(&(sx0, sx1)) = self.fov.cspans.get((cy - r.y / 2) as usize) else {
                 continue;
             };
-            let x0 = (((c.0 - reach) / 2.0).floor().max(sx0 as f32)) as u32;
-            let x1 = (((c.0 + reach) / 2.0).ceil().min(sx1 as f32)) as u32;
+            let x0 = (((c.0 - reach_x) / 2.0).floor().max(sx0 as f32)) as u32;
+            let x1 = (((c.0 + reach_x) / 2.0).ceil().min(sx1 as f32)) as u32;
             for x in x0..x1 {
                 let q = rho(2.0 * x as f32 + 1.0, 2.0 * cy as f32 + 1.0);
                 if q >= 1.0 + RIM {

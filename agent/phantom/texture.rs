@@ -197,7 +197,7 @@ fn clamp01(t: f32) -> f32 {
 /// Convert a full-resolution RGB function to a tightly packed I420 image, two rows at a time
 /// (chroma = mean of each 2×2 block). `width` and `height` must be even.
 fn rasterise(width: u32, height: u32, mut rgb: impl FnMut(u32, u32) -> [f32; 3]) -> I420Image {
-    debug_assert!(width % 2 == 0 && height % 2 == 0);
+    debug_assert!(width.is_multiple_of(2) && height.is_multiple_of(2));
     let mut img = I420Image::new(width, height);
     let (w, cw) = (width as usize, width as usize / 2);
     let mut acc = vec![(0u32, 0u32); cw];
@@ -284,12 +284,16 @@ impl VesselLayer {
             let mut budget = 4000usize; // bounds the work per tree
             while let Some((mut x, mut y, mut th, mut r)) = stack.pop() {
                 let step = (0.8 * r).max(0.7);
+                // Curvature (rad per step) that random-walks back toward straight, keeping
+                // the radius of curvature above ~25 px at 1080p: vessels meander, not coil.
+                let max_turn = step / (25.0 * scale);
                 let mut turn = 0.0f32;
                 while r >= min_r && budget > 0 {
                     budget -= 1;
                     self.stamp(x, y, r, opacity);
                     // Smoothly varying curvature: the turn rate itself random-walks.
-                    turn = (turn + (uni(rng) - 0.5) * 0.12).clamp(-0.15, 0.15);
+                    turn = (0.95 * turn + (uni(rng) - 0.5) * 0.3 * max_turn)
+                        .clamp(-max_turn, max_turn);
                     th += turn;
                     x += th.cos() * step;
                     y += th.sin() * step;
@@ -371,8 +375,8 @@ pub(crate) fn mucosa(
         debug_assert_eq!(dw, width as usize);
         col = mix3(col, c.deep, deep.alpha[idx]);
         col = mix3(col, c.vessel, brown.alpha[idx]);
-        // Surface grain fixed to the world (± 5 levels).
-        let g = (unit(hash2(seed, x as i64, y as i64)) - 0.5) * 10.0;
+        // Surface grain fixed to the world (± 4 levels).
+        let g = (unit(hash2(seed, x as i64, y as i64)) - 0.5) * 8.0;
         col.map(|v| v + g)
     })
 }
@@ -380,7 +384,7 @@ pub(crate) fn mucosa(
 /// The room seen from outside the body: bright, bluish-grey, smooth, little red.
 pub(crate) fn outside(width: u32, height: u32, scale: f32, seed: u64) -> I420Image {
     let s = scale.max(0.05);
-    let seed = mix64(seed ^ 0x6F75_7473_6964_65);
+    let seed = mix64(seed ^ 0x006F_7574_7369_6465);
     let low = NoiseGrid::new(seed ^ 1, width, height, 300.0 * s);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 2);
     let lamp = (

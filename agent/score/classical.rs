@@ -4,17 +4,18 @@
 //! is measured before any scaling, on the luma plane of the central 70 % of the field of
 //! view (away from the FOV's own edge):
 //!
-//! * **sharpness**: for each of four directions (horizontal, vertical, both diagonals),
-//!   Σ|second difference| / Σ|first difference| along that direction; the smallest of the
-//!   four. The ratio measures how much of the texture's energy sits at the highest
-//!   frequencies and is independent of exposure gain (darkening scales both sums). Defocus
-//!   lowers it in every direction. A box-shaped smear (motion blur) keeps the ratio high,
-//!   because the second difference of a box-filtered signal is as rough as the first
-//!   difference of the original; so:
-//! * **isotropy**: Σ|first difference| along one direction over the perpendicular one
-//!   (smaller over larger), for horizontal/vertical and for the two diagonals, the smaller
-//!   pair. Mucosa texture is about isotropic (≈ 1); motion blur smears one direction.
-//!   blur = max(defocus from sharpness, motion from isotropy).
+//! * **sharpness**: with g_k the mean squared luma difference between pixels k apart along
+//!   one direction, sharpness = (g₂ − g₁) / (g₃ − g₁), the smallest over four directions
+//!   (horizontal, vertical, both diagonals). White sensor noise adds the same 2σ² to every
+//!   g_k, so it cancels; exposure gain scales numerator and denominator alike. A smooth
+//!   (defocused) texture tends to 3/8, a texture with detail at the pixel scale to about
+//!   0.7 and above.
+//! * **isotropy**: the noise-free gradient energy g₂ − g₁ along one direction over the
+//!   perpendicular one (smaller over larger), for horizontal/vertical and for the two
+//!   diagonals, the smaller pair. Mucosa texture is about isotropic (≈ 1); motion blur
+//!   smears one direction. blur = max(defocus from sharpness, motion from isotropy),
+//!   scaled by (1 − the largest other artifact): a dark, washed-out, glaring or outside
+//!   view has no mucosa texture to judge focus on.
 //! * **dark / clipped fraction**: share of FOV pixels with luma below `dark_level` or at or
 //!   above `clip_level` (sampled every second pixel of every second row).
 //! * **specular fraction**: share of FOV pixels that are clipped *and* colourless
@@ -64,59 +65,68 @@ pub fn measure(crop: &I420View, fov: &Fov, cfg: &ScoringConfig) -> Measures {
 /// Sharpness and isotropy (see the module header) over the inner region.
 fn sharpness(crop: &I420View, fov: &Fov, row_step: u32) -> (f32, f32) {
     let inner = fov.inner();
-    if inner.width < 3 || inner.height < 3 {
+    if inner.width < 8 || inner.height < 8 {
         return (0.0, 0.0);
     }
-    let (x0, x1) = (inner.x as usize, inner.right() as usize);
-    // [second, first] difference sums for horizontal, vertical, "\" and "/".
-    let mut sums = [[0u64; 2]; 4];
-    let mut r = inner.y + 1;
-    while r + 1 < inner.bottom() {
-        let up = &crop.y_row(r - 1)[x0..x1];
-        let mid = &crop.y_row(r)[x0..x1];
-        let down = &crop.y_row(r + 1)[x0..x1];
-        let mut row = [[0u32; 2]; 4];
-        // Plain indexed loops over three row slices: the compiler vectorises them.
-        for i in 1..mid.len() - 1 {
-            let c2 = 2 * mid[i] as i32;
-            let c = mid[i] as i32;
-            let pairs = [
-                (mid[i - 1] as i32, mid[i + 1] as i32),
-                (up[i] as i32, down[i] as i32),
-                (up[i - 1] as i32, down[i + 1] as i32),
-                (up[i + 1] as i32, down[i - 1] as i32),
-            ];
-            for (acc, (a, b)) in row.iter_mut().zip(pairs) {
-                acc[0] += (c2 - a - b).unsigned_abs();
-                acc[1] += (b - c).unsigned_abs();
+    let (x0, x1) = (inner.x as usize + 3, inner.right() as usize - 3);
+    // Per direction (horizontal, vertical, "\\", "/"), sums of squared differences at
+    // steps 1, 2 and 3 pixels along it.
+    let mut sums = [[0u64; 3]; 4];
+    let mut n = 0u64;
+    let mut r = inner.y + 3;
+    while r + 3 < inner.bottom() {
+        let rows: [&[u8]; 4] = std::array::from_fn(|k| crop.y_row(r + k as u32));
+        let mut acc = [[0u32; 3]; 4];
+        // Every second column: the differences stay at native resolution.
+        let mut x = x0;
+        while x < x1 {
+            let c = rows[0][x] as i32;
+            for k in 1..=3 {
+                let h = rows[0][x + k] as i32 - c;
+                let v = rows[k][x] as i32 - c;
+                let d1 = rows[k][x + k] as i32 - c;
+                let d2 = rows[k][x - k] as i32 - c;
+                acc[0][k - 1] += (h * h) as u32;
+                acc[1][k - 1] += (v * v) as u32;
+                acc[2][k - 1] += (d1 * d1) as u32;
+                acc[3][k - 1] += (d2 * d2) as u32;
             }
+            n += 1;
+            x += 2;
         }
-        for (s, r) in sums.iter_mut().zip(row) {
-            s[0] += r[0] as u64;
-            s[1] += r[1] as u64;
+        for (s, a) in sums.iter_mut().zip(acc) {
+            for k in 0..3 {
+                s[k] += a[k] as u64;
+            }
         }
         r += row_step;
     }
-    let sharpness = sums
-        .iter()
-        .map(|[second, first]| {
-            if *first == 0 {
-                0.0
-            } else {
-                *second as f32 / *first as f32
-            }
-        })
-        .fold(f32::INFINITY, f32::min);
-    // Compare perpendicular pairs of equal step length: horizontal/vertical, and the diagonals.
-    let balance = |a: u64, b: u64| {
-        if a.max(b) == 0 {
-            0.0
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let mean = |v: u64| v as f64 / n as f64;
+    let mut sharpness = f64::INFINITY;
+    let mut energy = [0.0f64; 4];
+    for (d, s) in sums.iter().enumerate() {
+        let (g1, g2, g3) = (mean(s[0]), mean(s[1]), mean(s[2]));
+        // Sensor noise adds the same 2σ² to every g_k: differences of them are noise-free.
+        energy[d] = (g2 - g1).max(0.0);
+        let ratio = if g3 - g1 > 0.05 {
+            (g2 - g1) / (g3 - g1)
         } else {
-            a.min(b) as f32 / a.max(b) as f32
+            0.375
+        };
+        sharpness = sharpness.min(ratio);
+    }
+    let balance = |a: f64, b: f64| {
+        if a.max(b) <= 0.0 {
+            1.0
+        } else {
+            a.min(b) / a.max(b)
         }
     };
-    let isotropy = balance(sums[0][1], sums[1][1]).min(balance(sums[2][1], sums[3][1]));
-    (sharpness, isotropy)
+    let isotropy = balance(energy[0], energy[1]).min(balance(energy[2], energy[3]));
+    (sharpness as f32, isotropy as f32)
 }
 
 /// Exposure, glare and colour cast over the FOV shape, sampled on a 2-pixel grid.
@@ -159,9 +169,6 @@ fn exposure(crop: &I420View, fov: &Fov, dark_level: u8, clip_level: u8, m: &mut 
 /// Artifact values in 0..1 from the measures, indexed by [`Artifact::index`].
 pub fn artifacts(m: &Measures, cfg: &ScoringConfig) -> [f32; 5] {
     let mut a = [0.0; 5];
-    let defocus = 1.0 - ramp(m.sharpness, cfg.sharpness_bad, cfg.sharpness_good);
-    let motion = 1.0 - ramp(m.isotropy, cfg.isotropy_bad, cfg.isotropy_good);
-    a[Artifact::Blur.index()] = defocus.max(motion);
     a[Artifact::Dark.index()] = ramp(m.dark_fraction, cfg.dark_fraction[0], cfg.dark_fraction[1]);
     let over = ramp(
         m.clipped_fraction,
@@ -176,6 +183,12 @@ pub fn artifacts(m: &Measures, cfg: &ScoringConfig) -> [f32; 5] {
         cfg.specular_fraction[1],
     ) * (1.0 - over);
     a[Artifact::Outside.index()] = ramp(m.cast, cfg.outside_cast[0], cfg.outside_cast[1]);
+    // Focus is only judged on a well-exposed view of mucosa: glare blobs, a washed-out or
+    // dark frame, or the room outside have no texture to be sharp with.
+    let defocus = 1.0 - ramp(m.sharpness, cfg.sharpness_bad, cfg.sharpness_good);
+    let motion = 1.0 - ramp(m.isotropy, cfg.isotropy_bad, cfg.isotropy_good);
+    let other = a.iter().fold(0.0f32, |x, &y| x.max(y));
+    a[Artifact::Blur.index()] = defocus.max(motion) * (1.0 - other);
     a
 }
 
@@ -217,6 +230,27 @@ mod tests {
         let fine = measure(&textured(128, 128, 2).view(), &f, &cfg(1)).sharpness;
         let coarse = measure(&textured(128, 128, 16).view(), &f, &cfg(1)).sharpness;
         assert!(fine > coarse, "fine {fine} coarse {coarse}");
+    }
+
+    #[test]
+    fn sensor_noise_does_not_make_a_smooth_texture_look_sharp() {
+        let (w, h) = (160u32, 160u32);
+        let mut smooth = I420Image::new(w, h);
+        let mut noisy = smooth.clone();
+        let mut state = 12345u32;
+        for y in 0..h {
+            for x in 0..w {
+                let v = 128.0 + 40.0 * ((x as f32 / 9.0).sin() + (y as f32 / 11.0).cos());
+                smooth.y[(y * w + x) as usize] = v as u8;
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let n = ((state >> 16) % 17) as f32 - 8.0;
+                noisy.y[(y * w + x) as usize] = (v + n).clamp(0.0, 255.0) as u8;
+            }
+        }
+        let f = fov(w, h);
+        let a = measure(&smooth.view(), &f, &cfg(1)).sharpness;
+        let b = measure(&noisy.view(), &f, &cfg(1)).sharpness;
+        assert!(a < 0.45 && b < 0.45, "smooth {a}, smooth + noise {b}");
     }
 
     #[test]

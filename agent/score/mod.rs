@@ -47,7 +47,15 @@ pub struct Score {
 impl Score {
     /// Reasons, strongest first.
     pub fn reasons(&self) -> impl Iterator<Item = Artifact> + '_ {
-        let mut order = Artifact::ALL;
+        // Ties go to the artifact that explains the others: a frame outside the body or
+        // washed out also looks unsharp, not the other way round.
+        let mut order = [
+            Artifact::Outside,
+            Artifact::Overexposed,
+            Artifact::Dark,
+            Artifact::Glare,
+            Artifact::Blur,
+        ];
         order.sort_by(|a, b| self.artifacts[b.index()].total_cmp(&self.artifacts[a.index()]));
         order
             .into_iter()

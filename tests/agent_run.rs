@@ -1,0 +1,263 @@
+//! The real binary on the phantom source: a scripted schedule goes through capture →
+//! score → select → local datalake, and what `/metrics` says agrees with the files on
+//! disk; no pixel outside the field of view (where the fake patient data is) is written;
+//! a failing source is restarted and a missing camera is retried, visible in metrics.
+
+mod common;
+
+use common::{files, model_path, Agent};
+use endo_agent::phantom::{Phantom, PhantomConfig, Schedule};
+use std::time::Duration;
+
+const SCHEDULE: &str = "good 2s; defocus 1s sigma=3; good 2s; dark 1s gain=0.25; good 2s; glare 1s area=0.06; \
+                        good 2s; outside 1s; good 2s; motion 1s len=30 angle=0; good 2s; overexposed 1s gain=2.5; good 2s";
+
+fn phantom_config(dir: &std::path::Path, on_eos: &str, frames: u64) -> String {
+    format!(
+        r#"
+[agent]
+site = "test-site"
+device = "tower-7"
+[source]
+kind = "phantom"
+width = 960
+height = 540
+fps = 30
+seed = 5
+schedule = "{SCHEDULE}"
+max_frames = {frames}
+[capture]
+on_eos = "{on_eos}"
+queue_frames = 8
+[model]
+path = "{model}"
+[select]
+window_ms = 500
+max_per_second = 4.0
+[datalake]
+dir = "{lake}"
+[http]
+listen = "127.0.0.1:0"
+"#,
+        model = model_path(),
+        lake = dir.join("lake").display()
+    )
+}
+
+#[test]
+fn a_phantom_run_forwards_only_good_frames_and_metrics_agree_with_the_datalake() {
+    let dir = tempfile::tempdir().unwrap();
+    let phantom = Phantom::new(PhantomConfig {
+        width: 960,
+        height: 540,
+        fps: 30,
+        seed: 5,
+        schedule: Schedule::parse(SCHEDULE).unwrap(),
+        ..PhantomConfig::default()
+    });
+    let frames = phantom.num_frames();
+    let agent = Agent::start(dir.path(), &phantom_config(dir.path(), "idle", frames));
+    agent.wait_for(
+        "the source to end and the datalake to be written",
+        Duration::from_secs(120),
+        |a| a.status()["drained"] == true,
+    );
+    let m = agent.metrics();
+    let (code, _) = agent.get("/healthz");
+    assert_eq!(code, 200);
+
+    // Every frame offered to the selector has exactly one outcome.
+    let scored = m.value("endo_agent_frames_scored_total");
+    let selected = m.value("endo_agent_frames_selected_total");
+    let rejected = m.sum("endo_agent_frames_rejected_total", "");
+    assert!(
+        scored > frames as f64 * 0.8,
+        "scored {scored} of {frames} (log:\n{})",
+        agent.log_text()
+    );
+    assert_eq!(
+        selected + rejected,
+        scored,
+        "selected {selected} + rejected {rejected} != scored {scored}"
+    );
+
+    // Each degraded segment was rejected with its own reason, for most of its frames.
+    for artifact in ["blur", "dark", "glare", "outside", "overexposed"] {
+        let bad = m.value(&format!(
+            "endo_agent_frames_bad_total{{artifact=\"{artifact}\"}}"
+        ));
+        assert!(
+            bad >= 20.0,
+            "{artifact}: only {bad} frames rejected for it\n{}",
+            m.0
+        );
+    }
+
+    // The files on disk are exactly what the metrics say.
+    let lake = dir.path().join("lake");
+    let jsons = files(&lake, "json");
+    let jpgs = files(&lake, "jpg");
+    let delivered = m.value("endo_agent_frames_delivered_total{sink=\"local\"}");
+    assert!(selected >= 5.0, "only {selected} frames selected\n{}", m.0);
+    assert_eq!(jsons.len() as f64, selected, "records on disk vs selected");
+    assert_eq!(jpgs.len() as f64, delivered, "jpegs on disk vs delivered");
+    assert_eq!(delivered, selected);
+    assert_eq!(m.sum("endo_agent_frames_evicted_total", ""), 0.0);
+
+    let osd = phantom.osd_rects();
+    let truth = phantom.fov_rect();
+    for j in &jsons {
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(j).unwrap()).unwrap();
+        // Only good frames: the phantom frame behind the record is labelled good.
+        let index = rec["source_frame"]
+            .as_u64()
+            .expect("phantom frames carry their index");
+        let label = phantom.label(index);
+        assert!(
+            label.expected.is_none(),
+            "{}: frame {index} is {:?}: {rec:#}",
+            j.display(),
+            label.degradation
+        );
+        assert!(rec["score"]["quality"].as_f64().unwrap() >= 0.6);
+        assert_eq!(rec["site"], "test-site");
+        assert_eq!(rec["model"]["name"], "endo-quality-reference");
+        let key = rec["key"].as_str().unwrap();
+        assert!(
+            j.ends_with(format!("{key}.json")),
+            "{key} vs {}",
+            j.display()
+        );
+        assert!(key.starts_with("frames/test-site/tower-7/"), "{key}");
+
+        // Privacy: the JPEG is the field of view, which holds no on-screen text, and
+        // everything outside the inscribed ellipse is black.
+        let fov = &rec["frame"]["fov"];
+        let r = endo_agent::frame::Rect::new(
+            fov["x"].as_u64().unwrap() as u32,
+            fov["y"].as_u64().unwrap() as u32,
+            fov["width"].as_u64().unwrap() as u32,
+            fov["height"].as_u64().unwrap() as u32,
+        );
+        assert_eq!(
+            r.intersect(&truth),
+            r,
+            "written FOV {r:?} must lie inside the true one {truth:?}"
+        );
+        for o in &osd {
+            assert!(
+                o.intersect(&r).is_empty(),
+                "written region {r:?} overlaps the OSD text {o:?}"
+            );
+        }
+        let jpg = j.with_extension("jpg");
+        let bytes = std::fs::read(&jpg).unwrap();
+        assert_eq!(rec["jpeg"]["bytes"].as_u64().unwrap() as usize, bytes.len());
+        let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (r.width, r.height), "{}", jpg.display());
+        let (w, h) = (r.width as f64, r.height as f64);
+        for (x, y, px) in img.enumerate_pixels() {
+            let dx = (x as f64 + 0.5 - w / 2.0) / (w / 2.0);
+            let dy = (y as f64 + 0.5 - h / 2.0) / (h / 2.0);
+            if dx * dx + dy * dy > 1.08 {
+                assert!(
+                    px.0.iter().all(|&c| c < 40),
+                    "{}: pixel ({x},{y}) outside the FOV is {:?}",
+                    jpg.display(),
+                    px.0
+                );
+            }
+        }
+    }
+    let status = agent.stop();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn a_source_that_fails_mid_run_is_restarted_and_scoring_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("failing.pipeline");
+    // identity errors out after 30 buffers: a capture card that drops off the bus.
+    std::fs::write(
+        &template,
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 ! identity error-after=30",
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+[source]
+kind = "test"
+[capture]
+template = "{template}"
+backoff_initial_ms = 200
+[fov]
+mode = "full"
+shape = "rect"
+[model]
+path = "{model}"
+[datalake]
+dir = "{lake}"
+[http]
+listen = "127.0.0.1:0"
+"#,
+        template = template.display(),
+        model = model_path(),
+        lake = dir.path().join("lake").display()
+    );
+    let agent = Agent::start(dir.path(), &config);
+    agent.wait_for(
+        "two restarts after errors and scoring beyond them",
+        Duration::from_secs(60),
+        |a| {
+            let m = a.metrics();
+            m.value("endo_agent_source_restarts_total{cause=\"error\"}") >= 2.0
+                && m.value("endo_agent_frames_scored_total") > 70.0
+        },
+    );
+    assert!(
+        agent.log_text().contains("source failed"),
+        "the failure is logged"
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn a_missing_camera_is_retried_with_backoff_and_shows_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[source]
+kind = "v4l2"
+device = "/dev/video-not-plugged-in"
+[capture]
+backoff_initial_ms = 100
+backoff_max_ms = 400
+[model]
+path = "{model}"
+[datalake]
+dir = "{lake}"
+[http]
+listen = "127.0.0.1:0"
+"#,
+        model = model_path(),
+        lake = dir.path().join("lake").display()
+    );
+    let agent = Agent::start(dir.path(), &config);
+    agent.wait_for("three restarts", Duration::from_secs(30), |a| {
+        a.metrics()
+            .value("endo_agent_source_restarts_total{cause=\"error\"}")
+            >= 3.0
+    });
+    let m = agent.metrics();
+    assert_eq!(m.value("endo_agent_source_up"), 0.0);
+    assert_eq!(m.value("endo_agent_frames_captured_total"), 0.0);
+    let (code, body) = agent.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("source"), "{body}");
+    assert_eq!(agent.get("/healthz").0, 200);
+    assert!(
+        agent.log_text().contains("video-not-plugged-in"),
+        "the device is named in the log"
+    );
+    assert!(agent.stop().success());
+}

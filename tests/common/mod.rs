@@ -1,0 +1,190 @@
+//! Helpers for integration tests: run the real `endo-agent` binary on a config written
+//! by the test, find its HTTP port (port 0 → chosen by the OS, read from its log), scrape
+//! its endpoints, and stop it with SIGTERM when the test ends.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_endo-agent")
+}
+
+pub fn model_path() -> String {
+    repo().join("models/quality-ref.onnx").display().to_string()
+}
+
+/// A running agent. Killed (SIGKILL) on drop if the test did not stop it.
+pub struct Agent {
+    child: Child,
+    pub addr: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Write `config` to `dir/agent.toml` and start `endo-agent run` on it.
+    pub fn start(dir: &Path, config: &str) -> Agent {
+        let cfg = dir.join("agent.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start endo-agent");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("http listening on http://") {
+                    let _ = tx.send(
+                        line[i + "http listening on http://".len()..]
+                            .trim()
+                            .to_string(),
+                    );
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "agent did not start listening; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Agent { child, addr, log }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.addr);
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        match agent.get(&url).call() {
+            Ok(mut r) => (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            ),
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/api/status").1).unwrap()
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        Metrics(self.get("/metrics").1)
+    }
+
+    /// Poll `f` every 100 ms until it returns true or `timeout` passes (then panic with the log).
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Agent) -> bool) {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out waiting for {what}; metrics:\n{}\nlog:\n{}",
+            self.metrics().0,
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < end, "agent did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Prometheus text exposition.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the series `name{labels}` (labels exactly as rendered, e.g. `reason="x"`),
+    /// or 0 if absent.
+    pub fn value(&self, series: &str) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                (k == series).then(|| v.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Sum of every series of a metric family whose labels contain `filter`.
+    pub fn sum(&self, name: &str, filter: &str) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                let fam = k.split('{').next()?;
+                (fam == name && k.contains(filter))
+                    .then(|| v.parse::<f64>().ok())
+                    .flatten()
+            })
+            .sum()
+    }
+}
+
+/// All files under `dir` with extension `ext`, sorted.
+pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
