@@ -247,10 +247,21 @@ fn score(
         let mut locator = FovLocator::new(&fov_cfg);
         let fov = match locator.observe(&view) {
             Locate::Locked(f) => f.clone(),
-            Locate::Pending => bail!(
-                "{}: no endoscopic field of view found (try fov.mode = \"full\")",
-                path.display()
-            ),
+            Locate::Pending => {
+                // Too dark (or no border) to find the field of view: judge the whole image.
+                tracing::warn!(
+                    "{}: no field of view found; scoring the whole image",
+                    path.display()
+                );
+                let full = endo_agent::config::FovConfig {
+                    mode: FovMode::Full,
+                    ..fov_cfg.clone()
+                };
+                match FovLocator::new(&full).observe(&view) {
+                    Locate::Locked(f) => f.clone(),
+                    Locate::Pending => unreachable!("full mode always locks"),
+                }
+            }
         };
         let (s, _) = scorer.score(&view, &fov)?;
         if json {

@@ -267,7 +267,7 @@ mod tests {
         let mut rej = vec![];
         let mut out = vec![];
         for i in 0..6u64 {
-            let step = sel.offer(i * 10 * MS, 0.9, i * 0xFFFF_FFFF, i);
+            let step = sel.offer(i * 10 * MS, 0.9, i.wrapping_mul(0x9E37_79B9_7F4A_7C15), i);
             rej.extend(step.rejections());
             out.extend(step.selected.map(|s| s.item));
         }

@@ -219,7 +219,9 @@ pub fn write_video(phantom: &Phantom, path: &Path, frames: Range<u64>) -> Result
     let src = gst_app::AppSrc::builder()
         .caps(&caps)
         .format(gst::Format::Time)
-        .block(true) // back-pressure: never queue the whole video in memory
+        // Not `block`: a blocked push would hang forever if the pipeline failed; the loop
+        // below waits for queue space itself while watching the bus.
+        .block(false)
         .max_bytes(4 * info.size() as u64)
         .build();
     let make = |name: &str| {
@@ -273,7 +275,18 @@ fn run_video(
     let fps = phantom.config().fps;
     let start = frames.start;
     let mut count = 0;
+    let frame_bytes = info.size() as u64;
     for index in frames {
+        // Back-pressure: never queue more than a few frames, and stop on a pipeline error.
+        while src.current_level_bytes() + frame_bytes > src.max_bytes() {
+            if let Some(msg) =
+                bus.timed_pop_filtered(gst::ClockTime::from_mseconds(2), &[gst::MessageType::Error])
+            {
+                if let gst::MessageView::Error(e) = msg.view() {
+                    return Err(err(format!("{} ({:?})", e.error(), e.debug())));
+                }
+            }
+        }
         let mut buffer = gst::Buffer::with_size(info.size()).map_err(|e| err(e.to_string()))?;
         {
             let b = buffer.get_mut().expect("new buffer is writable");

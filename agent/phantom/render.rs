@@ -1,5 +1,5 @@
 //! Per-frame rendering: field-of-view geometry, camera pan, and the frame pipeline
-//! (window copy → blur → exposure & vignetting & black border → glare → OSD).
+//! (window copy → blur → exposure, vignetting, sensor noise and black border → glare → OSD).
 //!
 //! Everything that does not depend on the frame index (row spans of the field of view,
 //! vignetting gains, worlds, OSD runs) is computed once in `Phantom::new`; a frame is then a
@@ -476,21 +476,25 @@ impl Phantom {
         let (sin, cos) = theta.sin_cos();
         let (w3s, w3c) = wobble[0].sin_cos();
         let (w5s, w5c) = wobble[1].sin_cos();
+        let (inv_a, inv_b) = (1.0 / a, 1.0 / b);
         // Normalised radius: < 1 in the core, 1..1+RIM in the rim. The outline is
         // 1 + 0.16·sin(3φ + w₀) + 0.08·sin(5φ + w₁), with the harmonics of the polar angle φ
         // taken as powers of the unit complex number (u + iv)/ρ instead of calling trig per pixel.
         let rho = |x: f32, y: f32| {
             let (dx, dy) = (x - c.0, y - c.1);
-            let (u, v) = ((dx * cos + dy * sin) / a, (-dx * sin + dy * cos) / b);
+            let (u, v) = (
+                (dx * cos + dy * sin) * inv_a,
+                (-dx * sin + dy * cos) * inv_b,
+            );
             let r2 = u * u + v * v;
-            // The outline lies within [0.76, 1.24]: far pixels need no harmonics.
+            // The outline lies within [0.76, 1.24]: only the band between needs harmonics.
             if r2 >= OUTER * OUTER {
                 return OUTER;
             }
-            let r = r2.sqrt();
-            if r < 1e-6 {
+            if r2 <= 0.76 * 0.76 {
                 return 0.0;
             }
+            let r = r2.sqrt();
             let (zc, zs) = (u / r, v / r);
             let (z2c, z2s) = (zc * zc - zs * zs, 2.0 * zc * zs);
             let (z3c, z3s) = (z2c * zc - z2s * zs, z2c * zs + z2s * zc);

@@ -111,10 +111,12 @@ fn sharpness(crop: &I420View, fov: &Fov, row_step: u32) -> (f32, f32) {
         let (g1, g2, g3) = (mean(s[0]), mean(s[1]), mean(s[2]));
         // Sensor noise adds the same 2σ² to every g_k: differences of them are noise-free.
         energy[d] = (g2 - g1).max(0.0);
-        let ratio = if g3 - g1 > 0.05 {
-            (g2 - g1) / (g3 - g1)
+        // g₃ ≈ g₁: nothing is correlated beyond one pixel (a texture as fine as the pixel
+        // grid, or noise alone); nothing in it is smooth, so nothing reads as blur.
+        let ratio = if g3 - g1 > 0.02 * g1 + 0.05 {
+            ((g2 - g1) / (g3 - g1)).clamp(0.0, 1.0)
         } else {
-            0.375
+            1.0
         };
         sharpness = sharpness.min(ratio);
     }

@@ -1,0 +1,211 @@
+//! The command line with bad input: every mistake gives a non-zero exit and a message
+//! that names the file, the key or the thing that is wrong. And the shipped configs pass.
+
+mod common;
+
+use common::{bin, model_path, repo};
+use std::process::Command;
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn the_shipped_configs_are_valid() {
+    for c in ["config/agent.example.toml", "config/demo.toml"] {
+        let p = repo().join(c);
+        let (ok, text) = run(&["check-config", p.to_str().unwrap()]);
+        assert!(ok, "{c}: {text}");
+        assert!(text.contains("appsink name=agent_sink"), "{text}");
+    }
+}
+
+#[test]
+fn an_unknown_key_names_the_key_and_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(&d, "a.toml", "[select]\nthreshhold_high = 0.7\n");
+    let (ok, text) = run(&["check-config", &f]);
+    assert!(!ok);
+    assert!(
+        text.contains("threshhold_high") && text.contains(&f),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_wrong_type_names_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(&d, "a.toml", "[source]\nfps = \"sixty\"\n");
+    let (ok, text) = run(&["check-config", &f]);
+    assert!(!ok);
+    assert!(
+        text.contains("fps") && text.contains("invalid type") && text.contains(&f),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_value_out_of_range_names_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(&d, "a.toml", "[encode]\njpeg_quality = 0\n");
+    let (ok, text) = run(&["check-config", &f]);
+    assert!(!ok);
+    assert!(text.contains("encode.jpeg_quality"), "{text}");
+}
+
+#[test]
+fn a_template_with_an_unknown_placeholder_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let t = write(&d, "card.pipeline", "v4l2src device={devcie}");
+    let f = write(
+        &d,
+        "a.toml",
+        &format!("[source]\nkind = \"v4l2\"\n[capture]\ntemplate = \"{t}\"\n"),
+    );
+    let (ok, text) = run(&["check-config", &f]);
+    assert!(!ok);
+    assert!(
+        text.contains("card.pipeline") && text.contains("{devcie}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_template_that_does_not_parse_is_named_with_gstreamers_reason() {
+    let d = tempfile::tempdir().unwrap();
+    let t = write(&d, "broken.pipeline", "videotestsrc ! no_such_element_here");
+    let f = write(
+        &d,
+        "a.toml",
+        &format!("[source]\nkind = \"test\"\n[capture]\ntemplate = \"{t}\"\n"),
+    );
+    let (ok, text) = run(&["check-config", &f]);
+    assert!(!ok);
+    assert!(
+        text.contains("broken.pipeline") && text.contains("does not parse"),
+        "{text}"
+    );
+    assert!(text.contains("no_such_element_here"), "{text}");
+}
+
+#[test]
+fn run_refuses_a_missing_model_with_its_path() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(
+        &d,
+        "a.toml",
+        "[model]\npath = \"missing/model.onnx\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let (ok, text) = run(&["run", "--config", &f]);
+    assert!(!ok);
+    assert!(text.contains("missing/model.manifest.json"), "{text}");
+}
+
+#[test]
+fn run_refuses_a_model_whose_sha256_does_not_match() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("m.onnx");
+    let mut bytes = std::fs::read(model_path()).unwrap();
+    bytes.push(0);
+    std::fs::write(&m, bytes).unwrap();
+    std::fs::copy(
+        repo().join("models/quality-ref.manifest.json"),
+        d.path().join("m.manifest.json"),
+    )
+    .unwrap();
+    let f = write(
+        &d,
+        "a.toml",
+        "[model]\npath = \"m.onnx\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let (ok, text) = run(&["run", "--config", &f]);
+    assert!(!ok);
+    assert!(
+        text.contains("sha256") && text.contains(&m.display().to_string()),
+        "{text}"
+    );
+}
+
+#[test]
+fn score_prints_a_verdict_per_image() {
+    let d = tempfile::tempdir().unwrap();
+    let stills = d.path().join("stills");
+    let (ok, text) = run(&[
+        "phantom",
+        "--width",
+        "640",
+        "--height",
+        "360",
+        "--schedule",
+        "good 1s; dark 1s gain=0.2",
+        "--fps",
+        "2",
+        "--stills",
+        stills.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let csv = std::fs::read_to_string(stills.join("labels.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    let images: Vec<String> = (0..4)
+        .map(|i| {
+            stills
+                .join(format!("frame_{i:06}.png"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let mut args = vec!["score", "--json", "--model"];
+    let model = model_path();
+    args.push(&model);
+    args.extend(images.iter().map(String::as_str));
+    let (ok, text) = run(&args);
+    assert!(ok, "{text}");
+    let verdicts: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(verdicts.len(), 4, "{text}");
+    assert!(
+        verdicts[0]["score"]["reasons"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{}",
+        verdicts[0]
+    );
+    assert_eq!(
+        verdicts[3]["score"]["reasons"][0], "dark",
+        "{}",
+        verdicts[3]
+    );
+}
+
+#[test]
+fn version_names_the_agent_and_the_model() {
+    let (ok, text) = run(&[
+        "version",
+        "--config",
+        repo().join("config/demo.toml").to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(env!("CARGO_PKG_VERSION")) && text.contains("endo-quality-reference"),
+        "{text}"
+    );
+}
