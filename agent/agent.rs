@@ -114,6 +114,9 @@ pub struct Summary {
     /// Capture→score latency over the last frames (up to [`LatencyWindow::LEN`]).
     pub latency_p50: Duration,
     pub latency_p99: Duration,
+    /// Phantom source only: the generator's CPU time and the frame slots it skipped.
+    pub generator_cpu: Duration,
+    pub generator_skipped: u64,
 }
 
 /// The last few thousand capture→score latencies, for exact percentiles in the summary
@@ -247,6 +250,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         delivered: shared.delivered.load(Ordering::Relaxed),
         latency_p50: latencies.quantile(0.5),
         latency_p99: latencies.quantile(0.99),
+        generator_cpu: Duration::from_nanos(shared.capture.generator_cpu_ns.load(Ordering::Relaxed)),
+        generator_skipped: shared.capture.generator_skipped.load(Ordering::Relaxed),
     };
     tracing::info!(?summary, "stopped");
     ended?;

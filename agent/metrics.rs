@@ -11,7 +11,7 @@
 //! | `endo_agent_model_info` | gauge (1) | `name`, `version`, `sha256`, `quantization` |
 //! | `endo_agent_source_up` | gauge 0/1 | |
 //! | `endo_agent_source_state` | gauge (1 for the current state) | `state` = starting, running, backoff, stopped |
-//! | `endo_agent_source_restarts_total` | counter | `cause` = error, eos |
+//! | `endo_agent_source_restarts_total` | counter | `cause` = error, eos, stall |
 //! | `endo_agent_capture_fps` | gauge | |
 //! | `endo_agent_frames_captured_total` | counter | |
 //! | `endo_agent_frames_dropped_total` | counter | `reason` = scorer_busy, convert_busy, fov_pending, map_failed, score_failed |

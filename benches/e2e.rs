@@ -1,1 +1,89 @@
-fn main() {}
+//! End-to-end benchmark: the agent, in-process, on the phantom source played live at
+//! 1920×1080@60 for a fixed time, with the shipped model and a local datalake in a
+//! temporary directory. Prints achieved fps, frames dropped (by reason), agent CPU time per
+//! frame (process CPU minus the phantom generator's own thread), p50/p99 capture→score
+//! latency and peak RSS.
+//!
+//!   cargo bench --bench e2e -- --seconds 20 [--width 1920 --height 1080 --fps 60]
+//!
+//! Without `--bench` (as under `cargo test --all-targets`) it runs a 2-second smoke at
+//! 320×240 and checks that frames flowed.
+
+use endo_agent::config::{Config, FovShape, OnEos, SourceKind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn cpu_time() -> Duration {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn peak_rss_mb() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    ru.ru_maxrss as f64 / 1024.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let (secs, w, h, fps) = if bench {
+        (arg(&args, "--seconds", 20u64), arg(&args, "--width", 1920u32), arg(&args, "--height", 1080u32), arg(&args, "--fps", 60u32))
+    } else {
+        (2, 320, 240, 30)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.source.kind = SourceKind::Phantom;
+    cfg.source.width = w;
+    cfg.source.height = h;
+    cfg.source.fps = fps;
+    cfg.capture.on_eos = OnEos::Stop;
+    cfg.fov.shape = FovShape::Circle;
+    cfg.model.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx");
+    cfg.datalake.dir = dir.path().join("lake");
+    cfg.http.listen = "127.0.0.1:0".into();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = stop.clone();
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(secs));
+        stopper.store(true, Ordering::Relaxed);
+    });
+    let summary = endo_agent::agent::run(cfg, stop).expect("agent run");
+    let elapsed = t0.elapsed();
+    let cpu = cpu_time() - cpu0;
+    let metrics = endo_agent::metrics::install().render();
+    let series = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum()
+    };
+    let dropped_busy = series("endo_agent_frames_dropped_total{reason=\"scorer_busy\"}")
+        + series("endo_agent_frames_dropped_total{reason=\"convert_busy\"}");
+    let fov_pending = series("endo_agent_frames_dropped_total{reason=\"fov_pending\"}");
+    let agent_cpu = cpu.saturating_sub(summary.generator_cpu);
+    let scored = summary.scored.max(1);
+    println!("e2e: phantom {w}x{h}@{fps} live for {:.1} s", elapsed.as_secs_f64());
+    println!("  frames captured           {}", summary.captured);
+    println!("  frames scored             {} ({:.1} fps)", summary.scored, summary.scored as f64 / elapsed.as_secs_f64());
+    println!("  dropped (scorer/convert)  {dropped_busy}");
+    println!("  dropped (fov pending)     {fov_pending}");
+    println!("  generator skipped slots   {}", summary.generator_skipped);
+    println!("  selected / delivered      {} / {}", summary.selected, summary.delivered);
+    println!("  agent CPU per frame       {:.3} ms (process {:.2} s - generator {:.2} s)", agent_cpu.as_secs_f64() * 1e3 / scored as f64, cpu.as_secs_f64(), summary.generator_cpu.as_secs_f64());
+    println!("  capture->score p50 / p99  {:.2} ms / {:.2} ms", summary.latency_p50.as_secs_f64() * 1e3, summary.latency_p99.as_secs_f64() * 1e3);
+    println!("  peak RSS (incl. generator) {:.1} MB", peak_rss_mb());
+    assert!(summary.scored > 0, "no frame was scored");
+}

@@ -88,6 +88,11 @@ pub struct CaptureStats {
     pub last_frame_ns: AtomicU64,
     pub up: AtomicBool,
     pub epoch: std::sync::OnceLock<Instant>,
+    /// Phantom source only: CPU time spent rendering frames (ns) and frame slots the
+    /// generator skipped because it ran late — so a benchmark can tell the generator's
+    /// cost and shortfalls from the agent's.
+    pub generator_cpu_ns: AtomicU64,
+    pub generator_skipped: AtomicU64,
 }
 
 impl CaptureStats {
@@ -319,6 +324,8 @@ pub fn run_supervised(
         if let Some(f) = feed {
             f.stop();
             phantom_next += f.frames_pushed();
+            stats.generator_cpu_ns.fetch_add(f.cpu_time().as_nanos() as u64, Ordering::Relaxed);
+            stats.generator_skipped.fetch_add(f.frames_skipped(), Ordering::Relaxed);
         }
         let _ = pipeline.set_state(gst::State::Null);
         let ran_for = started.elapsed();

@@ -79,7 +79,9 @@ impl BoxK {
             let c = pad + i;
             let ends = src[c - r - 1] as u32 + src[c + r + 1] as u32;
             dst[c] = self.out(inner, ends);
-            inner = inner + src[c + r + 1] as u32 - src[c - r] as u32;
+            inner = inner
+                .wrapping_add(src[c + r + 1] as u32)
+                .wrapping_sub(src[c - r] as u32);
         }
     }
 
@@ -127,9 +129,16 @@ impl BoxK {
                 .zip(bot)
                 .zip(leaving)
             {
-                let v = (*a as u32 * wi + (t as u16 + b as u16) as u32 * we + 32768) >> 16;
+                // Wrapping ops: nothing can overflow (see above), and unchecked arithmetic
+                // keeps the loop vectorised even in builds with overflow checks (tests).
+                let ends = (t as u32).wrapping_add(b as u32).wrapping_mul(we);
+                let v = (*a as u32)
+                    .wrapping_mul(wi)
+                    .wrapping_add(ends)
+                    .wrapping_add(32768)
+                    >> 16;
                 *o = v.min(255) as u8;
-                *a = *a + b as u16 - l as u16;
+                *a = a.wrapping_add(b as u16).wrapping_sub(l as u16);
             }
         }
     }

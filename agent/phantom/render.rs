@@ -363,14 +363,20 @@ impl Phantom {
             let noise = self.noise.row(noise_at, j, x0 - r.x as usize);
             let px = &mut row[x0..x1];
             if gain_q8 == 256 {
+                // Wrapping ops cannot overflow here (≤ 255·256); they keep the loop
+                // vectorised in builds with overflow checks.
                 for ((p, &m), &n) in px.iter_mut().zip(vig).zip(noise) {
-                    let v = (*p as u32).saturating_sub(16) * m as u32;
-                    *p = (16 + ((v + 128) >> 8) as i32 + n as i32).clamp(0, 255) as u8;
+                    let v = (*p as u32).saturating_sub(16).wrapping_mul(m as u32);
+                    let y = (v.wrapping_add(128) >> 8) as i32;
+                    *p = y.wrapping_add(16 + n as i32).clamp(0, 255) as u8;
                 }
             } else {
                 for ((p, &m), &n) in px.iter_mut().zip(vig).zip(noise) {
-                    let v = (*p as u32).saturating_sub(16) * exposure_gain(m, gain_q8);
-                    *p = (16 + ((v + 128) >> 8) as i32 + n as i32).clamp(0, 255) as u8;
+                    let v = (*p as u32)
+                        .saturating_sub(16)
+                        .wrapping_mul(exposure_gain(m, gain_q8));
+                    let y = (v.wrapping_add(128) >> 8) as i32;
+                    *p = y.wrapping_add(16 + n as i32).clamp(0, 255) as u8;
                 }
             }
         }

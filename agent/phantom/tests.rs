@@ -532,27 +532,3 @@ fn realtime_live_feed_is_paced_and_stops_on_request() {
     assert!(feed.cpu_time() > std::time::Duration::ZERO);
 }
 
-/// Rough timing in whatever profile the tests run in (debug by default); run with
-/// `cargo test --lib phantom -- --ignored --nocapture render_timing`.
-#[test]
-#[ignore]
-fn render_timing() {
-    for (w, h) in [(1280, 720), (1920, 1080)] {
-        let t = std::time::Instant::now();
-        let p = Phantom::new(cfg(
-            w,
-            h,
-            "good 1s; defocus 1s sigma=1.5; motion 1s len=24 angle=30; glare 1s",
-        ));
-        println!("{w}x{h}: new {:?}", t.elapsed());
-        let mut img = I420Image::new(w, h);
-        for (name, idx) in [("good", 5), ("defocus", 15), ("motion", 25), ("glare", 35)] {
-            p.render_into(idx, &mut img);
-            let t = std::time::Instant::now();
-            for k in 0..5 {
-                p.render_into(idx + k, &mut img);
-            }
-            println!("{w}x{h}: {name} {:?}/frame", t.elapsed() / 5);
-        }
-    }
-}
