@@ -80,6 +80,15 @@ fn a_phantom_run_forwards_only_good_frames_and_metrics_agree_with_the_datalake()
         scored,
         "selected {selected} + rejected {rejected} != scored {scored}"
     );
+    // ... and every captured frame was either scored or dropped with a reason.
+    let captured = m.value("endo_agent_frames_captured_total");
+    let dropped = m.sum("endo_agent_frames_dropped_total", "");
+    let convert_busy = m.value("endo_agent_frames_dropped_total{reason=\"convert_busy\"}");
+    assert_eq!(
+        captured,
+        scored + dropped - convert_busy,
+        "captured {captured}, scored {scored}, dropped {dropped}"
+    );
 
     // Each degraded segment was rejected with its own reason, for most of its frames.
     for artifact in ["blur", "dark", "glare", "outside", "overexposed"] {
