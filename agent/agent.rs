@@ -250,7 +250,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         delivered: shared.delivered.load(Ordering::Relaxed),
         latency_p50: latencies.quantile(0.5),
         latency_p99: latencies.quantile(0.99),
-        generator_cpu: Duration::from_nanos(shared.capture.generator_cpu_ns.load(Ordering::Relaxed)),
+        generator_cpu: Duration::from_nanos(
+            shared.capture.generator_cpu_ns.load(Ordering::Relaxed),
+        ),
         generator_skipped: shared.capture.generator_skipped.load(Ordering::Relaxed),
     };
     tracing::info!(?summary, "stopped");

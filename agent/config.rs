@@ -474,7 +474,7 @@ impl Config {
                     format!("{}x{} is outside 64x64..7680x4320", s.width, s.height),
                 );
             }
-            if s.width % 2 != 0 || s.height % 2 != 0 {
+            if !s.width.is_multiple_of(2) || !s.height.is_multiple_of(2) {
                 return bad(
                     "source.width",
                     "width and height must be even (I420)".into(),

@@ -175,7 +175,7 @@ impl FovLocator {
                                 "field of view locked"
                             );
                             self.locked = Some(Fov::new(r, self.cfg.shape, &self.masks, w, h));
-                        } else if self.seen % (self.cfg.auto_frames * 30) == 0 {
+                        } else if self.seen.is_multiple_of(self.cfg.auto_frames * 30) {
                             tracing::warn!(
                                 frames = self.seen,
                                 "field of view not found yet: is the scope connected and lit?"
@@ -213,11 +213,11 @@ impl FovLocator {
         let thr = self.cfg.auto_threshold;
         let mut cols = vec![0u32; gw];
         let mut rows = vec![0u32; gh];
-        for gy in 0..gh {
-            for gx in 0..gw {
-                if self.max_luma[gy * gw + gx] > thr {
-                    cols[gx] += 1;
-                    rows[gy] += 1;
+        for (row, cells) in rows.iter_mut().zip(self.max_luma.chunks_exact(gw)) {
+            for (col, &cell) in cols.iter_mut().zip(cells) {
+                if cell > thr {
+                    *col += 1;
+                    *row += 1;
                 }
             }
         }

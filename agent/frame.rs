@@ -92,7 +92,7 @@ impl<'a> I420View<'a> {
     /// A view of a sub-rectangle; `r` must lie inside the frame and have even x and y.
     pub fn crop(&self, r: Rect) -> I420View<'a> {
         debug_assert!(r.right() <= self.width && r.bottom() <= self.height);
-        debug_assert!(r.x % 2 == 0 && r.y % 2 == 0);
+        debug_assert!(r.x.is_multiple_of(2) && r.y.is_multiple_of(2));
         let yo = r.y as usize * self.y_stride + r.x as usize;
         let co = (r.y / 2) as usize * self.uv_stride + (r.x / 2) as usize;
         I420View {

@@ -15,7 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn cpu_time() -> Duration {
@@ -35,7 +39,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bench = args.iter().any(|a| a == "--bench");
     let (secs, w, h, fps) = if bench {
-        (arg(&args, "--seconds", 20u64), arg(&args, "--width", 1920u32), arg(&args, "--height", 1080u32), arg(&args, "--fps", 60u32))
+        (
+            arg(&args, "--seconds", 20u64),
+            arg(&args, "--width", 1920u32),
+            arg(&args, "--height", 1080u32),
+            arg(&args, "--fps", 60u32),
+        )
     } else {
         (2, 320, 240, 30)
     };
@@ -47,7 +56,8 @@ fn main() {
     cfg.source.fps = fps;
     cfg.capture.on_eos = OnEos::Stop;
     cfg.fov.shape = FovShape::Circle;
-    cfg.model.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx");
+    cfg.model.path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx");
     cfg.datalake.dir = dir.path().join("lake");
     cfg.http.listen = "127.0.0.1:0".into();
 
@@ -75,15 +85,34 @@ fn main() {
     let fov_pending = series("endo_agent_frames_dropped_total{reason=\"fov_pending\"}");
     let agent_cpu = cpu.saturating_sub(summary.generator_cpu);
     let scored = summary.scored.max(1);
-    println!("e2e: phantom {w}x{h}@{fps} live for {:.1} s", elapsed.as_secs_f64());
+    println!(
+        "e2e: phantom {w}x{h}@{fps} live for {:.1} s",
+        elapsed.as_secs_f64()
+    );
     println!("  frames captured           {}", summary.captured);
-    println!("  frames scored             {} ({:.1} fps)", summary.scored, summary.scored as f64 / elapsed.as_secs_f64());
+    println!(
+        "  frames scored             {} ({:.1} fps)",
+        summary.scored,
+        summary.scored as f64 / elapsed.as_secs_f64()
+    );
     println!("  dropped (scorer/convert)  {dropped_busy}");
     println!("  dropped (fov pending)     {fov_pending}");
     println!("  generator skipped slots   {}", summary.generator_skipped);
-    println!("  selected / delivered      {} / {}", summary.selected, summary.delivered);
-    println!("  agent CPU per frame       {:.3} ms (process {:.2} s - generator {:.2} s)", agent_cpu.as_secs_f64() * 1e3 / scored as f64, cpu.as_secs_f64(), summary.generator_cpu.as_secs_f64());
-    println!("  capture->score p50 / p99  {:.2} ms / {:.2} ms", summary.latency_p50.as_secs_f64() * 1e3, summary.latency_p99.as_secs_f64() * 1e3);
+    println!(
+        "  selected / delivered      {} / {}",
+        summary.selected, summary.delivered
+    );
+    println!(
+        "  agent CPU per frame       {:.3} ms (process {:.2} s - generator {:.2} s)",
+        agent_cpu.as_secs_f64() * 1e3 / scored as f64,
+        cpu.as_secs_f64(),
+        summary.generator_cpu.as_secs_f64()
+    );
+    println!(
+        "  capture->score p50 / p99  {:.2} ms / {:.2} ms",
+        summary.latency_p50.as_secs_f64() * 1e3,
+        summary.latency_p99.as_secs_f64() * 1e3
+    );
     println!("  peak RSS (incl. generator) {:.1} MB", peak_rss_mb());
     assert!(summary.scored > 0, "no frame was scored");
 }

@@ -16,15 +16,29 @@ use fast_image_resize as fr;
 use std::hint::black_box;
 use std::path::Path;
 
-fn setup() -> (endo_agent::frame::I420Image, endo_agent::fov::Fov, ModelRunner) {
-    let p = Phantom::new(PhantomConfig { width: 1920, height: 1080, fps: 60, ..PhantomConfig::default() });
+fn setup() -> (
+    endo_agent::frame::I420Image,
+    endo_agent::fov::Fov,
+    ModelRunner,
+) {
+    let p = Phantom::new(PhantomConfig {
+        width: 1920,
+        height: 1080,
+        fps: 60,
+        ..PhantomConfig::default()
+    });
     let frame = p.render(30);
-    let mut loc = FovLocator::new(&FovConfig { auto_frames: 1, ..FovConfig::default() });
+    let mut loc = FovLocator::new(&FovConfig {
+        auto_frames: 1,
+        ..FovConfig::default()
+    });
     let fov = match loc.observe(&frame.view()) {
         Locate::Locked(f) => f.clone(),
         Locate::Pending => panic!("no fov"),
     };
-    let model = ModelRunner::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx")).unwrap();
+    let model =
+        ModelRunner::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx"))
+            .unwrap();
     (frame, fov, model)
 }
 
@@ -35,15 +49,24 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("preprocess_1080p_fov_to_224");
     let mut pre = Preprocessor::new(&spec);
-    g.bench_function("scale_then_convert", |b| b.iter(|| pre.run(black_box(&view), fov.rect)));
+    g.bench_function("scale_then_convert", |b| {
+        b.iter(|| pre.run(black_box(&view), fov.rect))
+    });
     // The alternative the design rejects: full-resolution RGB first, then scale RGB.
     let mut resizer = fr::Resizer::new();
     let mut dst = fr::images::Image::new(224, 224, fr::PixelType::U8x3);
     g.bench_function("convert_then_scale", |b| {
         b.iter(|| {
             let rgb = view.crop(fov.rect).to_rgb();
-            let src = fr::images::ImageRef::new(fov.rect.width, fov.rect.height, &rgb, fr::PixelType::U8x3).unwrap();
-            let opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+            let src = fr::images::ImageRef::new(
+                fov.rect.width,
+                fov.rect.height,
+                &rgb,
+                fr::PixelType::U8x3,
+            )
+            .unwrap();
+            let opts = fr::ResizeOptions::new()
+                .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Box));
             resizer.resize(&src, &mut dst, &opts).unwrap();
             black_box(dst.buffer()[0])
         })
@@ -52,14 +75,20 @@ fn benches(c: &mut Criterion) {
 
     let cfg = ScoringConfig::default();
     let crop = view.crop(fov.rect);
-    c.bench_function("classical_measures_1080p", |b| b.iter(|| classical::measure(black_box(&crop), &fov, &cfg)));
+    c.bench_function("classical_measures_1080p", |b| {
+        b.iter(|| classical::measure(black_box(&crop), &fov, &cfg))
+    });
 
     pre.run(&view, fov.rect);
     let input = pre.input.clone();
-    c.bench_function("model_reference_f32_224", |b| b.iter(|| model.run(black_box(&input)).unwrap()));
+    c.bench_function("model_reference_f32_224", |b| {
+        b.iter(|| model.run(black_box(&input)).unwrap())
+    });
 
     let mut scorer = Scorer::new(cfg.clone(), Some(model));
-    c.bench_function("scorer_total_1080p", |b| b.iter(|| scorer.score(black_box(&view), &fov).unwrap()));
+    c.bench_function("scorer_total_1080p", |b| {
+        b.iter(|| scorer.score(black_box(&view), &fov).unwrap())
+    });
 
     // The phantom generator feeds the e2e benchmark from its own thread; its cost per frame
     // bounds the frame rate it can sustain.
@@ -74,14 +103,21 @@ fn benches(c: &mut Criterion) {
         ..PhantomConfig::default()
     });
     let mut out = endo_agent::frame::I420Image::new(1920, 1080);
-    for (name, idx) in [("good", 5u64), ("defocus", 35), ("motion", 65), ("glare", 95)] {
+    for (name, idx) in [
+        ("good", 5u64),
+        ("defocus", 35),
+        ("motion", 65),
+        ("glare", 95),
+    ] {
         g.bench_function(name, |b| b.iter(|| p.render_into(black_box(idx), &mut out)));
     }
     g.finish();
 
     let mut g = c.benchmark_group("encode");
     g.sample_size(20);
-    g.bench_function("jpeg_q90_fov_1080p", |b| b.iter(|| endo_agent::encode::encode_jpeg(black_box(&view), &fov, 90).unwrap()));
+    g.bench_function("jpeg_q90_fov_1080p", |b| {
+        b.iter(|| endo_agent::encode::encode_jpeg(black_box(&view), &fov, 90).unwrap())
+    });
     g.finish();
 }
 

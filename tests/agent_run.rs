@@ -270,3 +270,58 @@ listen = "127.0.0.1:0"
     );
     assert!(agent.stop().success());
 }
+
+#[test]
+fn a_recording_is_replayed_through_the_file_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("procedure.mkv");
+    let phantom = Phantom::new(PhantomConfig {
+        width: 640,
+        height: 360,
+        fps: 30,
+        schedule: Schedule::parse("good 1s; dark 1s gain=0.2; good 1s").unwrap(),
+        ..PhantomConfig::default()
+    });
+    endo_agent::phantom::write_video(&phantom, &video, 0..90).unwrap();
+    let config = format!(
+        r#"
+[source]
+kind = "file"
+path = "{video}"
+[capture]
+on_eos = "idle"
+[model]
+path = "{model}"
+[datalake]
+dir = "{lake}"
+[http]
+listen = "127.0.0.1:0"
+"#,
+        video = video.display(),
+        model = model_path(),
+        lake = dir.path().join("lake").display()
+    );
+    let agent = Agent::start(dir.path(), &config);
+    agent.wait_for(
+        "the recording to be replayed",
+        Duration::from_secs(60),
+        |a| a.status()["drained"] == true,
+    );
+    let m = agent.metrics();
+    assert_eq!(
+        m.value("endo_agent_frames_captured_total"),
+        90.0,
+        "a file source replays every frame"
+    );
+    assert!(
+        m.value("endo_agent_frames_bad_total{artifact=\"dark\"}") >= 25.0,
+        "{}",
+        m.0
+    );
+    assert!(m.value("endo_agent_frames_selected_total") >= 1.0);
+    assert_eq!(
+        m.value("endo_agent_source_restarts_total{cause=\"eos\"}"),
+        0.0
+    );
+    assert!(agent.stop().success());
+}

@@ -209,3 +209,15 @@ fn version_names_the_agent_and_the_model() {
         "{text}"
     );
 }
+
+#[test]
+fn devices_lists_what_the_device_monitor_sees() {
+    let (ok, text) = run(&["devices", "--json"]);
+    assert!(ok, "{text}");
+    let json_start = text.find('[').expect("a JSON list");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&text[json_start..]).unwrap();
+    // This machine may have no camera; whatever is listed is a video source with caps.
+    for d in list {
+        assert!(d["class"].as_str().unwrap().contains("Video"), "{d}");
+    }
+}

@@ -324,8 +324,12 @@ pub fn run_supervised(
         if let Some(f) = feed {
             f.stop();
             phantom_next += f.frames_pushed();
-            stats.generator_cpu_ns.fetch_add(f.cpu_time().as_nanos() as u64, Ordering::Relaxed);
-            stats.generator_skipped.fetch_add(f.frames_skipped(), Ordering::Relaxed);
+            stats
+                .generator_cpu_ns
+                .fetch_add(f.cpu_time().as_nanos() as u64, Ordering::Relaxed);
+            stats
+                .generator_skipped
+                .fetch_add(f.frames_skipped(), Ordering::Relaxed);
         }
         let _ = pipeline.set_state(gst::State::Null);
         let ran_for = started.elapsed();
@@ -401,7 +405,7 @@ fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
         &[gst::MessageType::Error],
     )
     .and_then(|m| match m.view() {
-        gst::MessageView::Error(e) => Some(error_text(&e)),
+        gst::MessageView::Error(e) => Some(error_text(e)),
         _ => None,
     })
 }
@@ -441,7 +445,7 @@ fn watch(
         if let Some(msg) = msg {
             match msg.view() {
                 gst::MessageView::Eos(_) => return Outcome::Eos,
-                gst::MessageView::Error(e) => return Outcome::Error(error_text(&e)),
+                gst::MessageView::Error(e) => return Outcome::Error(error_text(e)),
                 gst::MessageView::Warning(w) => {
                     tracing::warn!("pipeline warning: {} ({:?})", w.error(), w.debug());
                 }

@@ -531,4 +531,3 @@ fn realtime_live_feed_is_paced_and_stops_on_request() {
     assert!(feed.is_finished());
     assert!(feed.cpu_time() > std::time::Duration::ZERO);
 }
-

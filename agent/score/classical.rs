@@ -17,7 +17,7 @@
 //!   scaled by (1 − the largest other artifact): a dark, washed-out, glaring or outside
 //!   view has no mucosa texture to judge focus on.
 //! * **dark / clipped fraction**: share of FOV pixels with luma below `dark_level` or at or
-//!   above `clip_level` (sampled every second pixel of every second row).
+//!   above `clip_level` (sampled every third pixel of every third row).
 //! * **specular fraction**: share of FOV pixels that are clipped *and* colourless
 //!   (|Cb−128| + |Cr−128| ≤ 16): glare from the light source on wet mucosa. Glare is
 //!   scaled by (1 − overexposed): a frame clipped over a large area is over-exposed.
@@ -131,7 +131,10 @@ fn sharpness(crop: &I420View, fov: &Fov, row_step: u32) -> (f32, f32) {
     (sharpness as f32, isotropy as f32)
 }
 
-/// Exposure, glare and colour cast over the FOV shape, sampled on a 2-pixel grid.
+const EXPOSURE_STEP: u32 = 3;
+
+/// Exposure, glare and colour cast over the FOV shape, sampled on a 3-pixel grid
+/// (about 90 000 samples at 1080p: fractions to well under 1 %).
 fn exposure(crop: &I420View, fov: &Fov, dark_level: u8, clip_level: u8, m: &mut Measures) {
     let (mut n, mut sum, mut dark, mut clipped, mut spec) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut cb, mut cr) = (0i64, 0i64);
@@ -141,7 +144,7 @@ fn exposure(crop: &I420View, fov: &Fov, dark_level: u8, clip_level: u8, m: &mut 
         let yr = crop.y_row(r);
         let ur = crop.u_row(r / 2);
         let vr = crop.v_row(r / 2);
-        let mut x = x0 & !1;
+        let mut x = x0;
         while x < x1 {
             let y = yr[x as usize];
             let (u, v) = (ur[x as usize / 2] as i32, vr[x as usize / 2] as i32);
@@ -153,9 +156,9 @@ fn exposure(crop: &I420View, fov: &Fov, dark_level: u8, clip_level: u8, m: &mut 
             spec += (clip && (u - 128).abs() + (v - 128).abs() <= 16) as u64;
             cb += u as i64;
             cr += v as i64;
-            x += 2;
+            x += EXPOSURE_STEP;
         }
-        r += 2;
+        r += EXPOSURE_STEP;
     }
     if n == 0 {
         return;
@@ -204,7 +207,7 @@ mod tests {
         let mut img = I420Image::new(w, h);
         for y in 0..h {
             for x in 0..w {
-                let v = if ((x / period) + (y / period)) % 2 == 0 {
+                let v = if ((x / period) + (y / period)).is_multiple_of(2) {
                     90
                 } else {
                     160

@@ -3,7 +3,7 @@
 //! Scaling the three I420 planes first and converting only the small result to RGB is
 //! about 2.5× cheaper than converting the full-resolution frame first (measured for
 //! 1080p → 224²). The planes are resized with `fast_image_resize` (SIMD convolution with
-//! a bilinear kernel widened to the scale factor, so it also antialiases). All buffers are
+//! a box kernel widened to the scale factor: area averaging, which antialiases). All buffers are
 //! kept between frames; nothing is allocated per frame.
 //!
 //! The same pass computes a 64-bit difference hash of the small luma image, which the
@@ -45,7 +45,7 @@ impl Preprocessor {
     pub fn run(&mut self, frame: &I420View, fov: Rect) {
         let opts = |r: Rect| {
             fr::ResizeOptions::new()
-                .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
+                .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Box))
                 .crop(r.x as f64, r.y as f64, r.width as f64, r.height as f64)
         };
         let ch = frame.height.div_ceil(2);
@@ -66,10 +66,15 @@ impl Preprocessor {
                 .expect("crop lies inside the frame and pixel types match");
         }
         self.normalise();
+        // Hash the central 70 %: the FOV's round edge and vignetting look the same in every
+        // frame and would make every view a near-duplicate of every other.
+        let (w, h) = (self.y.width() as usize, self.y.height() as usize);
+        let (x0, y0) = (w * 15 / 100, h * 15 / 100);
         self.dhash = dhash(
-            self.y.buffer(),
-            self.y.width() as usize,
-            self.y.height() as usize,
+            &self.y.buffer()[y0 * w + x0..],
+            w,
+            w * 70 / 100,
+            h * 70 / 100,
         );
     }
 
@@ -101,8 +106,9 @@ impl Preprocessor {
     }
 }
 
-/// 64-bit difference hash: 9×8 block means, one bit per horizontal neighbour pair.
-pub fn dhash(luma: &[u8], w: usize, h: usize) -> u64 {
+/// 64-bit difference hash of a `w`×`h` window whose rows are `stride` apart: 9×8 block
+/// means, one bit per horizontal neighbour pair.
+pub fn dhash(luma: &[u8], stride: usize, w: usize, h: usize) -> u64 {
     let mut cells = [0u32; 72];
     let (bw, bh) = (w / 9, h / 8);
     if bw == 0 || bh == 0 {
@@ -112,10 +118,8 @@ pub fn dhash(luma: &[u8], w: usize, h: usize) -> u64 {
         let (cx, cy) = (i % 9, i / 9);
         let mut s = 0u32;
         for y in cy * bh..(cy + 1) * bh {
-            s += luma[y * w + cx * bw..y * w + (cx + 1) * bw]
-                .iter()
-                .map(|&p| p as u32)
-                .sum::<u32>();
+            let row = &luma[y * stride + cx * bw..y * stride + (cx + 1) * bw];
+            s += row.iter().map(|&p| p as u32).sum::<u32>();
         }
         *cell = s;
     }
@@ -191,7 +195,7 @@ mod tests {
         let b = a.clone();
         let mut c = a.clone();
         c.rotate_left(37);
-        assert_eq!(dhash(&a, 90, 80), dhash(&b, 90, 80));
-        assert!((dhash(&a, 90, 80) ^ dhash(&c, 90, 80)).count_ones() > 8);
+        assert_eq!(dhash(&a, 90, 90, 80), dhash(&b, 90, 90, 80));
+        assert!((dhash(&a, 90, 90, 80) ^ dhash(&c, 90, 90, 80)).count_ones() > 8);
     }
 }

@@ -83,7 +83,10 @@ def build():
     fb = node("GlobalAveragePool", [bright], "bright_frac")
     over = node("Sigmoid", [node("Mul", [node("Sub", [fb, "over_t"], "over_d"), "over_k"], "over_z")], "over")
 
-    mn = node("ReduceMin", ["image"], "min_rgb", axes=[1], keepdims=1)
+    # min over channels as two element-wise Mins: tract's ReduceMin over the channel
+    # axis of NCHW is ~100x slower (measured 9.7 ms vs ~0.1 ms at 224x224).
+    n.append(helper.make_node("Split", ["image"], ["ch_r", "ch_g", "ch_b"], axis=1))
+    mn = node("Min", [node("Min", ["ch_r", "ch_g"], "min_rg"), "ch_b"], "min_rgb")
     sp = node("Sigmoid", [node("Mul", [node("Sub", [mn, "t088"], "sp_d"), "k80"], "sp_z")], "spec_px")
     fs = node("GlobalAveragePool", [sp], "spec_frac")
     glare_raw = node("Sigmoid", [node("Mul", [node("Sub", [fs, "glare_t"], "gl_d"), "glare_k"], "gl_z")], "glare_raw")
