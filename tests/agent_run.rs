@@ -12,6 +12,16 @@ use std::time::Duration;
 const SCHEDULE: &str = "good 2s; defocus 1s sigma=3; good 2s; dark 1s gain=0.25; good 2s; glare 1s area=0.06; \
                         good 2s; outside 1s; good 2s; motion 1s len=30 angle=0; good 2s; overexposed 1s gain=2.5; good 2s";
 
+/// Append the sections every test shares: the shipped model, a datalake in `dir`, HTTP on
+/// a free loopback port.
+fn with_common(dir: &std::path::Path, config: &str) -> String {
+    format!(
+        "{config}\n[model]\npath = \"{}\"\n[datalake]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        model_path(),
+        dir.join("lake").display()
+    )
+}
+
 fn phantom_config(dir: &std::path::Path, on_eos: &str, frames: u64) -> String {
     format!(
         r#"
@@ -202,18 +212,10 @@ backoff_initial_ms = 200
 [fov]
 mode = "full"
 shape = "rect"
-[model]
-path = "{model}"
-[datalake]
-dir = "{lake}"
-[http]
-listen = "127.0.0.1:0"
 "#,
-        template = template.display(),
-        model = model_path(),
-        lake = dir.path().join("lake").display()
+        template = template.display()
     );
-    let agent = Agent::start(dir.path(), &config);
+    let agent = Agent::start(dir.path(), &with_common(dir.path(), &config));
     agent.wait_for(
         "two restarts after errors and scoring beyond them",
         Duration::from_secs(60),
@@ -241,17 +243,9 @@ device = "/dev/video-not-plugged-in"
 [capture]
 backoff_initial_ms = 100
 backoff_max_ms = 400
-[model]
-path = "{model}"
-[datalake]
-dir = "{lake}"
-[http]
-listen = "127.0.0.1:0"
-"#,
-        model = model_path(),
-        lake = dir.path().join("lake").display()
+"#
     );
-    let agent = Agent::start(dir.path(), &config);
+    let agent = Agent::start(dir.path(), &with_common(dir.path(), &config));
     agent.wait_for("three restarts", Duration::from_secs(30), |a| {
         a.metrics()
             .value("endo_agent_source_restarts_total{cause=\"error\"}")
@@ -290,18 +284,10 @@ kind = "file"
 path = "{video}"
 [capture]
 on_eos = "idle"
-[model]
-path = "{model}"
-[datalake]
-dir = "{lake}"
-[http]
-listen = "127.0.0.1:0"
 "#,
-        video = video.display(),
-        model = model_path(),
-        lake = dir.path().join("lake").display()
+        video = video.display()
     );
-    let agent = Agent::start(dir.path(), &config);
+    let agent = Agent::start(dir.path(), &with_common(dir.path(), &config));
     agent.wait_for(
         "the recording to be replayed",
         Duration::from_secs(60),
