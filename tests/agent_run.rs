@@ -235,17 +235,15 @@ shape = "rect"
 #[test]
 fn a_missing_camera_is_retried_with_backoff_and_shows_in_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        r#"
+    let config = r#"
 [source]
 kind = "v4l2"
 device = "/dev/video-not-plugged-in"
 [capture]
 backoff_initial_ms = 100
 backoff_max_ms = 400
-"#
-    );
-    let agent = Agent::start(dir.path(), &with_common(dir.path(), &config));
+"#;
+    let agent = Agent::start(dir.path(), &with_common(dir.path(), config));
     agent.wait_for("three restarts", Duration::from_secs(30), |a| {
         a.metrics()
             .value("endo_agent_source_restarts_total{cause=\"error\"}")
