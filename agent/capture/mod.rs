@@ -289,8 +289,14 @@ pub fn run_supervised(
         Duration::from_millis(c.backoff_max_ms),
         Duration::from_millis(c.backoff_reset_after_ms),
     );
-    let phantom = (cfg.source.kind == SourceKind::Phantom)
-        .then(|| Arc::new(Phantom::new(phantom_config(cfg))));
+    let phantom = (cfg.source.kind == SourceKind::Phantom).then(|| {
+        // Building the phantom's textures is the generator's cost, not the agent's.
+        let t0 = phantom::output::thread_cpu_ns();
+        let p = Arc::new(Phantom::new(phantom_config(cfg)));
+        let spent = phantom::output::thread_cpu_ns().saturating_sub(t0);
+        stats.generator_cpu_ns.fetch_add(spent, Ordering::Relaxed);
+        p
+    });
     let mut phantom_next = 0u64;
     loop {
         set_source_state("starting", &stats);

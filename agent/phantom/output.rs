@@ -403,8 +403,8 @@ impl Drop for LiveFeed {
     }
 }
 
-/// CPU time consumed by the calling thread.
-fn thread_cpu_ns() -> u64 {
+/// CPU time of the calling thread, nanoseconds (0 if the clock is unavailable).
+pub fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
