@@ -13,6 +13,9 @@
 //! 5. [`encode`] — JPEG of the cropped, masked frame plus its JSON [`record::Record`].
 //! 6. [`uplink`] — the datalake sinks (the local directory datalake for now).
 //!
+//! [`spool`] — the crash-safe, bounded disk spool that will sit between encode and the
+//! sinks — exists and is tested but is not wired into the path yet.
+//!
 //! Alongside: [`config`], [`metrics`], [`http`] (metrics, health), [`phantom`] (the synthetic
 //! NBI video generator used by the demo, tests and benchmarks) and [`agent`], which wires the
 //! stages together for `endo-agent run`.
@@ -29,6 +32,7 @@ pub mod phantom;
 pub mod record;
 pub mod score;
 pub mod select;
+pub mod spool;
 pub mod uplink;
 
 /// The agent's version, as recorded in every datalake record.

@@ -1,0 +1,519 @@
+//! The spool: selected frames are durable on disk here before any network send, and
+//! leave only when every configured sink has acknowledged them. (Not yet wired into the
+//! agent: the uplink issue connects it between the encoder and the sinks.)
+//!
+//! # On disk
+//!
+//! `{dir}/{id:020}.rec` — one record per frame, format in [`format`]: written to
+//! `{id:020}.rec.tmp`, fsynced, renamed, directory fsynced.
+//! `{dir}/{id:020}.{sink}.ack` — an empty marker: `sink` acknowledged record `id`.
+//! When every sink has acknowledged a record, the record and its markers are deleted.
+//!
+//! # Recovery ([`Spool::open`])
+//!
+//! `.tmp` files are torn writes: deleted and counted. A `.rec` that fails to decode
+//! (truncated, bad magic, checksum mismatch) is moved to `{dir}/corrupt/` (kept for
+//! inspection, never sent) and counted with its reason. Every other record is pending
+//! for each sink without a marker, oldest first. Ids continue after the largest seen.
+//!
+//! # Bounds
+//!
+//! At most `max_records` records and `max_bytes` bytes of record files. When a new record
+//! does not fit, [`EvictPolicy`] decides what goes; every eviction is returned to the
+//! caller to be counted:
+//! - `lowest_quality` (default): evict the lowest-quality records (oldest first on ties)
+//!   until the new one fits — unless the new record is itself the lowest, then it is
+//!   the one dropped. A long outage keeps the best frames, not merely the first or last.
+//! - `oldest`: evict the oldest records.
+//! - `newest`: keep what is spooled, drop the new record.
+
+pub mod format;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub use format::{FormatError, SpoolRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvictPolicy {
+    LowestQuality,
+    Oldest,
+    Newest,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub max_records: usize,
+    pub max_bytes: u64,
+    pub policy: EvictPolicy,
+    /// Sink names; a record is deleted when all of them acknowledged it.
+    pub sinks: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("spool record {path}: {source}")]
+    Corrupt { path: PathBuf, source: FormatError },
+    #[error("spool: unknown sink {0:?}")]
+    UnknownSink(String),
+    #[error("spool: no record {0}")]
+    Missing(u64),
+}
+
+/// What [`Spool::open`] found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub records: usize,
+    pub torn: usize,
+    pub corrupt: Vec<(PathBuf, FormatError)>,
+}
+
+/// The result of [`Spool::append`]: the new record's id (None if the policy dropped it)
+/// and the ids evicted to make room.
+#[derive(Debug, PartialEq)]
+pub struct Appended {
+    pub id: Option<u64>,
+    pub evicted: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    quality: f32,
+    bytes: u64,
+    acked: Vec<bool>,
+}
+
+pub struct Spool {
+    cfg: SpoolConfig,
+    entries: BTreeMap<u64, Entry>,
+    bytes: u64,
+    next_id: u64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Spool {
+    pub fn open(cfg: SpoolConfig) -> Result<(Spool, Recovery), SpoolError> {
+        fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
+        let mut rec = Recovery::default();
+        let mut entries = BTreeMap::new();
+        let mut acks = Vec::new();
+        let mut bytes = 0;
+        for e in fs::read_dir(&cfg.dir).map_err(io(&cfg.dir))? {
+            let path = e.map_err(io(&cfg.dir))?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if name.ends_with(".tmp") {
+                fs::remove_file(&path).map_err(io(&path))?;
+                rec.torn += 1;
+            } else if let Some(id) = name
+                .strip_suffix(".rec")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                let data = fs::read(&path).map_err(io(&path))?;
+                match format::decode(&data) {
+                    Ok(r) => {
+                        entries.insert(
+                            id,
+                            Entry {
+                                quality: r.quality,
+                                bytes: data.len() as u64,
+                                acked: vec![false; cfg.sinks.len()],
+                            },
+                        );
+                        bytes += data.len() as u64;
+                        rec.records += 1;
+                    }
+                    Err(why) => {
+                        let dir = cfg.dir.join("corrupt");
+                        fs::create_dir_all(&dir).map_err(io(&dir))?;
+                        fs::rename(&path, dir.join(&name)).map_err(io(&path))?;
+                        rec.corrupt.push((path, why));
+                    }
+                }
+            } else if let Some(rest) = name.strip_suffix(".ack") {
+                if let Some((id, sink)) = rest.split_once('.') {
+                    if let Ok(id) = id.parse::<u64>() {
+                        acks.push((id, sink.to_string(), path));
+                    }
+                }
+            }
+        }
+        for (id, sink, path) in acks {
+            match (
+                entries.get_mut(&id),
+                cfg.sinks.iter().position(|s| *s == sink),
+            ) {
+                (Some(e), Some(i)) => e.acked[i] = true,
+                // A marker without its record (deleted before the marker) or for a sink no
+                // longer configured: nothing to keep.
+                _ => fs::remove_file(&path).map_err(io(&path))?,
+            }
+        }
+        let next_id = entries.keys().next_back().map_or(0, |k| k + 1);
+        let mut spool = Spool {
+            cfg,
+            entries,
+            bytes,
+            next_id,
+        };
+        // Records every (current) sink already acknowledged were about to be deleted.
+        let done: Vec<u64> = spool
+            .entries
+            .iter()
+            .filter(|(_, e)| e.acked.iter().all(|a| *a))
+            .map(|(k, _)| *k)
+            .collect();
+        for id in done {
+            spool.remove(id)?;
+        }
+        Ok((spool, rec))
+    }
+
+    fn rec_path(&self, id: u64) -> PathBuf {
+        self.cfg.dir.join(format!("{id:020}.rec"))
+    }
+
+    fn ack_path(&self, id: u64, sink: &str) -> PathBuf {
+        self.cfg.dir.join(format!("{id:020}.{sink}.ack"))
+    }
+
+    /// Records held, bytes held.
+    pub fn len(&self) -> (usize, u64) {
+        (self.entries.len(), self.bytes)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Make `r` durable, evicting per the policy if the spool is full.
+    pub fn append(&mut self, r: &SpoolRecord) -> Result<Appended, SpoolError> {
+        let data = format::encode(r);
+        let size = data.len() as u64;
+        let (store, evict) = choose_victims(&self.entries, r.quality, size, self.bytes, &self.cfg);
+        for id in &evict {
+            self.remove(*id)?;
+        }
+        if !store {
+            return Ok(Appended {
+                id: None,
+                evicted: evict,
+            });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let path = self.rec_path(id);
+        let tmp = path.with_extension("rec.tmp");
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&data).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        self.sync_dir()?;
+        self.entries.insert(
+            id,
+            Entry {
+                quality: r.quality,
+                bytes: size,
+                acked: vec![false; self.cfg.sinks.len()],
+            },
+        );
+        self.bytes += size;
+        Ok(Appended {
+            id: Some(id),
+            evicted: evict,
+        })
+    }
+
+    /// Ids `sink` has not acknowledged yet, oldest first.
+    pub fn pending(&self, sink: &str) -> Result<Vec<u64>, SpoolError> {
+        let i = self.sink_index(sink)?;
+        Ok(self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.acked[i])
+            .map(|(k, _)| *k)
+            .collect())
+    }
+
+    pub fn read(&self, id: u64) -> Result<SpoolRecord, SpoolError> {
+        if !self.entries.contains_key(&id) {
+            return Err(SpoolError::Missing(id));
+        }
+        let path = self.rec_path(id);
+        let data = fs::read(&path).map_err(io(&path))?;
+        format::decode(&data).map_err(|source| SpoolError::Corrupt { path, source })
+    }
+
+    /// `sink` delivered record `id`. Deletes the record once every sink has.
+    pub fn ack(&mut self, id: u64, sink: &str) -> Result<(), SpoolError> {
+        let i = self.sink_index(sink)?;
+        let entry = self.entries.get_mut(&id).ok_or(SpoolError::Missing(id))?;
+        if entry.acked[i] {
+            return Ok(());
+        }
+        entry.acked[i] = true;
+        if entry.acked.iter().all(|a| *a) {
+            return self.remove(id);
+        }
+        let marker = self.ack_path(id, sink);
+        File::create(&marker).map_err(io(&marker))?;
+        self.sync_dir()
+    }
+
+    fn sink_index(&self, sink: &str) -> Result<usize, SpoolError> {
+        self.cfg
+            .sinks
+            .iter()
+            .position(|s| s == sink)
+            .ok_or_else(|| SpoolError::UnknownSink(sink.into()))
+    }
+
+    /// Delete a record (first, so a crash never leaves markers claiming more than is true)
+    /// and then its markers.
+    fn remove(&mut self, id: u64) -> Result<(), SpoolError> {
+        if let Some(e) = self.entries.remove(&id) {
+            self.bytes -= e.bytes;
+            let path = self.rec_path(id);
+            fs::remove_file(&path).map_err(io(&path))?;
+            for sink in self.cfg.sinks.clone() {
+                let m = self.ack_path(id, &sink);
+                if m.exists() {
+                    fs::remove_file(&m).map_err(io(&m))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> Result<(), SpoolError> {
+        File::open(&self.cfg.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.cfg.dir))
+    }
+}
+
+/// The eviction policy as a pure function: whether to store a new record of `quality`
+/// and `size` bytes, and which held records to evict first.
+fn choose_victims(
+    entries: &BTreeMap<u64, Entry>,
+    quality: f32,
+    size: u64,
+    bytes: u64,
+    cfg: &SpoolConfig,
+) -> (bool, Vec<u64>) {
+    let fits = |n: usize, b: u64| n < cfg.max_records && b + size <= cfg.max_bytes;
+    if fits(entries.len(), bytes) {
+        return (true, vec![]);
+    }
+    if size > cfg.max_bytes || cfg.max_records == 0 {
+        return (false, vec![]);
+    }
+    let order: Vec<(u64, &Entry)> = match cfg.policy {
+        EvictPolicy::Newest => return (false, vec![]),
+        EvictPolicy::Oldest => entries.iter().map(|(k, e)| (*k, e)).collect(),
+        EvictPolicy::LowestQuality => {
+            let mut v: Vec<(u64, &Entry)> = entries.iter().map(|(k, e)| (*k, e)).collect();
+            v.sort_by(|a, b| a.1.quality.total_cmp(&b.1.quality).then(a.0.cmp(&b.0)));
+            v
+        }
+    };
+    let (mut n, mut b) = (entries.len(), bytes);
+    let mut victims = vec![];
+    for (id, e) in order {
+        if fits(n, b) {
+            break;
+        }
+        if cfg.policy == EvictPolicy::LowestQuality && e.quality >= quality {
+            // Everything left is at least as good as the newcomer: drop the newcomer.
+            return (false, vec![]);
+        }
+        victims.push(id);
+        n -= 1;
+        b -= e.bytes;
+    }
+    (fits(n, b), victims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &Path, max_records: usize, policy: EvictPolicy) -> SpoolConfig {
+        SpoolConfig {
+            dir: dir.to_owned(),
+            max_records,
+            max_bytes: 1 << 30,
+            policy,
+            sinks: vec!["local".into(), "mqtt".into()],
+        }
+    }
+
+    fn rec(i: u32, quality: f32) -> SpoolRecord {
+        SpoolRecord {
+            key: format!("frames/s/d/2026/11/21/sess/{i:010}"),
+            quality,
+            created_ms: 1_000 + i as u64,
+            jpeg: vec![i as u8; 1000],
+            json: format!("{{\"sequence\":{i}}}").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn records_survive_a_restart_and_leave_only_when_every_sink_acked() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(cfg(d.path(), 100, EvictPolicy::LowestQuality)).unwrap();
+        for i in 0..3 {
+            s.append(&rec(i, 0.9)).unwrap();
+        }
+        s.ack(0, "local").unwrap();
+        s.ack(0, "mqtt").unwrap();
+        s.ack(1, "mqtt").unwrap();
+        drop(s);
+        let (s, r) = Spool::open(cfg(d.path(), 100, EvictPolicy::LowestQuality)).unwrap();
+        assert_eq!(r.records, 2);
+        assert_eq!(s.pending("local").unwrap(), vec![1, 2]);
+        assert_eq!(s.pending("mqtt").unwrap(), vec![2]);
+        assert_eq!(s.read(2).unwrap(), rec(2, 0.9));
+        let mut s = s;
+        assert_eq!(
+            s.append(&rec(9, 0.9)).unwrap().id,
+            Some(3),
+            "ids continue after a restart"
+        );
+    }
+
+    #[test]
+    fn torn_and_corrupt_files_are_skipped_counted_and_the_rest_delivered() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(cfg(d.path(), 100, EvictPolicy::LowestQuality)).unwrap();
+        for i in 0..4 {
+            s.append(&rec(i, 0.9)).unwrap();
+        }
+        drop(s);
+        let p = |id: u64| d.path().join(format!("{id:020}.rec"));
+        let bytes = fs::read(p(1)).unwrap();
+        fs::write(p(1), &bytes[..bytes.len() / 2]).unwrap(); // truncated mid-record
+        let mut b = fs::read(p(2)).unwrap();
+        b[40] ^= 1; // one flipped bit
+        fs::write(p(2), b).unwrap();
+        fs::write(
+            d.path().join("00000000000000000004.rec.tmp"),
+            b"half a write",
+        )
+        .unwrap();
+        let (s, r) = Spool::open(cfg(d.path(), 100, EvictPolicy::LowestQuality)).unwrap();
+        assert_eq!(r.records, 2);
+        assert_eq!(r.torn, 1);
+        let reasons: Vec<_> = r.corrupt.iter().map(|(_, e)| e.reason()).collect();
+        assert_eq!(reasons.len(), 2);
+        assert!(
+            reasons.contains(&"truncated") && reasons.contains(&"checksum"),
+            "{reasons:?}"
+        );
+        assert_eq!(s.pending("local").unwrap(), vec![0, 3]);
+        assert!(
+            d.path()
+                .join("corrupt")
+                .join("00000000000000000002.rec")
+                .exists(),
+            "kept for inspection"
+        );
+    }
+
+    #[test]
+    fn a_full_spool_keeps_the_best_frames_by_default() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(cfg(d.path(), 3, EvictPolicy::LowestQuality)).unwrap();
+        for (i, q) in [0.7, 0.9, 0.8].into_iter().enumerate() {
+            s.append(&rec(i as u32, q)).unwrap();
+        }
+        let a = s.append(&rec(3, 0.95)).unwrap();
+        assert_eq!(
+            a,
+            Appended {
+                id: Some(3),
+                evicted: vec![0]
+            },
+            "the 0.7 frame goes"
+        );
+        let a = s.append(&rec(4, 0.6)).unwrap();
+        assert_eq!(
+            a,
+            Appended {
+                id: None,
+                evicted: vec![]
+            },
+            "a worse newcomer is the one dropped"
+        );
+        assert_eq!(s.len().0, 3);
+        let files = fs::read_dir(d.path()).unwrap().count();
+        assert_eq!(files, 3, "bounded on disk");
+    }
+
+    #[test]
+    fn the_other_policies_evict_oldest_or_refuse_newest() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(cfg(d.path(), 2, EvictPolicy::Oldest)).unwrap();
+        s.append(&rec(0, 0.9)).unwrap();
+        s.append(&rec(1, 0.5)).unwrap();
+        assert_eq!(
+            s.append(&rec(2, 0.1)).unwrap(),
+            Appended {
+                id: Some(2),
+                evicted: vec![0]
+            }
+        );
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(cfg(d.path(), 2, EvictPolicy::Newest)).unwrap();
+        s.append(&rec(0, 0.1)).unwrap();
+        s.append(&rec(1, 0.1)).unwrap();
+        assert_eq!(
+            s.append(&rec(2, 0.99)).unwrap(),
+            Appended {
+                id: None,
+                evicted: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn byte_bounds_count_as_well_as_record_bounds() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = cfg(d.path(), 100, EvictPolicy::LowestQuality);
+        c.max_bytes = 2500; // two ~1.1 kB records
+        let (mut s, _) = Spool::open(c).unwrap();
+        s.append(&rec(0, 0.5)).unwrap();
+        s.append(&rec(1, 0.6)).unwrap();
+        let a = s.append(&rec(2, 0.7)).unwrap();
+        assert_eq!(a.evicted, vec![0]);
+        assert!(s.len().1 <= 2500);
+    }
+
+    #[test]
+    fn unknown_sinks_and_ids_are_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(cfg(d.path(), 10, EvictPolicy::LowestQuality)).unwrap();
+        assert!(matches!(s.ack(5, "local"), Err(SpoolError::Missing(5))));
+        s.append(&rec(0, 0.9)).unwrap();
+        assert!(matches!(s.ack(0, "s3"), Err(SpoolError::UnknownSink(_))));
+    }
+}
