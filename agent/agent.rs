@@ -25,8 +25,9 @@ use crate::record::{self, Record};
 use crate::score::model::{ModelError, ModelRunner};
 use crate::score::{Score, Scorer};
 use crate::select::Selector;
+use crate::spool::{Spool, SpoolConfig, SpoolRecord};
 use crate::uplink::local::LocalDatalake;
-use crate::uplink::{Encoded, Sink};
+use crate::uplink::worker::{self, SpoolHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -39,6 +40,8 @@ pub enum AgentError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
     #[error("starting thread {name}: {source}")]
     Thread {
         name: &'static str,
@@ -183,6 +186,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     // Check the pipeline before anything starts, so a bad template fails fast.
     capture::check_pipeline(&cfg)?;
 
+    let spool = open_spool(&cfg)?;
+
     let stats = Arc::new(CaptureStats::default());
     let shared = Arc::new(Shared {
         prometheus,
@@ -217,11 +222,29 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         .map_err(thread_err("score"))?;
 
     let enc_cfg = cfg.clone();
-    let enc_shared = shared.clone();
     let enc_session = session.clone();
+    let enc_spool = spool.clone();
     let encode_thread = spawn("encode")
-        .spawn(move || encode_loop(&enc_cfg, &enc_session, model_info, job_rx, &enc_shared))
+        .spawn(move || {
+            encode_loop(&enc_cfg, &enc_session, model_info, job_rx, &enc_spool);
+            enc_spool.close();
+        })
         .map_err(thread_err("encode"))?;
+
+    let up_spool = spool.clone();
+    let up_shared = shared.clone();
+    let up_stop = stop.clone();
+    let lake = cfg.datalake.dir.clone();
+    let uplink_thread = spawn("uplink-local")
+        .spawn(move || {
+            worker::run_sink(
+                Box::new(LocalDatalake::new(lake)),
+                &up_spool,
+                &up_stop,
+                &up_shared.delivered,
+            )
+        })
+        .map_err(thread_err("uplink-local"))?;
 
     let cap_cfg = cfg.clone();
     let cap_stop = stop.clone();
@@ -232,6 +255,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     let ended = capture_thread.join().expect("capture thread panicked");
     let (scored, latencies) = score_thread.join().expect("score thread panicked");
     encode_thread.join().expect("encode thread panicked");
+    uplink_thread.join().expect("uplink thread panicked");
+    let (left, _) = spool.len();
+    if left > 0 {
+        tracing::warn!(frames = left, "frames stay in the spool for the next start");
+    }
     shared.drained.store(true, Ordering::Relaxed);
     if matches!(ended, Ok(capture::Ended::EndOfStream))
         && cfg.capture.on_eos == crate::config::OnEos::Idle
@@ -258,6 +286,30 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     tracing::info!(?summary, "stopped");
     ended?;
     Ok(summary)
+}
+
+fn open_spool(cfg: &Config) -> Result<Arc<SpoolHandle>, AgentError> {
+    let (spool, rec) = Spool::open(SpoolConfig {
+        dir: cfg.spool.dir.clone(),
+        max_records: cfg.spool.max_records,
+        max_bytes: cfg.spool.max_mib << 20,
+        policy: cfg.spool.policy,
+        sinks: vec!["local".into()],
+    })?;
+    counter!("endo_agent_spool_recovered_total", "outcome" => "record")
+        .increment(rec.records as u64);
+    counter!("endo_agent_spool_recovered_total", "outcome" => "torn").increment(rec.torn as u64);
+    for (path, why) in &rec.corrupt {
+        counter!("endo_agent_spool_recovered_total", "outcome" => "corrupt").increment(1);
+        tracing::error!(
+            "spool record {} is unreadable ({why}); moved to corrupt/",
+            path.display()
+        );
+    }
+    if rec.records + rec.torn + rec.corrupt.len() > 0 {
+        tracing::info!(records = rec.records, torn = rec.torn, corrupt = rec.corrupt.len(), dir = %cfg.spool.dir.display(), "spool recovered");
+    }
+    Ok(Arc::new(SpoolHandle::new(spool)))
 }
 
 fn start_http(
@@ -447,11 +499,10 @@ fn encode_loop(
     session: &str,
     model: Option<record::ModelInfo>,
     rx: Receiver<Job>,
-    shared: &Shared,
+    spool: &SpoolHandle,
 ) {
-    let mut sink = LocalDatalake::new(&cfg.datalake.dir);
     let encode_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "encode");
-    let write_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "write");
+    let spool_full = counter!("endo_agent_frames_evicted_total", "reason" => "spool_full");
     for job in rx.iter() {
         let t0 = Instant::now();
         let view = job.frame.view();
@@ -511,36 +562,33 @@ fn encode_loop(
                 quality: cfg.encode.jpeg_quality,
             },
         };
+        let quality = job.score.quality;
+        let created_ms = job.frame.captured_at.timestamp_millis().max(0) as u64;
         drop(job);
-        let item = Encoded {
+        let item = SpoolRecord {
             key,
+            quality,
+            created_ms,
             jpeg,
-            record_json: serde_json::to_vec_pretty(&rec).expect("records serialise"),
+            json: serde_json::to_vec_pretty(&rec).expect("records serialise"),
         };
         encode_h.record(t0.elapsed().as_secs_f64());
-        let t1 = Instant::now();
-        if deliver_with_retry(&mut sink, &item) {
-            counter!("endo_agent_frames_delivered_total", "sink" => sink.name()).increment(1);
-            shared.delivered.fetch_add(1, Ordering::Relaxed);
-        } else {
-            counter!("endo_agent_frames_evicted_total", "reason" => "sink_failed").increment(1);
-        }
-        write_h.record(t1.elapsed().as_secs_f64());
-    }
-}
-
-/// Three attempts with growing pauses; the spool (next issue) replaces this with
-/// durable retry.
-fn deliver_with_retry(sink: &mut dyn Sink, item: &Encoded) -> bool {
-    for attempt in 0..3u32 {
-        match sink.deliver(item) {
-            Ok(()) => return true,
+        match spool.append(&item) {
+            Ok(a) => {
+                spool_full.increment(a.evicted.len() as u64 + a.id.is_none() as u64);
+                if a.id.is_none() || !a.evicted.is_empty() {
+                    tracing::warn!(
+                        evicted = a.evicted.len(),
+                        kept_new = a.id.is_some(),
+                        "spool full"
+                    );
+                }
+            }
             Err(e) => {
-                counter!("endo_agent_sink_errors_total", "sink" => sink.name(), "reason" => e.reason()).increment(1);
-                tracing::error!(attempt, "{e}");
-                thread::sleep(Duration::from_millis(100 << (2 * attempt)));
+                counter!("endo_agent_frames_evicted_total", "reason" => "spool_write_failed")
+                    .increment(1);
+                tracing::error!("{e}");
             }
         }
     }
-    false
 }

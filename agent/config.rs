@@ -50,6 +50,8 @@ pub struct Config {
     pub encode: EncodeConfig,
     /// The local directory datalake.
     pub datalake: DatalakeConfig,
+    /// The disk spool between the encoder and the sinks.
+    pub spool: SpoolSection,
     /// The one HTTP listener (metrics, health, status).
     pub http: HttpConfig,
 }
@@ -385,6 +387,30 @@ impl Default for DatalakeConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct SpoolSection {
+    /// Directory of the spool (one file per pending frame).
+    pub dir: PathBuf,
+    /// At most this many frames are held.
+    pub max_records: usize,
+    /// At most this many bytes of frames are held (MiB).
+    pub max_mib: u64,
+    /// What goes when full: lowest_quality | oldest | newest (= drop the new frame).
+    pub policy: crate::spool::EvictPolicy,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection {
+            dir: PathBuf::from("/var/lib/endo-agent/spool"),
+            max_records: 20_000,
+            max_mib: 4096,
+            policy: crate::spool::EvictPolicy::LowestQuality,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address of the one HTTP listener (metrics, health, status). Port 0 = any free port.
     pub listen: String,
@@ -428,6 +454,7 @@ impl Config {
         };
         fix(&mut self.model.path);
         fix(&mut self.datalake.dir);
+        fix(&mut self.spool.dir);
         fix(&mut self.source.path);
         if let Some(t) = self.capture.template.as_mut() {
             fix(t);
@@ -605,6 +632,12 @@ impl Config {
         }
         if !(1..=100).contains(&self.encode.jpeg_quality) {
             return bad("encode.jpeg_quality", "must be within 1..100".into());
+        }
+        if self.spool.max_records == 0 || self.spool.max_mib == 0 {
+            return bad(
+                "spool.max_records",
+                "spool.max_records and spool.max_mib must be above 0".into(),
+            );
         }
         if self.encode.queue_frames == 0 {
             return bad("encode.queue_frames", "must be at least 1".into());

@@ -11,10 +11,9 @@
 //! 4. [`select`] — threshold with hysteresis, best frame per window, rate limit,
 //!    near-duplicate suppression.
 //! 5. [`encode`] — JPEG of the cropped, masked frame plus its JSON [`record::Record`].
-//! 6. [`uplink`] — the datalake sinks (the local directory datalake for now).
-//!
-//! [`spool`] — the crash-safe, bounded disk spool that will sit between encode and the
-//! sinks — exists and is tested but is not wired into the path yet.
+//! 6. [`spool`] — every forwarded frame is durable on disk before any sink sees it.
+//! 7. [`uplink`] — one worker per sink delivers from the spool and acknowledges (the
+//!    local directory datalake for now).
 //!
 //! Alongside: [`config`], [`metrics`], [`http`] (metrics, health), [`phantom`] (the synthetic
 //! NBI video generator used by the demo, tests and benchmarks) and [`agent`], which wires the

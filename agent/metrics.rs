@@ -19,9 +19,12 @@
 //! | `endo_agent_frames_bad_total` | counter | `artifact` (primary reason of frames below threshold) |
 //! | `endo_agent_frames_rejected_total` | counter | `reason` = below_threshold, hysteresis, not_best_in_window, rate_limited, duplicate |
 //! | `endo_agent_frames_selected_total` | counter | |
-//! | `endo_agent_frames_evicted_total` | counter | `reason` = encode_queue_full, encode_failed, sink_failed |
+//! | `endo_agent_frames_evicted_total` | counter | `reason` = encode_queue_full, encode_failed, spool_full, spool_write_failed, spool_unreadable |
 //! | `endo_agent_frames_delivered_total` | counter | `sink` |
 //! | `endo_agent_sink_errors_total` | counter | `sink`, `reason` |
+//! | `endo_agent_spool_records` | gauge | frames held in the spool |
+//! | `endo_agent_spool_bytes` | gauge | bytes held in the spool |
+//! | `endo_agent_spool_recovered_total` | counter | `outcome` = record, torn, corrupt (at start) |
 //! | `endo_agent_quality_score` | histogram | |
 //! | `endo_agent_capture_to_score_seconds` | histogram | |
 //! | `endo_agent_stage_duration_seconds` | histogram | `stage` = classical, preprocess, inference, encode, write |

@@ -59,6 +59,7 @@ fn main() {
     cfg.model.path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx");
     cfg.datalake.dir = dir.path().join("lake");
+    cfg.spool.dir = dir.path().join("spool");
     cfg.http.listen = "127.0.0.1:0".into();
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -16,9 +16,10 @@ const SCHEDULE: &str = "good 2s; defocus 1s sigma=3; good 2s; dark 1s gain=0.25;
 /// a free loopback port.
 fn with_common(dir: &std::path::Path, config: &str) -> String {
     format!(
-        "{config}\n[model]\npath = \"{}\"\n[datalake]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        "{config}\n[model]\npath = \"{}\"\n[datalake]\ndir = \"{}\"\n[spool]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
         model_path(),
-        dir.join("lake").display()
+        dir.join("lake").display(),
+        dir.join("spool").display()
     )
 }
 
@@ -46,11 +47,14 @@ window_ms = 500
 max_per_second = 4.0
 [datalake]
 dir = "{lake}"
+[spool]
+dir = "{spool}"
 [http]
 listen = "127.0.0.1:0"
 "#,
         model = model_path(),
-        lake = dir.join("lake").display()
+        lake = dir.join("lake").display(),
+        spool = dir.join("spool").display()
     )
 }
 
@@ -306,6 +310,76 @@ on_eos = "idle"
     assert_eq!(
         m.value("endo_agent_source_restarts_total{cause=\"eos\"}"),
         0.0
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn a_dead_sink_fills_the_spool_and_the_frames_are_delivered_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // The datalake path is a file: every write fails, as with a dead disk or mount.
+    std::fs::write(dir.path().join("lake"), b"not a directory").unwrap();
+    let config = r#"
+[source]
+kind = "phantom"
+width = 640
+height = 360
+fps = 30
+schedule = "good 4s"
+max_frames = 120
+[capture]
+on_eos = "idle"
+[select]
+window_ms = 300
+max_per_second = 5.0
+duplicate_bits = 0
+"#;
+    let agent = Agent::start(dir.path(), &with_common(dir.path(), config));
+    agent.wait_for(
+        "frames to pile up in the spool while the sink fails",
+        Duration::from_secs(60),
+        |a| {
+            let m = a.metrics();
+            a.status()["frames_selected"].as_u64().unwrap_or(0) >= 5
+                && m.value("endo_agent_spool_records") >= 5.0
+                && m.sum("endo_agent_sink_errors_total", "sink=\"local\"") >= 1.0
+        },
+    );
+    let m = agent.metrics();
+    assert_eq!(
+        m.value("endo_agent_frames_delivered_total{sink=\"local\"}"),
+        0.0
+    );
+    assert!(agent.stop().success());
+    let spooled = files(&dir.path().join("spool"), "rec").len();
+    assert!(spooled >= 5, "{spooled} frames spooled");
+
+    // The sink comes back; a restart (with a camera that delivers nothing) sends them.
+    std::fs::remove_file(dir.path().join("lake")).unwrap();
+    let config = r#"
+[source]
+kind = "v4l2"
+device = "/dev/video-not-plugged-in"
+"#;
+    let agent = Agent::start(dir.path(), &with_common(dir.path(), config));
+    agent.wait_for(
+        "the spooled frames to be delivered",
+        Duration::from_secs(30),
+        |a| {
+            a.metrics().value("endo_agent_spool_records") == 0.0
+                && a.metrics()
+                    .value("endo_agent_frames_delivered_total{sink=\"local\"}")
+                    == spooled as f64
+        },
+    );
+    assert_eq!(files(&dir.path().join("lake"), "json").len(), spooled);
+    assert_eq!(files(&dir.path().join("lake"), "jpg").len(), spooled);
+    assert_eq!(files(&dir.path().join("spool"), "rec").len(), 0);
+    assert_eq!(
+        agent
+            .metrics()
+            .value("endo_agent_spool_recovered_total{outcome=\"record\"}"),
+        spooled as f64
     );
     assert!(agent.stop().success());
 }

@@ -1,6 +1,6 @@
-//! The spool: selected frames are durable on disk here before any network send, and
-//! leave only when every configured sink has acknowledged them. (Not yet wired into the
-//! agent: the uplink issue connects it between the encoder and the sinks.)
+//! The spool: selected frames are durable on disk here before any sink sees them, and
+//! leave only when every configured sink has acknowledged them. The encode worker
+//! appends; one uplink worker per sink ([`crate::uplink::worker`]) delivers and acks.
 //!
 //! # On disk
 //!
@@ -241,6 +241,16 @@ impl Spool {
             id: Some(id),
             evicted: evict,
         })
+    }
+
+    /// The oldest id `sink` has not acknowledged yet.
+    pub fn first_pending(&self, sink: &str) -> Result<Option<u64>, SpoolError> {
+        let i = self.sink_index(sink)?;
+        Ok(self
+            .entries
+            .iter()
+            .find(|(_, e)| !e.acked[i])
+            .map(|(k, _)| *k))
     }
 
     /// Ids `sink` has not acknowledged yet, oldest first.

@@ -1,8 +1,10 @@
-//! Uplink: where encoded frames go. Every sink writes the same keys and bytes
-//! (see [`crate::record`]); for now the one sink is the local directory datalake
-//! ([`local`]), the embedded default.
+//! Uplink: where encoded frames go. The encoder appends each frame to the disk spool
+//! ([`crate::spool`]); one [`worker`] per sink delivers from there and acknowledges.
+//! Every sink writes the same keys and bytes (see [`crate::record`]); for now the one
+//! sink is the local directory datalake ([`local`]), the embedded default.
 
 pub mod local;
+pub mod worker;
 
 use std::path::PathBuf;
 
