@@ -62,6 +62,7 @@ pub struct Shared {
     pub latest: Mutex<Option<Latest>>,
     /// The source ended and every selected frame went through the encoder (on_eos = idle).
     pub drained: AtomicBool,
+    pub spool: Arc<SpoolHandle>,
 }
 
 /// The latest score, for the overlay and `/api/status`.
@@ -200,6 +201,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         fps_milli: AtomicU64::new(0),
         latest: Mutex::new(None),
         drained: AtomicBool::new(false),
+        spool: spool.clone(),
     });
     let http = start_http(&cfg.http.listen, shared.clone(), stop.clone())?;
 
@@ -364,7 +366,7 @@ async fn sigterm() {
     }
 }
 
-/// Once a second: the fps gauge and the exporter's housekeeping.
+/// Once a second: the fps and spool-age gauges and the exporter's housekeeping.
 async fn upkeep(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let mut last = (
         Instant::now(),
@@ -381,6 +383,9 @@ async fn upkeep(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
             .fps_milli
             .store((fps * 1000.0) as u64, Ordering::Relaxed);
         gauge!("endo_agent_capture_fps").set(fps);
+        let now_ms = Utc::now().timestamp_millis().max(0) as u64;
+        gauge!("endo_agent_spool_oldest_age_seconds")
+            .set(shared.spool.oldest_age(now_ms).as_secs_f64());
         shared.prometheus.run_upkeep();
         last = now;
     }

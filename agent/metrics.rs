@@ -24,6 +24,7 @@
 //! | `endo_agent_sink_errors_total` | counter | `sink`, `reason` |
 //! | `endo_agent_spool_records` | gauge | frames held in the spool |
 //! | `endo_agent_spool_bytes` | gauge | bytes held in the spool |
+//! | `endo_agent_spool_oldest_age_seconds` | gauge | age of the oldest frame held (0 when empty) |
 //! | `endo_agent_spool_recovered_total` | counter | `outcome` = record, torn, corrupt (at start) |
 //! | `endo_agent_quality_score` | histogram | |
 //! | `endo_agent_capture_to_score_seconds` | histogram | |
@@ -122,6 +123,16 @@ fn describe() {
     describe_counter!(
         "endo_agent_sink_errors_total",
         "Failed sink writes, by sink and reason."
+    );
+    describe_gauge!("endo_agent_spool_records", "Frames held in the disk spool.");
+    describe_gauge!("endo_agent_spool_bytes", "Bytes held in the disk spool.");
+    describe_gauge!(
+        "endo_agent_spool_oldest_age_seconds",
+        "Age of the oldest frame in the spool; 0 when empty."
+    );
+    describe_counter!(
+        "endo_agent_spool_recovered_total",
+        "Spool files found at start: records kept, torn writes removed, corrupt files set aside."
     );
     describe_histogram!(
         "endo_agent_quality_score",

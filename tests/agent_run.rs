@@ -345,6 +345,11 @@ duplicate_bits = 0
                 && m.sum("endo_agent_sink_errors_total", "sink=\"local\"") >= 1.0
         },
     );
+    agent.wait_for(
+        "the spool's oldest frame to age",
+        Duration::from_secs(10),
+        |a| a.metrics().value("endo_agent_spool_oldest_age_seconds") >= 1.0,
+    );
     let m = agent.metrics();
     assert_eq!(
         m.value("endo_agent_frames_delivered_total{sink=\"local\"}"),

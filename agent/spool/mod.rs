@@ -88,6 +88,7 @@ pub struct Appended {
 #[derive(Debug, Clone)]
 struct Entry {
     quality: f32,
+    created_ms: u64,
     bytes: u64,
     acked: Vec<bool>,
 }
@@ -134,6 +135,7 @@ impl Spool {
                             id,
                             Entry {
                                 quality: r.quality,
+                                created_ms: r.created_ms,
                                 bytes: data.len() as u64,
                                 acked: vec![false; cfg.sinks.len()],
                             },
@@ -200,6 +202,11 @@ impl Spool {
         (self.entries.len(), self.bytes)
     }
 
+    /// Capture time (Unix ms) of the oldest frame held, if any.
+    pub fn oldest_created_ms(&self) -> Option<u64> {
+        self.entries.values().map(|e| e.created_ms).min()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -232,6 +239,7 @@ impl Spool {
             id,
             Entry {
                 quality: r.quality,
+                created_ms: r.created_ms,
                 bytes: size,
                 acked: vec![false; self.cfg.sinks.len()],
             },

@@ -24,6 +24,8 @@ pub struct SpoolHandle {
     wake: Condvar,
     /// The encoder has finished: nothing more will be appended.
     pub producer_done: AtomicBool,
+    /// Capture time (Unix ms) of the oldest frame held; 0 = empty.
+    oldest_ms: AtomicU64,
 }
 
 impl SpoolHandle {
@@ -32,6 +34,7 @@ impl SpoolHandle {
             spool: Mutex::new(spool),
             wake: Condvar::new(),
             producer_done: AtomicBool::new(false),
+            oldest_ms: AtomicU64::new(0),
         };
         h.publish(&h.spool.lock().expect("spool lock"));
         h
@@ -64,6 +67,17 @@ impl SpoolHandle {
         let (n, bytes) = s.len();
         gauge!("endo_agent_spool_records").set(n as f64);
         gauge!("endo_agent_spool_bytes").set(bytes as f64);
+        self.oldest_ms
+            .store(s.oldest_created_ms().unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Age of the oldest frame in the spool at `now_ms` (zero when empty), so that a
+    /// periodic task can show it growing while a sink is down.
+    pub fn oldest_age(&self, now_ms: u64) -> Duration {
+        match self.oldest_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            t => Duration::from_millis(now_ms.saturating_sub(t)),
+        }
     }
 }
 
