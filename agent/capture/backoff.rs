@@ -24,6 +24,11 @@ impl Backoff {
         }
     }
 
+    /// A success: the next failure waits `initial` again.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+
     /// The delay before the next start, given how long the failed run lasted.
     pub fn on_failure(&mut self, ran_for: Duration) -> Duration {
         if ran_for >= self.reset_after {
@@ -48,5 +53,14 @@ mod tests {
         assert_eq!(d, vec![S / 2, S, 2 * S, 4 * S, 4 * S, 4 * S]);
         assert_eq!(b.on_failure(60 * S), S / 2);
         assert_eq!(b.on_failure(S), S);
+    }
+
+    #[test]
+    fn without_a_reset_time_only_reset_restarts_the_sequence() {
+        let mut b = Backoff::new(S / 10, 30 * S, Duration::MAX);
+        let d: Vec<_> = (0..4).map(|_| b.on_failure(Duration::ZERO)).collect();
+        assert_eq!(d, vec![S / 10, S / 5, S * 2 / 5, S * 4 / 5]);
+        b.reset();
+        assert_eq!(b.on_failure(Duration::ZERO), S / 10);
     }
 }

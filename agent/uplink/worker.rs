@@ -92,10 +92,11 @@ pub fn run_sink(
     let name = sink.name();
     let ok = counter!("endo_agent_frames_delivered_total", "sink" => name);
     let write_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "write");
+    // No time-based reset: a delivery that succeeds resets it explicitly.
     let mut backoff = Backoff::new(
         Duration::from_millis(100),
         Duration::from_secs(30),
-        Duration::ZERO,
+        Duration::MAX,
     );
     let mut n = 0;
     loop {
@@ -151,11 +152,7 @@ pub fn run_sink(
                 ok.increment(1);
                 delivered.fetch_add(1, Ordering::Relaxed);
                 n += 1;
-                backoff = Backoff::new(
-                    Duration::from_millis(100),
-                    Duration::from_secs(30),
-                    Duration::ZERO,
-                );
+                backoff.reset();
             }
             Err(e) => {
                 counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => e.reason())
