@@ -54,7 +54,6 @@ pub struct Shared {
     pub prometheus: PrometheusHandle,
     pub capture: Arc<CaptureStats>,
     pub session: String,
-    pub model_loaded: bool,
     pub fov_locked: AtomicBool,
     pub selected: AtomicU64,
     pub delivered: AtomicU64,
@@ -73,10 +72,9 @@ pub struct Latest {
 }
 
 impl Shared {
+    /// Why `/readyz` says no. The model needs no check here: `run` fails before the HTTP
+    /// listener starts when the model cannot be loaded.
     pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if !self.model_loaded {
-            return Some("model not loaded");
-        }
         if !self.capture.up.load(Ordering::Relaxed) {
             return Some("source not running");
         }
@@ -194,7 +192,6 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         prometheus,
         capture: stats.clone(),
         session: session.clone(),
-        model_loaded: true,
         fov_locked: AtomicBool::new(false),
         selected: AtomicU64::new(0),
         delivered: AtomicU64::new(0),

@@ -206,10 +206,6 @@ impl I420Image {
             uv_stride: self.width.div_ceil(2) as usize,
         }
     }
-    /// Total bytes of the three planes, in the order GStreamer lays out I420.
-    pub fn byte_len(&self) -> usize {
-        self.y.len() + self.u.len() + self.v.len()
-    }
     /// Convert packed RGB8 to I420 (chroma averaged over 2×2 blocks).
     pub fn from_rgb(width: u32, height: u32, rgb: &[u8]) -> Self {
         let mut img = I420Image::new(width, height);

@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use endo_agent::config::{Config, FovMode};
-use endo_agent::fov::{FovLocator, Locate};
-use endo_agent::frame::I420Image;
+use endo_agent::fov::{Fov, FovLocator, Locate};
+use endo_agent::frame::{I420Image, Rect};
 use endo_agent::phantom::{self, Phantom, PhantomConfig, Schedule, StillFormat};
 use endo_agent::score::model::{manifest_path, Manifest, ModelRunner};
 use endo_agent::score::Scorer;
@@ -253,14 +253,18 @@ fn score(
                     "{}: no field of view found; scoring the whole image",
                     path.display()
                 );
-                let full = endo_agent::config::FovConfig {
-                    mode: FovMode::Full,
-                    ..fov_cfg.clone()
-                };
-                match FovLocator::new(&full).observe(&view) {
-                    Locate::Locked(f) => f.clone(),
-                    Locate::Pending => unreachable!("full mode always locks"),
-                }
+                let masks: Vec<Rect> = fov_cfg
+                    .masks
+                    .iter()
+                    .map(|&[x, y, w, h]| Rect::new(x, y, w, h))
+                    .collect();
+                Fov::new(
+                    Rect::new(0, 0, view.width, view.height),
+                    fov_cfg.shape,
+                    &masks,
+                    view.width,
+                    view.height,
+                )
             }
         };
         let (s, _) = scorer.score(&view, &fov)?;

@@ -104,11 +104,6 @@ impl<T> Selector<T> {
         }
     }
 
-    /// Whether the hysteresis state is currently "good".
-    pub fn is_good(&self) -> bool {
-        self.good
-    }
-
     /// Offer one scored frame at time `t_ns`.
     pub fn offer(&mut self, t_ns: u64, quality: f32, dhash: u64, item: T) -> Step<T> {
         let mut step = Step::none();

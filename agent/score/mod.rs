@@ -112,10 +112,6 @@ impl Scorer {
         }
     }
 
-    pub fn model(&self) -> Option<&ModelRunner> {
-        self.model.as_ref()
-    }
-
     /// Score the part of `frame` inside `fov`.
     pub fn score(&mut self, frame: &I420View, fov: &Fov) -> Result<(Score, Timings), ModelError> {
         let mut t = Timings::default();

@@ -96,14 +96,6 @@ impl Preprocessor {
             }
         }
     }
-
-    /// The downscaled RGB image (for tests and debugging), packed.
-    pub fn rgb(&self) -> Vec<u8> {
-        let (y, u, v) = (self.y.buffer(), self.u.buffer(), self.v.buffer());
-        (0..y.len())
-            .flat_map(|i| yuv_to_rgb(y[i], u[i], v[i]))
-            .collect()
-    }
 }
 
 /// 64-bit difference hash of a `w`×`h` window whose rows are `stride` apart: 9×8 block
