@@ -22,9 +22,10 @@ use crate::config::Config;
 use crate::encode;
 use crate::fov::{Fov, FovLocator, Locate};
 use crate::record::{self, Record};
+use crate::score::artifact::Artifact;
 use crate::score::model::{ModelError, ModelRunner};
 use crate::score::{Score, Scorer};
-use crate::select::Selector;
+use crate::select::{Rejection, Selector};
 use crate::spool::{Spool, SpoolConfig, SpoolRecord};
 use crate::uplink::local::LocalDatalake;
 use crate::uplink::worker::{self, SpoolHandle};
@@ -415,10 +416,16 @@ fn score_loop(
     let mut seq = 0u64;
     let epoch = Instant::now();
 
+    // Labelled counters are looked up once here, not per frame.
+    let rejected = Rejection::ALL
+        .map(|r| counter!("endo_agent_frames_rejected_total", "reason" => r.as_str()));
+    let bad =
+        Artifact::ALL.map(|a| counter!("endo_agent_frames_bad_total", "artifact" => a.as_str()));
+    let bad_unexplained = counter!("endo_agent_frames_bad_total", "artifact" => "none");
     let handle_step = |step: crate::select::Step<(CapturedFrame, Arc<Fov>, Score)>,
                        seq: &mut u64| {
         for r in step.rejections() {
-            counter!("endo_agent_frames_rejected_total", "reason" => r.as_str()).increment(1);
+            rejected[r as usize].increment(1);
         }
         if let Some(sel) = step.selected {
             let (frame, fov, score) = sel.item;
@@ -476,8 +483,10 @@ fn score_loop(
         latency_h.record(latency.as_secs_f64());
         latencies.push(latency);
         if score.quality < cfg.select.threshold_low {
-            let a = score.primary_reason().map(|a| a.as_str()).unwrap_or("none");
-            counter!("endo_agent_frames_bad_total", "artifact" => a).increment(1);
+            match score.primary_reason() {
+                Some(a) => bad[a.index()].increment(1),
+                None => bad_unexplained.increment(1),
+            }
         }
         if let Ok(mut l) = shared.latest.try_lock() {
             *l = Some(Latest {

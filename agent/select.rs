@@ -29,6 +29,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    pub const ALL: [Rejection; 5] = [
+        Rejection::BelowThreshold,
+        Rejection::Hysteresis,
+        Rejection::NotBestInWindow,
+        Rejection::RateLimited,
+        Rejection::Duplicate,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Rejection::BelowThreshold => "below_threshold",
@@ -215,6 +223,14 @@ mod tests {
         rej.extend(step.rejections());
         out.extend(step.selected.map(|s| s.item));
         (out, rej)
+    }
+
+    #[test]
+    fn all_lists_rejections_in_discriminant_order() {
+        // The score thread indexes its pre-registered counters with `r as usize`.
+        for (i, r) in Rejection::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
     }
 
     #[test]
