@@ -335,6 +335,10 @@ max_per_second = 5.0
 duplicate_bits = 0
 "#;
     let agent = Agent::start(dir.path(), &with_common(dir.path(), config));
+    // While frames arrive the agent is ready, whatever the sink is doing.
+    agent.wait_for("/readyz to answer 200", Duration::from_secs(30), |a| {
+        a.get("/readyz").0 == 200
+    });
     agent.wait_for(
         "frames to pile up in the spool while the sink fails",
         Duration::from_secs(60),
