@@ -27,8 +27,12 @@ use crate::score::model::{ModelError, ModelRunner};
 use crate::score::{Score, Scorer};
 use crate::select::{Rejection, Selector};
 use crate::spool::{Spool, SpoolConfig, SpoolRecord};
+use crate::config::SinkKind;
 use crate::uplink::local::LocalDatalake;
-use crate::uplink::worker::{self, SpoolHandle};
+use crate::uplink::mqtt::MqttSink;
+use crate::uplink::s3::S3Sink;
+use crate::uplink::worker::{self, Retry, SpoolHandle};
+use crate::uplink::{Blocking, Sink, SinkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -43,6 +47,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
     #[error("starting thread {name}: {source}")]
     Thread {
         name: &'static str,
@@ -57,7 +63,8 @@ pub struct Shared {
     pub session: String,
     pub fov_locked: AtomicBool,
     pub selected: AtomicU64,
-    pub delivered: AtomicU64,
+    /// Frames each configured sink has stored, in `uplink.sinks` order.
+    pub delivered: Vec<(&'static str, AtomicU64)>,
     pub fps_milli: AtomicU64,
     pub latest: Mutex<Option<Latest>>,
     /// The source ended and every selected frame went through the encoder (on_eos = idle).
@@ -85,6 +92,15 @@ impl Shared {
         }
     }
 
+    /// Frames stored by every sink (the smallest per-sink count).
+    pub fn delivered_everywhere(&self) -> u64 {
+        self.delivered
+            .iter()
+            .map(|(_, v)| v.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         let latest = *self.latest.lock().expect("status lock");
         serde_json::json!({
@@ -95,7 +111,11 @@ impl Shared {
             "fov_locked": self.fov_locked.load(Ordering::Relaxed),
             "frames_captured": self.capture.captured.load(Ordering::Relaxed),
             "frames_selected": self.selected.load(Ordering::Relaxed),
-            "frames_delivered": self.delivered.load(Ordering::Relaxed),
+            "frames_delivered": self.delivered_everywhere(),
+            "delivered_by_sink": self.delivered.iter()
+                .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed).into()))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+            "spool_frames": self.spool.len().0,
             "drained": self.drained.load(Ordering::Relaxed),
             "latest": latest.map(|l| serde_json::json!({
                 "at": record::format_time(l.at),
@@ -195,12 +215,18 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         session: session.clone(),
         fov_locked: AtomicBool::new(false),
         selected: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
+        delivered: cfg
+            .uplink
+            .sinks
+            .iter()
+            .map(|k| (k.as_str(), AtomicU64::new(0)))
+            .collect(),
         fps_milli: AtomicU64::new(0),
         latest: Mutex::new(None),
         drained: AtomicBool::new(false),
         spool: spool.clone(),
     });
+    let sinks = make_sinks(&cfg, &shared)?;
     let http = start_http(&cfg.http.listen, shared.clone(), stop.clone())?;
 
     let (frame_tx, frame_rx) = bounded::<CapturedFrame>(cfg.capture.queue_frames);
@@ -231,20 +257,24 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         })
         .map_err(thread_err("encode"))?;
 
-    let up_spool = spool.clone();
-    let up_shared = shared.clone();
-    let up_stop = stop.clone();
-    let lake = cfg.datalake.dir.clone();
-    let uplink_thread = spawn("uplink-local")
-        .spawn(move || {
-            worker::run_sink(
-                Box::new(LocalDatalake::new(lake)),
-                &up_spool,
-                &up_stop,
-                &up_shared.delivered,
-            )
-        })
-        .map_err(thread_err("uplink-local"))?;
+    let retry = Retry {
+        initial: Duration::from_millis(cfg.uplink.backoff_initial_ms),
+        max: Duration::from_millis(cfg.uplink.backoff_max_ms),
+    };
+    let mut uplink_threads = Vec::new();
+    for (i, sink) in sinks.into_iter().enumerate() {
+        let up_spool = spool.clone();
+        let up_shared = shared.clone();
+        let up_stop = stop.clone();
+        let name = sink.name();
+        let t = thread::Builder::new()
+            .name(format!("uplink-{name}"))
+            .spawn(move || {
+                worker::run_sink(sink, &up_spool, retry, &up_stop, &up_shared.delivered[i].1)
+            })
+            .map_err(thread_err("uplink"))?;
+        uplink_threads.push(t);
+    }
 
     let cap_cfg = cfg.clone();
     let cap_stop = stop.clone();
@@ -255,7 +285,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     let ended = capture_thread.join().expect("capture thread panicked");
     let (scored, latencies) = score_thread.join().expect("score thread panicked");
     encode_thread.join().expect("encode thread panicked");
-    uplink_thread.join().expect("uplink thread panicked");
+    for t in uplink_threads {
+        t.join().expect("uplink thread panicked");
+    }
     let (left, _) = spool.len();
     if left > 0 {
         tracing::warn!(frames = left, "frames stay in the spool for the next start");
@@ -275,7 +307,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         captured: shared.capture.captured.load(Ordering::Relaxed),
         scored,
         selected: shared.selected.load(Ordering::Relaxed),
-        delivered: shared.delivered.load(Ordering::Relaxed),
+        delivered: shared.delivered_everywhere(),
         latency_p50: latencies.quantile(0.5),
         latency_p99: latencies.quantile(0.99),
         generator_cpu: Duration::from_nanos(
@@ -288,13 +320,36 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     Ok(summary)
 }
 
+/// One sink per `uplink.sinks` entry, in that order. Certificates, keys and credentials
+/// are read here, so a bad path stops the agent at start with its name.
+fn make_sinks(cfg: &Config, shared: &Arc<Shared>) -> Result<Vec<Box<dyn Sink>>, AgentError> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    for kind in &cfg.uplink.sinks {
+        sinks.push(match kind {
+            SinkKind::Local => Box::new(Blocking::new(LocalDatalake::new(cfg.datalake.dir.clone()))),
+            SinkKind::S3 => Box::new(Blocking::new(S3Sink::new(&cfg.s3)?)),
+            SinkKind::Mqtt => {
+                let sh = shared.clone();
+                let summary: crate::uplink::mqtt::SummaryFn = Arc::new(move || sh.status_json());
+                Box::new(MqttSink::new(cfg, Some(summary))?)
+            }
+        });
+    }
+    Ok(sinks)
+}
+
 fn open_spool(cfg: &Config) -> Result<Arc<SpoolHandle>, AgentError> {
     let (spool, rec) = Spool::open(SpoolConfig {
         dir: cfg.spool.dir.clone(),
         max_records: cfg.spool.max_records,
         max_bytes: cfg.spool.max_mib << 20,
         policy: cfg.spool.policy,
-        sinks: vec!["local".into()],
+        sinks: cfg
+            .uplink
+            .sinks
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect(),
     })?;
     counter!("endo_agent_spool_recovered_total", "outcome" => "record")
         .increment(rec.records as u64);

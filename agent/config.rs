@@ -52,6 +52,12 @@ pub struct Config {
     pub datalake: DatalakeConfig,
     /// The disk spool between the encoder and the sinks.
     pub spool: SpoolSection,
+    /// Which sinks deliver frames from the spool, and their retry policy.
+    pub uplink: UplinkConfig,
+    /// The MQTT sink (and `endo-agent ingest`).
+    pub mqtt: MqttConfig,
+    /// The S3 sink (and `endo-agent ingest`'s destination).
+    pub s3: S3Config,
     /// The one HTTP listener (metrics, health, status).
     pub http: HttpConfig,
 }
@@ -409,6 +415,132 @@ impl Default for SpoolSection {
     }
 }
 
+/// A sink name in `uplink.sinks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    Local,
+    Mqtt,
+    S3,
+}
+
+impl SinkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::Local => "local",
+            SinkKind::Mqtt => "mqtt",
+            SinkKind::S3 => "s3",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UplinkConfig {
+    /// Sinks that each receive every spooled frame: any of local, mqtt, s3.
+    pub sinks: Vec<SinkKind>,
+    /// Retry backoff after a failed delivery: first delay, doubling (with jitter) up to max.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        UplinkConfig {
+            sinks: vec![SinkKind::Local],
+            backoff_initial_ms: 200,
+            backoff_max_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker host name (also the name checked in its TLS certificate).
+    pub host: String,
+    pub port: u16,
+    /// Use TLS (the default). A plaintext connection needs tls = false *and* allow_plaintext = true.
+    pub tls: bool,
+    pub allow_plaintext: bool,
+    /// PEM file with the CA certificate(s) that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate chain and private key, for brokers that require mTLS.
+    pub client_cert_file: PathBuf,
+    pub client_key_file: PathBuf,
+    /// Optional username, and a file holding the password (never the password itself).
+    pub username: String,
+    pub password_file: PathBuf,
+    /// MQTT client id; empty = endo-agent-{site}-{device} (ingest: endo-ingest).
+    pub client_id: String,
+    /// Topics: {topic_prefix}/{site}/{device}/frames | summary | status.
+    pub topic_prefix: String,
+    /// Frames published but not yet acknowledged (PUBACK) at any time.
+    pub inflight: usize,
+    pub keepalive_s: u64,
+    /// Seconds between score summaries (0 = none).
+    pub summary_interval_s: u64,
+    /// A connection with frames unacknowledged this long is dropped and retried.
+    pub ack_timeout_s: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "localhost".into(),
+            port: 8883,
+            tls: true,
+            allow_plaintext: false,
+            ca_file: PathBuf::new(),
+            client_cert_file: PathBuf::new(),
+            client_key_file: PathBuf::new(),
+            username: String::new(),
+            password_file: PathBuf::new(),
+            client_id: String::new(),
+            topic_prefix: "endo".into(),
+            inflight: 32,
+            keepalive_s: 30,
+            summary_interval_s: 10,
+            ack_timeout_s: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Endpoint URL, e.g. https://s3.eu-west-1.amazonaws.com or https://minio.lan:9000.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    /// Path-style addressing (endpoint/bucket/key): MinIO, SeaweedFS. False = virtual-hosted.
+    pub path_style: bool,
+    /// Allow an http:// endpoint. Off by default: frames leave the tower only encrypted.
+    pub allow_plaintext: bool,
+    /// PEM CA certificate(s) for a private endpoint; empty = the public web roots.
+    pub ca_file: PathBuf,
+    /// File with access_key_id / secret_access_key (AWS shared-credentials form);
+    /// empty = the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    pub credentials_file: PathBuf,
+    /// Per-request timeout.
+    pub timeout_s: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            path_style: true,
+            allow_plaintext: false,
+            ca_file: PathBuf::new(),
+            credentials_file: PathBuf::new(),
+            timeout_s: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -456,6 +588,12 @@ impl Config {
         fix(&mut self.datalake.dir);
         fix(&mut self.spool.dir);
         fix(&mut self.source.path);
+        fix(&mut self.mqtt.ca_file);
+        fix(&mut self.mqtt.client_cert_file);
+        fix(&mut self.mqtt.client_key_file);
+        fix(&mut self.mqtt.password_file);
+        fix(&mut self.s3.ca_file);
+        fix(&mut self.s3.credentials_file);
         if let Some(t) = self.capture.template.as_mut() {
             fix(t);
         }
@@ -639,6 +777,7 @@ impl Config {
                 "spool.max_records and spool.max_mib must be above 0".into(),
             );
         }
+        self.validate_uplink(path)?;
         if self.encode.queue_frames == 0 {
             return bad("encode.queue_frames", "must be at least 1".into());
         }
@@ -650,6 +789,121 @@ impl Config {
                     self.http.listen
                 ),
             );
+        }
+        Ok(())
+    }
+
+    fn validate_uplink(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: key.to_string(),
+                why,
+            })
+        };
+        let sinks = &self.uplink.sinks;
+        if sinks.is_empty() {
+            return bad("uplink.sinks", "list at least one of local, mqtt, s3".into());
+        }
+        for (i, k) in sinks.iter().enumerate() {
+            if sinks[..i].contains(k) {
+                return bad("uplink.sinks", format!("{} is listed twice", k.as_str()));
+            }
+        }
+        if self.uplink.backoff_initial_ms == 0
+            || self.uplink.backoff_max_ms < self.uplink.backoff_initial_ms
+        {
+            return bad(
+                "uplink.backoff_initial_ms",
+                "must be above 0 and at most uplink.backoff_max_ms".into(),
+            );
+        }
+        if sinks.contains(&SinkKind::Mqtt) {
+            self.validate_mqtt(path)?;
+        }
+        if sinks.contains(&SinkKind::S3) {
+            self.validate_s3(path)?;
+        }
+        Ok(())
+    }
+
+    /// The `[mqtt]` section, checked when a sink or `ingest` uses it.
+    pub fn validate_mqtt(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: key.to_string(),
+                why,
+            })
+        };
+        let m = &self.mqtt;
+        if m.host.is_empty() {
+            return bad("mqtt.host", "is empty".into());
+        }
+        if !m.tls && !m.allow_plaintext {
+            return bad(
+                "mqtt.tls",
+                "is false, which would send frames unencrypted; set mqtt.allow_plaintext = true as well if that is really meant".into(),
+            );
+        }
+        if m.tls && m.ca_file.as_os_str().is_empty() {
+            return bad(
+                "mqtt.ca_file",
+                "is empty; name the PEM file of the CA that signed the broker's certificate".into(),
+            );
+        }
+        if m.client_cert_file.as_os_str().is_empty() != m.client_key_file.as_os_str().is_empty() {
+            return bad(
+                "mqtt.client_cert_file",
+                "mqtt.client_cert_file and mqtt.client_key_file go together".into(),
+            );
+        }
+        if !m.topic_prefix.split('/').all(is_key_segment) {
+            return bad(
+                "mqtt.topic_prefix",
+                format!("{:?} must be segments of [A-Za-z0-9._-] separated by /", m.topic_prefix),
+            );
+        }
+        if !(1..=1000).contains(&m.inflight) {
+            return bad("mqtt.inflight", "must be within 1..1000".into());
+        }
+        if m.keepalive_s < 5 || m.ack_timeout_s == 0 {
+            return bad(
+                "mqtt.keepalive_s",
+                "keepalive_s must be at least 5 and ack_timeout_s above 0".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The `[s3]` section, checked when a sink or `ingest` uses it.
+    pub fn validate_s3(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: key.to_string(),
+                why,
+            })
+        };
+        let s = &self.s3;
+        let scheme = s.endpoint.split("://").next().unwrap_or("");
+        if !s.endpoint.contains("://") || !(scheme == "https" || scheme == "http") {
+            return bad(
+                "s3.endpoint",
+                format!("{:?} is not an http(s):// URL", s.endpoint),
+            );
+        }
+        if scheme == "http" && !s.allow_plaintext {
+            return bad(
+                "s3.endpoint",
+                format!("{:?} is plaintext http; use https, or set s3.allow_plaintext = true if that is really meant", s.endpoint),
+            );
+        }
+        if s.bucket.is_empty() {
+            return bad("s3.bucket", "is empty".into());
+        }
+        if s.region.is_empty() || s.timeout_s == 0 {
+            return bad("s3.region", "region must be set and timeout_s above 0".into());
         }
         Ok(())
     }

@@ -12,8 +12,8 @@
 //!    near-duplicate suppression.
 //! 5. [`encode`] — JPEG of the cropped, masked frame plus its JSON [`record::Record`].
 //! 6. [`spool`] — every forwarded frame is durable on disk before any sink sees it.
-//! 7. [`uplink`] — one worker per sink delivers from the spool and acknowledges (the
-//!    local directory datalake for now).
+//! 7. [`uplink`] — one worker per sink (local directory, MQTT, S3) delivers from the
+//!    spool and acknowledges; [`ingest`] is the cloud end of the MQTT route.
 //!
 //! Alongside: [`config`], [`metrics`], [`http`] (metrics, health), [`phantom`] (the synthetic
 //! NBI video generator used by the demo, tests and benchmarks) and [`agent`], which wires the
@@ -26,6 +26,7 @@ pub mod encode;
 pub mod fov;
 pub mod frame;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod phantom;
 pub mod record;

@@ -33,6 +33,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// The cloud end of the MQTT route: subscribe to every device's frames and write
+    /// each frame and record into the S3 datalake ([mqtt] and [s3] of the config).
+    Ingest {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Parse and validate a config file and its pipeline; opens no device.
     CheckConfig { config: PathBuf },
     /// List the capture devices GStreamer sees, with their caps.
@@ -126,6 +132,19 @@ fn dispatch(cmd: Command) -> Result<()> {
             let cfg = Config::load(&config)?;
             let stop = Arc::new(AtomicBool::new(false));
             endo_agent::agent::run(cfg, stop)?;
+            Ok(())
+        }
+        Command::Ingest { config } => {
+            let cfg = Config::load(&config)?;
+            cfg.validate_mqtt(&config)?;
+            cfg.validate_s3(&config)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            stop_on_signals(&stop)?;
+            let st = endo_agent::ingest::run(&cfg, stop)?;
+            eprintln!(
+                "ingest: {} messages, {} frames stored ({} duplicates), {} rejected",
+                st.received, st.stored, st.duplicates, st.rejected
+            );
             Ok(())
         }
         Command::CheckConfig { config } => {
@@ -342,5 +361,31 @@ fn phantom_cmd(a: PhantomArgs) -> Result<()> {
         let n = phantom::write_stills(&p, d, frames, fmt)?;
         println!("wrote {n} stills and labels.csv to {}", d.display());
     }
+    Ok(())
+}
+
+/// Set `stop` on SIGTERM or SIGINT (a thread blocked in sigwait; no async needed).
+fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<()> {
+    // SAFETY: plain libc signal-mask calls on a local sigset_t, before other threads start.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            bail!("blocking SIGTERM/SIGINT failed");
+        }
+        set
+    };
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: waits on the set built above; sig is a valid out-pointer.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            tracing::info!(signal = sig, "stopping");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })?;
     Ok(())
 }

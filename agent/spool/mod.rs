@@ -261,6 +261,17 @@ impl Spool {
             .map(|(k, _)| *k))
     }
 
+    /// The oldest id after `after` (all ids when None) that `sink` has not acknowledged.
+    pub fn next_pending(&self, sink: &str, after: Option<u64>) -> Result<Option<u64>, SpoolError> {
+        let i = self.sink_index(sink)?;
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        Ok(self
+            .entries
+            .range(from..)
+            .find(|(_, e)| !e.acked[i])
+            .map(|(k, _)| *k))
+    }
+
     /// Ids `sink` has not acknowledged yet, oldest first.
     pub fn pending(&self, sink: &str) -> Result<Vec<u64>, SpoolError> {
         let i = self.sink_index(sink)?;

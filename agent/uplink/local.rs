@@ -9,7 +9,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{Encoded, Sink, SinkError};
+use super::{BlockingSink, Encoded, SinkError};
 
 pub struct LocalDatalake {
     root: PathBuf,
@@ -48,7 +48,7 @@ impl LocalDatalake {
     }
 }
 
-impl Sink for LocalDatalake {
+impl BlockingSink for LocalDatalake {
     fn name(&self) -> &'static str {
         "local"
     }

@@ -1,12 +1,24 @@
 //! Uplink: where encoded frames go. The encoder appends each frame to the disk spool
-//! ([`crate::spool`]); one [`worker`] per sink delivers from there and acknowledges.
-//! Every sink writes the same keys and bytes (see [`crate::record`]); for now the one
-//! sink is the local directory datalake ([`local`]), the embedded default.
+//! ([`crate::spool`]); one [`worker`] per configured sink delivers from there and
+//! acknowledges in the spool only what the sink confirmed stored. Every sink writes the
+//! same keys and bytes (see [`crate::record`]):
+//!
+//! - [`local`] — the directory datalake (the embedded default);
+//! - [`mqtt`] — MQTT 5 over TLS to a broker, delivered when the broker's PUBACK arrives;
+//!   `endo-agent ingest` ([`crate::ingest`]) moves frames from there into S3;
+//! - [`s3`] — HTTPS PUT to an S3-compatible store, SigV4-signed.
+//!
+//! A sink is either blocking (one frame at a time: [`BlockingSink`], wrapped by
+//! [`Blocking`]) or pipelined (many frames sent before their acknowledgements: MQTT).
 
 pub mod local;
+pub mod mqtt;
+pub mod s3;
+pub mod tls;
 pub mod worker;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// One forwarded frame, ready for a sink.
 #[derive(Debug, Clone)]
@@ -24,6 +36,21 @@ pub enum SinkError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// TLS failed: untrusted or mismatched certificate, handshake refused.
+    #[error("{sink}: TLS: {detail}")]
+    Tls { sink: &'static str, detail: String },
+    /// The peer could not be reached or the connection broke.
+    #[error("{sink}: connection: {detail}")]
+    Connect { sink: &'static str, detail: String },
+    /// The peer answered but refused the frame (HTTP status, MQTT reason code).
+    #[error("{sink}: refused: {detail}")]
+    Refused { sink: &'static str, detail: String },
+    /// No acknowledgement in time.
+    #[error("{sink}: timed out: {detail}")]
+    Timeout { sink: &'static str, detail: String },
+    /// Local setup: unreadable certificate, key or credentials file.
+    #[error("{sink}: {detail}")]
+    Setup { sink: &'static str, detail: String },
 }
 
 impl SinkError {
@@ -35,14 +62,120 @@ impl SinkError {
                 std::io::ErrorKind::PermissionDenied => "permission_denied",
                 _ => "io",
             },
+            SinkError::Tls { .. } => "tls",
+            SinkError::Connect { .. } => "connect",
+            SinkError::Refused { .. } => "refused",
+            SinkError::Timeout { .. } => "timeout",
+            SinkError::Setup { .. } => "setup",
         }
     }
 }
 
-/// A datalake sink.
+/// A datalake sink as the uplink worker drives it.
+///
+/// The worker calls [`Sink::send`] for up to [`Sink::window`] frames it has not seen
+/// acknowledged, then [`Sink::poll`] for acknowledgements. After any error it calls
+/// [`Sink::reset`], waits (backoff) and sends again from the oldest unacknowledged frame,
+/// so a frame may reach a sink twice (same key, same bytes) but is never skipped.
 pub trait Sink: Send {
     /// A short name for logs and metric labels.
     fn name(&self) -> &'static str;
-    /// Store one frame; Ok means durably stored by the sink.
+    /// How many frames may be outstanding (sent, not acknowledged) at once.
+    fn window(&self) -> usize {
+        1
+    }
+    /// Start delivering frame `id`.
+    fn send(&mut self, id: u64, item: &Encoded) -> Result<(), SinkError>;
+    /// Wait up to `timeout` for progress; returns the ids now stored by the sink.
+    /// Also where a sink does its housekeeping (keepalive, periodic messages).
+    fn poll(&mut self, timeout: Duration) -> Result<Vec<u64>, SinkError>;
+    /// Forget everything outstanding after an error; the worker will resend it.
+    fn reset(&mut self) {}
+    /// The agent is stopping: say goodbye to the peer if there is one.
+    fn close(&mut self) {}
+    /// Whether the sink is connected, for sinks that hold a connection.
+    fn connected(&self) -> Option<bool> {
+        None
+    }
+}
+
+/// A sink that stores one frame per call, durably before returning.
+pub trait BlockingSink: Send {
+    fn name(&self) -> &'static str;
     fn deliver(&mut self, item: &Encoded) -> Result<(), SinkError>;
+}
+
+/// Adapts a [`BlockingSink`] to [`Sink`]: `send` stores, `poll` reports it.
+pub struct Blocking<T> {
+    inner: T,
+    done: Vec<u64>,
+}
+
+impl<T: BlockingSink> Blocking<T> {
+    pub fn new(inner: T) -> Blocking<T> {
+        Blocking {
+            inner,
+            done: Vec::new(),
+        }
+    }
+}
+
+impl<T: BlockingSink> Sink for Blocking<T> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn send(&mut self, id: u64, item: &Encoded) -> Result<(), SinkError> {
+        self.inner.deliver(item)?;
+        self.done.push(id);
+        Ok(())
+    }
+    fn poll(&mut self, _timeout: Duration) -> Result<Vec<u64>, SinkError> {
+        Ok(std::mem::take(&mut self.done))
+    }
+    fn reset(&mut self) {
+        self.done.clear();
+    }
+}
+
+/// Object names of a frame: `{key}.jpg` and `{key}.json`.
+pub fn object_names(key: &str) -> [String; 2] {
+    [format!("{key}.jpg"), format!("{key}.json")]
+}
+
+/// A key received from elsewhere (MQTT) is safe to use as an object/file name:
+/// relative, `/`-separated segments of `[A-Za-z0-9._-]`, no `.` or `..` segments.
+pub fn is_safe_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 512
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_keys() {
+        assert!(is_safe_key("frames/site/tower/2026/11/21/s-1/0000000001"));
+        for bad in ["", "/abs", "a//b", "a/../b", "a/./b", "a/b c", "a/b\\c", "a/"] {
+            assert!(!is_safe_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn error_reasons_are_bounded_labels() {
+        let e = SinkError::Tls {
+            sink: "mqtt",
+            detail: "invalid peer certificate: UnknownIssuer".into(),
+        };
+        assert_eq!(e.reason(), "tls");
+        assert!(e.to_string().contains("UnknownIssuer"));
+    }
 }

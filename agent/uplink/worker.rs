@@ -1,14 +1,17 @@
 //! Delivery from the spool to one sink: one OS thread per sink, so a slow or dead sink
 //! never holds up another, nor the encoder (which only appends to the spool).
 //!
-//! The worker takes the oldest record its sink has not acknowledged, delivers it, and
-//! acks it in the spool only when the sink says it is stored. A failed delivery is
-//! retried after an exponential backoff (100 ms doubling to 30 s, reset by a success);
-//! the record stays in the spool meanwhile. The worker ends when the producer is done and
-//! nothing is pending — or, when the agent is stopping, at the first failure, leaving the
-//! rest durable in the spool for the next start.
+//! The worker sends the oldest records its sink has not acknowledged — up to the sink's
+//! window at once — and acks each in the spool only when the sink says it is stored.
+//! After a failure it resets the sink, waits an exponential backoff with jitter
+//! (`uplink.backoff_initial_ms` doubling to `uplink.backoff_max_ms`, each wait drawn
+//! from its upper half; reset by a success), and sends again from the oldest
+//! unacknowledged record; records stay in the spool meanwhile. The worker ends when the
+//! producer is done and nothing is pending — or, when the agent is stopping, at the first
+//! failure, leaving the rest durable in the spool for the next start.
 
 use metrics::{counter, gauge, histogram};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::{Encoded, Sink};
 use crate::capture::backoff::Backoff;
 use crate::spool::{Appended, Spool, SpoolError, SpoolRecord};
+use rand_core::{Rng, SeedableRng};
 
 /// The spool shared by the encoder (appends) and the uplink workers (read, ack).
 /// File I/O happens under the lock; neither side is on the capture → score hot path.
@@ -81,93 +85,186 @@ impl SpoolHandle {
     }
 }
 
+/// Retry timing of a worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Run one sink until the producer is done and everything is delivered (or, with `stop`
 /// set, until the first failure). Returns the number of frames delivered.
 pub fn run_sink(
     mut sink: Box<dyn Sink>,
     spool: &SpoolHandle,
+    retry: Retry,
     stop: &AtomicBool,
     delivered: &AtomicU64,
 ) -> u64 {
     let name = sink.name();
     let ok = counter!("endo_agent_frames_delivered_total", "sink" => name);
+    let sent_c = counter!("endo_agent_sink_sent_total", "sink" => name);
+    let retried_c = counter!("endo_agent_sink_retries_total", "sink" => name);
+    let up = gauge!("endo_agent_sink_up", "sink" => name);
+    let inflight_g = gauge!("endo_agent_sink_inflight", "sink" => name);
     let write_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "write");
     // No time-based reset: a delivery that succeeds resets it explicitly.
-    let mut backoff = Backoff::new(
-        Duration::from_millis(100),
-        Duration::from_secs(30),
-        Duration::MAX,
+    let mut backoff = Backoff::new(retry.initial, retry.max, Duration::MAX);
+    let mut jitter = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()),
     );
+    let window = sink.window().max(1);
+    // Sent, awaiting acknowledgement; the last id sent; the highest id ever sent.
+    let mut inflight: BTreeSet<u64> = BTreeSet::new();
+    let mut cursor: Option<u64> = None;
+    let mut high: Option<u64> = None;
     let mut n = 0;
+    up.set(1.0);
     loop {
-        let next = {
-            let s = spool.spool.lock().expect("spool lock");
-            match s.first_pending(name) {
-                Ok(Some(id)) => Some((id, s.read(id))),
-                Ok(None) => {
-                    if spool.producer_done.load(Ordering::Acquire) {
+        // 1. Fill the window.
+        let mut failure = None;
+        let mut idle = true;
+        while inflight.len() < window {
+            let next = {
+                let s = spool.spool.lock().expect("spool lock");
+                match s.next_pending(name, cursor) {
+                    Ok(Some(id)) => Some((id, s.read(id))),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        sink.close();
                         return n;
                     }
-                    // Nothing to do: sleep until the encoder appends (or a timeout).
-                    let _ = spool
-                        .wake
-                        .wait_timeout(s, Duration::from_millis(200))
-                        .expect("spool lock");
-                    None
+                }
+            };
+            let Some((id, read)) = next else { break };
+            idle = false;
+            cursor = Some(id);
+            let rec = match read {
+                Ok(r) => r,
+                Err(SpoolError::Missing(_)) => continue, // evicted meanwhile
+                Err(e) => {
+                    // The file went bad after it was written (disk fault): count it and move
+                    // on so one bad record cannot block the queue.
+                    tracing::error!("{e}");
+                    counter!("endo_agent_frames_evicted_total", "reason" => "spool_unreadable")
+                        .increment(1);
+                    let _ = spool.spool.lock().expect("spool lock").ack(id, name);
+                    continue;
+                }
+            };
+            let item = Encoded {
+                key: rec.key,
+                jpeg: rec.jpeg,
+                record_json: rec.json,
+            };
+            if high.is_some_and(|h| id <= h) {
+                retried_c.increment(1);
+            }
+            high = high.max(Some(id));
+            let t0 = Instant::now();
+            match sink.send(id, &item) {
+                Ok(()) => {
+                    sent_c.increment(1);
+                    inflight.insert(id);
+                    if window == 1 {
+                        write_h.record(t0.elapsed().as_secs_f64());
+                    }
                 }
                 Err(e) => {
-                    tracing::error!("{e}");
-                    return n;
+                    failure = Some(e);
+                    break;
                 }
             }
-        };
-        let Some((id, read)) = next else { continue };
-        let rec = match read {
-            Ok(r) => r,
-            Err(e) => {
-                // The file went bad after it was written (disk fault): count it and move on
-                // so one bad record cannot block the queue.
-                tracing::error!("{e}");
-                counter!("endo_agent_frames_evicted_total", "reason" => "spool_unreadable")
-                    .increment(1);
-                let _ = spool.spool.lock().expect("spool lock").ack(id, name);
-                continue;
-            }
-        };
-        let item = Encoded {
-            key: rec.key,
-            jpeg: rec.jpeg,
-            record_json: rec.json,
-        };
-        let t0 = Instant::now();
-        match sink.deliver(&item) {
-            Ok(()) => {
-                write_h.record(t0.elapsed().as_secs_f64());
-                let mut s = spool.spool.lock().expect("spool lock");
-                if let Err(e) = s.ack(id, name) {
-                    tracing::error!("{e}");
+        }
+        inflight_g.set(inflight.len() as f64);
+        // 2. Collect acknowledgements.
+        if failure.is_none() {
+            let wait = if inflight.is_empty() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(200)
+            };
+            match sink.poll(wait) {
+                Ok(acked) => {
+                    if !acked.is_empty() {
+                        let mut s = spool.spool.lock().expect("spool lock");
+                        for id in &acked {
+                            inflight.remove(id);
+                            match s.ack(*id, name) {
+                                Ok(()) | Err(SpoolError::Missing(_)) => {}
+                                Err(e) => tracing::error!("{e}"),
+                            }
+                        }
+                        spool.publish(&s);
+                        drop(s);
+                        ok.increment(acked.len() as u64);
+                        delivered.fetch_add(acked.len() as u64, Ordering::Relaxed);
+                        n += acked.len() as u64;
+                        backoff.reset();
+                        up.set(1.0);
+                    }
                 }
-                spool.publish(&s);
+                Err(e) => failure = Some(e),
+            }
+        }
+        // 3. On failure: forget what is in flight, back off, start again from the oldest.
+        if let Some(e) = failure {
+            counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => e.reason())
+                .increment(1);
+            up.set(0.0);
+            tracing::error!(sink = name, "{e}");
+            sink.reset();
+            inflight.clear();
+            cursor = None;
+            inflight_g.set(0.0);
+            if stop.load(Ordering::Relaxed) && spool.producer_done.load(Ordering::Acquire) {
+                tracing::warn!(sink = name, "stopping with frames still in the spool; they are sent after the next start");
+                return n;
+            }
+            let full = backoff.on_failure(Duration::ZERO);
+            // Jitter: wait somewhere in the upper half, so a fleet does not retry in step.
+            let delay = full / 2 + full.mul_f64(0.5 * (jitter.next_u32() as f64 / u32::MAX as f64));
+            let end = Instant::now() + delay;
+            while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            continue;
+        }
+        // 4. Nothing to send and nothing in flight: finish, or wait for the encoder.
+        if idle && inflight.is_empty() {
+            let s = spool.spool.lock().expect("spool lock");
+            match s.next_pending(name, cursor) {
+                Ok(Some(_)) => continue,
+                Ok(None) if cursor.is_some() && s.first_pending(name).ok().flatten().is_some() => {
+                    // Something older than the cursor came back (cannot happen with
+                    // increasing ids, but never strand a record): rescan from the start.
+                    cursor = None;
+                    continue;
+                }
+                _ => {}
+            }
+            if spool.producer_done.load(Ordering::Acquire) {
                 drop(s);
-                ok.increment(1);
-                delivered.fetch_add(1, Ordering::Relaxed);
-                n += 1;
-                backoff.reset();
+                sink.close();
+                return n;
             }
-            Err(e) => {
-                counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => e.reason())
-                    .increment(1);
-                tracing::error!(sink = name, "{e}");
-                if stop.load(Ordering::Relaxed) && spool.producer_done.load(Ordering::Acquire) {
-                    tracing::warn!(sink = name, "stopping with frames still in the spool; they are sent after the next start");
-                    return n;
-                }
-                let delay = backoff.on_failure(Duration::ZERO);
-                let end = Instant::now() + delay;
-                while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
+            let _ = spool
+                .wake
+                .wait_timeout(s, Duration::from_millis(200))
+                .expect("spool lock");
         }
     }
 }

@@ -3,6 +3,8 @@
 //! its endpoints, and stop it with SIGTERM when the test ends.
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -112,6 +114,12 @@ impl Agent {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGKILL: no clean shutdown, as after a power cut or an OOM kill.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then wait for the exit status.

@@ -1,0 +1,238 @@
+//! `endo-agent ingest`: the cloud end of the MQTT route. Subscribes to every device's
+//! frames topic (`{mqtt.topic_prefix}/+/+/frames`, QoS 1, persistent session) and writes
+//! each frame's JPEG and record into the S3 datalake under the key the agent chose — the
+//! same objects the `s3` sink writes, so both routes land identical datalake contents.
+//!
+//! A message is acknowledged (PUBACK, manual acks) only after both PUTs succeeded; until
+//! then the broker keeps it, and redelivers it after a reconnect or restart. A frame may
+//! therefore be stored twice (same key, same bytes), never lost. A message that can never
+//! be stored (no key, unsafe key, record not matching the key) is logged, counted as
+//! rejected and acknowledged, so it cannot block the queue.
+
+use crossbeam_channel::{bounded, Receiver};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::capture::backoff::Backoff;
+use crate::config::Config;
+use crate::uplink::mqtt::mqtt_options;
+use crate::uplink::s3::S3Client;
+use crate::uplink::{is_safe_key, SinkError};
+
+/// What an ingest run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Frame messages received (redeliveries included).
+    pub received: u64,
+    /// Frames written to the store.
+    pub stored: u64,
+    /// Of those, keys already written earlier in this run (redeliveries).
+    pub duplicates: u64,
+    /// Messages that could not be stored and were dropped.
+    pub rejected: u64,
+}
+
+/// The key and record carried by a frame message, checked.
+pub fn frame_of(p: &Publish) -> Result<(String, Vec<u8>), String> {
+    let props = p.properties.as_ref().ok_or("no MQTT 5 properties")?;
+    let get = |name: &str| {
+        props
+            .user_properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let key = get("key").ok_or("no `key` user property")?;
+    let record = get("record").ok_or("no `record` user property")?;
+    if !is_safe_key(&key) {
+        return Err(format!("unsafe key {key:?}"));
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&record).map_err(|e| format!("record is not JSON: {e}"))?;
+    if doc.get("key").and_then(|k| k.as_str()) != Some(key.as_str()) {
+        return Err(format!("record's key differs from the message key {key:?}"));
+    }
+    Ok((key, record.into_bytes()))
+}
+
+/// Run until `stop` is set. Connection problems are retried forever with backoff.
+pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError> {
+    let client_id = if cfg.mqtt.client_id.is_empty() {
+        "endo-ingest".to_string()
+    } else {
+        cfg.mqtt.client_id.clone()
+    };
+    let mut opts = mqtt_options(&cfg.mqtt, &client_id)?;
+    // A persistent session: frames published while ingest is away wait at the broker.
+    opts.set_clean_start(false);
+    opts.set_session_expiry_interval(Some(7 * 24 * 3600));
+    opts.set_manual_acks(true);
+    opts.set_receive_maximum(Some(64));
+    let store = S3Client::new(&cfg.s3)?;
+    let filter = format!("{}/+/+/frames", cfg.mqtt.topic_prefix);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SinkError::Setup {
+            sink: "mqtt",
+            detail: format!("tokio runtime: {e}"),
+        })?;
+    let (client, mut eventloop) = AsyncClient::new(opts, 128);
+    let (tx, rx) = bounded::<Publish>(128);
+    let writer = {
+        let client = client.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("ingest-store".into())
+            .spawn(move || store_loop(store, rx, client, stop))
+            .map_err(|e| SinkError::Setup {
+                sink: "s3",
+                detail: format!("thread: {e}"),
+            })?
+    };
+    let mut backoff = Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+        Duration::from_secs(60),
+    );
+    let mut received = 0u64;
+    tracing::info!(host = %cfg.mqtt.host, port = cfg.mqtt.port, %filter, "ingest starting");
+    rt.block_on(async {
+        while !stop.load(Ordering::Relaxed) {
+            let ev = tokio::select! {
+                ev = eventloop.poll() => ev,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff.reset();
+                    tracing::info!("ingest connected; subscribing to {filter}");
+                    let f = Filter::new(filter.clone(), QoS::AtLeastOnce);
+                    if let Err(e) = client.try_subscribe_many([f]) {
+                        tracing::error!("subscribe: {e}");
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    received += 1;
+                    if tx.send(p).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let e = crate::uplink::mqtt::classify(e.to_string());
+                    let wait = backoff.on_failure(Duration::ZERO);
+                    tracing::error!("{e}; retrying in {wait:?}");
+                    let end = tokio::time::Instant::now() + wait;
+                    while tokio::time::Instant::now() < end && !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        // Let the writer's last acks go out.
+        let _ = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                if eventloop.poll().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+    drop(tx);
+    let mut stats = writer.join().expect("ingest writer panicked");
+    stats.received = received;
+    let _ = client.try_disconnect();
+    Ok(stats)
+}
+
+fn store_loop(
+    store: S3Client,
+    rx: Receiver<Publish>,
+    client: AsyncClient,
+    stop: Arc<AtomicBool>,
+) -> IngestStats {
+    let mut stats = IngestStats::default();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut backoff = Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+        Duration::MAX,
+    );
+    while let Ok(p) = rx.recv() {
+        match frame_of(&p) {
+            Err(why) => {
+                tracing::error!(topic = %String::from_utf8_lossy(&p.topic), "dropping a frame message: {why}");
+                stats.rejected += 1;
+            }
+            Ok((key, record)) => loop {
+                match store.put_frame(&key, &p.payload, &record) {
+                    Ok(()) => {
+                        backoff.reset();
+                        stats.stored += 1;
+                        if !seen.insert(key.clone()) {
+                            stats.duplicates += 1;
+                        }
+                        tracing::debug!(%key, "stored");
+                        break;
+                    }
+                    Err(e) => {
+                        let wait = backoff.on_failure(Duration::ZERO);
+                        tracing::error!(%key, "{e}; retrying in {wait:?}");
+                        let end = std::time::Instant::now() + wait;
+                        while std::time::Instant::now() < end && !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        if stop.load(Ordering::Relaxed) {
+                            // Not stored: no ack, the broker redelivers it next time.
+                            return stats;
+                        }
+                    }
+                }
+            },
+        }
+        if let Err(e) = client.try_ack(&p) {
+            tracing::warn!("ack: {e}");
+        }
+    }
+    stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+
+    fn msg(key: &str, record: &str) -> Publish {
+        Publish::new(
+            "endo/s/d/frames",
+            QoS::AtLeastOnce,
+            vec![0xff, 0xd8],
+            Some(PublishProperties {
+                user_properties: vec![("key".into(), key.into()), ("record".into(), record.into())],
+                ..Default::default()
+            }),
+        )
+    }
+
+    #[test]
+    fn a_frame_message_needs_a_safe_key_matching_its_record() {
+        let k = "frames/s/d/2026/11/21/sess/0000000001";
+        let (key, rec) = frame_of(&msg(k, &format!(r#"{{"key":"{k}"}}"#))).unwrap();
+        assert_eq!(key, k);
+        assert!(rec.starts_with(b"{"));
+        assert!(frame_of(&msg("../etc/passwd", r#"{"key":"../etc/passwd"}"#))
+            .unwrap_err()
+            .contains("unsafe"));
+        assert!(frame_of(&msg(k, r#"{"key":"other"}"#)).unwrap_err().contains("differs"));
+        assert!(frame_of(&msg(k, "not json")).unwrap_err().contains("JSON"));
+        let bare = Publish::new("t", QoS::AtLeastOnce, vec![1], None);
+        assert!(frame_of(&bare).is_err());
+    }
+}

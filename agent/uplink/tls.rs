@@ -1,0 +1,87 @@
+//! TLS client configuration shared by the MQTT sink, the S3 sink and `ingest`: rustls with
+//! the ring provider, TLS 1.2 and 1.3 only (rustls has nothing older), server certificates
+//! checked against the configured CA (or the public web roots), optional client
+//! certificate for mTLS. Errors name the file and what is wrong with it.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Read every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls client config. `ca`: PEM CA file (None = the public web roots);
+/// `client`: PEM certificate chain and private key for mTLS.
+pub fn client_config(
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            for c in load_certs(ca)? {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| {
+                format!(
+                    "client certificate {} / key {}: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            }),
+    }
+}
+
+/// A path option from the config: empty means unset.
+pub fn opt_path(p: &Path) -> Option<&Path> {
+    (!p.as_os_str().is_empty()).then_some(p)
+}
+
+/// Put a TLS failure into words a person acts on; rustls's own text is kept.
+pub fn explain(detail: &str) -> String {
+    if detail.contains("UnknownIssuer") {
+        format!("{detail} (the server's certificate is not signed by the configured CA)")
+    } else if detail.contains("NotValidForName") {
+        format!("{detail} (the server's certificate does not name the configured host)")
+    } else {
+        detail.to_string()
+    }
+}
+
+/// Whether an error text is about TLS rather than the network.
+pub fn is_tls_error(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    d.contains("certificate") || d.contains("tls") || d.contains("handshake") || d.contains("alert")
+}

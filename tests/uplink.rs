@@ -1,0 +1,444 @@
+//! The uplink against real services on loopback: Mosquitto with TLS (certificates made
+//! by the test), SeaweedFS as the S3 store, `endo-agent ingest` between them. Every frame
+//! the agent selected must reach every sink — through broker and store outages and
+//! repeated SIGKILLs — and the objects read back through SeaweedFS's filer (not S3) must
+//! equal the local datalake's files byte for byte.
+
+mod common;
+
+use common::services::{Mosquitto, Pki, Seaweed, S3_KEY, S3_SECRET};
+use common::{bin, files, model_path, Agent};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// These tests start servers and agents; run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn credentials(dir: &Path) -> PathBuf {
+    let p = dir.join("s3-credentials");
+    std::fs::write(
+        &p,
+        format!("[default]\naws_access_key_id = {S3_KEY}\naws_secret_access_key = {S3_SECRET}\n"),
+    )
+    .unwrap();
+    p
+}
+
+fn mqtt_section(m: &Mosquitto, ca: &Path, client: Option<&Pki>) -> String {
+    let mut s = format!(
+        "[mqtt]\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\nkeepalive_s = 5\nack_timeout_s = 5\nsummary_interval_s = 1\n",
+        m.port,
+        ca.display()
+    );
+    if let Some(p) = client {
+        s += &format!(
+            "client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            p.client_cert.display(),
+            p.client_key.display()
+        );
+    }
+    s
+}
+
+fn s3_section(w: &Seaweed, pki: &Pki, dir: &Path, bucket: &str) -> String {
+    format!(
+        "[s3]\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nca_file = \"{}\"\ncredentials_file = \"{}\"\ntimeout_s = 10\n",
+        w.endpoint(),
+        pki.ca.display(),
+        credentials(dir).display()
+    )
+}
+
+/// A phantom stream of good frames, selected at up to 5 per second.
+fn agent_config(dir: &Path, sinks: &str, frames: u64, sections: &str) -> String {
+    format!(
+        r#"
+[agent]
+site = "uplink-site"
+device = "tower-3"
+[source]
+kind = "phantom"
+width = 640
+height = 360
+fps = 30
+schedule = "good 60s"
+max_frames = {frames}
+[capture]
+on_eos = "idle"
+[model]
+path = "{model}"
+[select]
+window_ms = 200
+max_per_second = 5.0
+duplicate_bits = 0
+[datalake]
+dir = "{lake}"
+[spool]
+dir = "{spool}"
+[uplink]
+sinks = [{sinks}]
+backoff_initial_ms = 100
+backoff_max_ms = 1000
+[http]
+listen = "127.0.0.1:0"
+{sections}
+"#,
+        model = model_path(),
+        lake = dir.join("lake").display(),
+        spool = dir.join("spool").display(),
+    )
+}
+
+fn make_bucket(w: &Seaweed, pki: &Pki, dir: &Path, bucket: &str) {
+    let cfg = endo_agent::config::S3Config {
+        endpoint: w.endpoint(),
+        bucket: bucket.into(),
+        ca_file: pki.ca.clone(),
+        credentials_file: credentials(dir),
+        ..Default::default()
+    };
+    let c = endo_agent::uplink::s3::S3Client::new(&cfg).unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        match c.create_bucket() {
+            Ok(()) => return,
+            Err(e) if Instant::now() < end => {
+                eprintln!("waiting for seaweedfs: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("create bucket {bucket}: {e}\n{}", w.log_text()),
+        }
+    }
+}
+
+/// The local datalake: object key → bytes.
+fn local_objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let lake = dir.join("lake");
+    let mut out = BTreeMap::new();
+    for ext in ["jpg", "json"] {
+        for p in files(&lake, ext) {
+            let key = p.strip_prefix(&lake).unwrap().display().to_string();
+            out.insert(key, std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+/// Compare the store with the local datalake: every local object present with equal
+/// bytes, nothing else. Returns (missing, differing, extra).
+fn compare(w: &Seaweed, bucket: &str, local: &BTreeMap<String, Vec<u8>>) -> (usize, usize, usize) {
+    let listed = w.filer_list(bucket);
+    let extra = listed.iter().filter(|k| !local.contains_key(*k)).count();
+    let (mut missing, mut differing) = (0, 0);
+    for (k, v) in local {
+        match w.filer_get(bucket, k) {
+            None => missing += 1,
+            Some(b) if &b != v => differing += 1,
+            Some(_) => {}
+        }
+    }
+    (missing, differing, extra)
+}
+
+/// `endo-agent ingest` as a child process, stderr to a file.
+struct Ingest {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Ingest {
+    fn start(dir: &Path, config: &str) -> Ingest {
+        let cfg = dir.join("ingest.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let log = dir.join("ingest.log");
+        let child = Command::new(bin())
+            .args(["ingest", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start ingest");
+        Ingest { child, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM; returns its final stats line.
+    fn stop(mut self) -> String {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        let text = self.log_text();
+        assert!(status.success(), "ingest failed: {status}\n{text}");
+        text.lines()
+            .rfind(|l| l.starts_with("ingest:"))
+            .unwrap_or_else(|| panic!("no stats line:\n{text}"))
+            .to_string()
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn drained(a: &Agent) -> bool {
+    let s = a.status();
+    s["drained"].as_bool() == Some(true) && s["spool_frames"].as_u64() == Some(0)
+}
+
+#[test]
+fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::generate(&d.join("pki"));
+    let mut broker = Mosquitto::start(&d.join("mosquitto"), &pki, false, false);
+    let mut store = Seaweed::start(&d.join("weed"), &pki);
+    make_bucket(&store, &pki, d, "lake-s3");
+    make_bucket(&store, &pki, d, "lake-mqtt");
+
+    let ingest = Ingest::start(
+        d,
+        &format!(
+            "{}\n{}",
+            mqtt_section(&broker, &pki.ca, None).replace("[mqtt]", "[mqtt]\nclient_id = \"ingest-test\""),
+            s3_section(&store, &pki, d, "lake-mqtt")
+        ),
+    );
+    let agent = Agent::start(
+        d,
+        &agent_config(
+            d,
+            r#""local", "mqtt", "s3""#,
+            600,
+            &format!(
+                "{}\n{}",
+                mqtt_section(&broker, &pki.ca, None),
+                s3_section(&store, &pki, d, "lake-s3")
+            ),
+        ),
+    );
+    let delivered = |a: &Agent, sink: &str| {
+        a.metrics()
+            .value(&format!("endo_agent_frames_delivered_total{{sink=\"{sink}\"}}"))
+    };
+    agent.wait_for("frames over MQTT", Duration::from_secs(60), |a| {
+        delivered(a, "mqtt") >= 5.0
+    });
+
+    // The broker goes away for a while.
+    broker.stop();
+    agent.wait_for("the mqtt sink to notice", Duration::from_secs(30), |a| {
+        a.metrics().value("endo_agent_sink_up{sink=\"mqtt\"}") == 0.0
+    });
+    let during = delivered(&agent, "mqtt");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(delivered(&agent, "mqtt"), during, "nothing delivered while the broker is down");
+    broker.restart();
+    agent.wait_for("mqtt deliveries to resume", Duration::from_secs(60), |a| {
+        delivered(a, "mqtt") > during
+    });
+
+    // Then the store goes away for a while.
+    store.stop();
+    agent.wait_for("the s3 sink to notice", Duration::from_secs(30), |a| {
+        a.metrics().value("endo_agent_sink_up{sink=\"s3\"}") == 0.0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    store.restart();
+
+    agent.wait_for("every frame delivered", Duration::from_secs(120), drained);
+    let m = agent.metrics();
+    let selected = m.value("endo_agent_frames_selected_total");
+    assert!(selected >= 20.0, "{selected} frames selected");
+    for sink in ["local", "mqtt", "s3"] {
+        assert_eq!(delivered(&agent, sink), selected, "{sink} delivered vs selected");
+    }
+    for sink in ["mqtt", "s3"] {
+        assert!(
+            m.sum("endo_agent_sink_errors_total", &format!("sink=\"{sink}\"")) >= 1.0,
+            "{sink} outage counted"
+        );
+    }
+    let retries = m.value("endo_agent_sink_retries_total{sink=\"mqtt\"}");
+    assert!(agent.stop().success());
+
+    let local = local_objects(d);
+    assert_eq!(local.len() as f64, 2.0 * selected);
+    assert_eq!(compare(&store, "lake-s3", &local), (0, 0, 0), "s3 route: missing, differing, extra");
+    wait("ingest to store every frame", Duration::from_secs(120), || {
+        store.filer_list("lake-mqtt").len() >= local.len()
+    });
+    assert_eq!(compare(&store, "lake-mqtt", &local), (0, 0, 0), "mqtt + ingest route: missing, differing, extra");
+    let stats = ingest.stop();
+    eprintln!("selected {selected}; mqtt resends {retries}; {stats}");
+}
+
+#[test]
+fn frames_survive_repeated_sigkills_while_uploading() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::generate(&d.join("pki"));
+    let store = Seaweed::start(&d.join("weed"), &pki);
+    make_bucket(&store, &pki, d, "lake-kill");
+    let s3 = s3_section(&store, &pki, d, "lake-kill");
+    // A small xorshift so the kill points differ from run to run, printed for replay.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill-point seed {seed}");
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let kills = 12;
+    for i in 0..kills {
+        let agent = Agent::start(d, &agent_config(d, r#""local", "s3""#, 600, &s3));
+        let ms = 300 + next() % 1700;
+        std::thread::sleep(Duration::from_millis(ms));
+        agent.kill();
+        eprintln!("kill {i} after {ms} ms");
+    }
+    // A last run with a source that ends at once drains the spool.
+    let agent = Agent::start(d, &agent_config(d, r#""local", "s3""#, 1, &s3));
+    agent.wait_for("the spool to drain", Duration::from_secs(120), drained);
+    assert!(agent.stop().success());
+    let local = local_objects(d);
+    assert!(local.len() >= 20, "{} objects selected over the runs", local.len());
+    assert_eq!(files(&d.join("spool"), "rec").len(), 0);
+    assert_eq!(compare(&store, "lake-kill", &local), (0, 0, 0), "missing, differing, extra");
+}
+
+#[test]
+fn tls_is_checked_and_mutual_tls_works() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::generate(&d.join("pki"));
+
+    // 1. A broker whose certificate the configured CA did not sign: refused, said why.
+    let rogue = Mosquitto::start(&d.join("rogue"), &pki, false, true);
+    let a = d.join("a");
+    let agent = Agent::start(
+        &a,
+        &agent_config(&a, r#""local", "mqtt""#, 300, &mqtt_section(&rogue, &pki.ca, None)),
+    );
+    agent.wait_for("a TLS error", Duration::from_secs(30), |a| {
+        a.metrics().value("endo_agent_sink_errors_total{sink=\"mqtt\",reason=\"tls\"}") >= 1.0
+    });
+    assert!(
+        agent.log_text().contains("not signed by the configured CA"),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(agent.metrics().value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"), 0.0);
+    assert!(agent.metrics().value("endo_agent_frames_delivered_total{sink=\"local\"}") >= 1.0);
+    assert!(agent.stop().success());
+
+    // 2. A broker that requires a client certificate: refused without one...
+    let mtls = Mosquitto::start(&d.join("mtls"), &pki, true, false);
+    let b = d.join("b");
+    let agent = Agent::start(
+        &b,
+        &agent_config(&b, r#""local", "mqtt""#, 300, &mqtt_section(&mtls, &pki.ca, None)),
+    );
+    agent.wait_for("the broker to refuse", Duration::from_secs(30), |a| {
+        a.metrics().sum("endo_agent_sink_errors_total", "sink=\"mqtt\"") >= 1.0
+    });
+    assert_eq!(agent.metrics().value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"), 0.0);
+    assert!(agent.stop().success());
+    // ...delivered with one.
+    let c = d.join("c");
+    let agent = Agent::start(
+        &c,
+        &agent_config(&c, r#""mqtt""#, 150, &mqtt_section(&mtls, &pki.ca, Some(&pki))),
+    );
+    agent.wait_for("every frame over mTLS", Duration::from_secs(60), drained);
+    let m = agent.metrics();
+    let selected = m.value("endo_agent_frames_selected_total");
+    assert!(selected >= 3.0);
+    assert_eq!(m.value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"), selected);
+    assert!(agent.stop().success());
+
+    // 3. Plaintext only when the config says so, in so many words.
+    let cfg = d.join("plain.toml");
+    std::fs::write(
+        &cfg,
+        "[uplink]\nsinks = [\"mqtt\"]\n[mqtt]\nhost = \"localhost\"\nport = 1883\ntls = false\n",
+    )
+    .unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("mqtt.tls") && err.contains("allow_plaintext") && err.contains("plain.toml"), "{err}");
+    std::fs::write(
+        &cfg,
+        "[uplink]\nsinks = [\"s3\"]\n[s3]\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"b\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("s3.endpoint") && err.contains("plaintext"), "{err}");
+}
+
+#[test]
+fn an_untrusted_s3_endpoint_is_refused() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::generate(&d.join("pki"));
+    let store = Seaweed::start(&d.join("weed"), &pki);
+    let cfg = endo_agent::config::S3Config {
+        endpoint: store.endpoint(),
+        bucket: "lake-x".into(),
+        ca_file: pki.rogue_ca.clone(),
+        credentials_file: credentials(d),
+        ..Default::default()
+    };
+    let c = endo_agent::uplink::s3::S3Client::new(&cfg).unwrap();
+    let e = c.put("k.json", b"{}", "application/json").unwrap_err();
+    assert_eq!(e.reason(), "tls", "{e}");
+    assert!(e.to_string().contains("not signed by the configured CA"), "{e}");
+    // Wrong credentials: refused by the store, with its reason.
+    let bad = d.join("bad-credentials");
+    std::fs::write(&bad, "aws_access_key_id = nobody\naws_secret_access_key = wrong\n").unwrap();
+    let cfg = endo_agent::config::S3Config {
+        ca_file: pki.ca.clone(),
+        credentials_file: bad,
+        ..cfg
+    };
+    let c = endo_agent::uplink::s3::S3Client::new(&cfg).unwrap();
+    let e = c.put("k.json", b"{}", "application/json").unwrap_err();
+    assert_eq!(e.reason(), "refused", "{e}");
+    assert!(e.to_string().contains("403"), "{e}");
+}
