@@ -636,7 +636,7 @@ fn encode_loop(
             quality,
             created_ms,
             jpeg,
-            json: serde_json::to_vec_pretty(&rec).expect("records serialise"),
+            json: serde_json::to_vec(&rec).expect("records serialise"),
         };
         encode_h.record(t0.elapsed().as_secs_f64());
         match spool.append(&item) {

@@ -21,7 +21,11 @@
 //! | `endo_agent_frames_selected_total` | counter | |
 //! | `endo_agent_frames_evicted_total` | counter | `reason` = encode_queue_full, encode_failed, spool_full, spool_write_failed, spool_unreadable |
 //! | `endo_agent_frames_delivered_total` | counter | `sink` |
-//! | `endo_agent_sink_errors_total` | counter | `sink`, `reason` |
+//! | `endo_agent_sink_errors_total` | counter | `sink`, `reason` = io, disk_full, permission_denied, tls, connect, refused, timeout, setup |
+//! | `endo_agent_sink_sent_total` | counter | `sink` (sends, resends included) |
+//! | `endo_agent_sink_retries_total` | counter | `sink` (resends of a frame already sent once) |
+//! | `endo_agent_sink_up` | gauge 0/1 | `sink` (0 from a failure until the next delivery) |
+//! | `endo_agent_sink_inflight` | gauge | `sink` (frames sent, awaiting acknowledgement) |
 //! | `endo_agent_spool_records` | gauge | frames held in the spool |
 //! | `endo_agent_spool_bytes` | gauge | bytes held in the spool |
 //! | `endo_agent_spool_oldest_age_seconds` | gauge | age of the oldest frame held (0 when empty) |
@@ -123,6 +127,22 @@ fn describe() {
     describe_counter!(
         "endo_agent_sink_errors_total",
         "Failed sink writes, by sink and reason."
+    );
+    describe_counter!(
+        "endo_agent_sink_sent_total",
+        "Frames sent to a sink, resends included."
+    );
+    describe_counter!(
+        "endo_agent_sink_retries_total",
+        "Resends of a frame already sent once to a sink (after a failure)."
+    );
+    describe_gauge!(
+        "endo_agent_sink_up",
+        "1 while a sink delivers; 0 from a failure until its next delivery."
+    );
+    describe_gauge!(
+        "endo_agent_sink_inflight",
+        "Frames sent to a sink and awaiting its acknowledgement."
     );
     describe_gauge!("endo_agent_spool_records", "Frames held in the disk spool.");
     describe_gauge!("endo_agent_spool_bytes", "Bytes held in the disk spool.");

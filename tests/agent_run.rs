@@ -363,7 +363,22 @@ duplicate_bits = 0
     let spooled = files(&dir.path().join("spool"), "rec").len();
     assert!(spooled >= 5, "{spooled} frames spooled");
 
-    // The sink comes back; a restart (with a camera that delivers nothing) sends them.
+    // Power loss damaged two spool files: one cut mid-record, one with a flipped byte.
+    let recs = files(&dir.path().join("spool"), "rec");
+    let len = std::fs::metadata(&recs[0]).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&recs[0])
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let mut bytes = std::fs::read(&recs[1]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&recs[1], bytes).unwrap();
+    let intact = spooled - 2;
+
+    // The sink comes back; a restart (with a camera that delivers nothing) sends the rest.
     std::fs::remove_file(dir.path().join("lake")).unwrap();
     let config = r#"
 [source]
@@ -378,17 +393,87 @@ device = "/dev/video-not-plugged-in"
             a.metrics().value("endo_agent_spool_records") == 0.0
                 && a.metrics()
                     .value("endo_agent_frames_delivered_total{sink=\"local\"}")
-                    == spooled as f64
+                    == intact as f64
         },
     );
-    assert_eq!(files(&dir.path().join("lake"), "json").len(), spooled);
-    assert_eq!(files(&dir.path().join("lake"), "jpg").len(), spooled);
-    assert_eq!(files(&dir.path().join("spool"), "rec").len(), 0);
+    assert_eq!(files(&dir.path().join("lake"), "json").len(), intact);
+    assert_eq!(files(&dir.path().join("lake"), "jpg").len(), intact);
+    assert_eq!(files(&dir.path().join("spool"), "rec").len(), 2, "the bad two, set aside");
+    assert_eq!(files(&dir.path().join("spool/corrupt"), "rec").len(), 2);
+    let m = agent.metrics();
     assert_eq!(
-        agent
-            .metrics()
-            .value("endo_agent_spool_recovered_total{outcome=\"record\"}"),
-        spooled as f64
+        m.value("endo_agent_spool_recovered_total{outcome=\"record\"}"),
+        intact as f64
+    );
+    assert_eq!(
+        m.value("endo_agent_spool_recovered_total{outcome=\"corrupt\"}"),
+        2.0
     );
     assert!(agent.stop().success());
+}
+
+#[test]
+fn a_full_spool_stays_bounded_and_counts_what_it_evicts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lake"), b"not a directory").unwrap();
+    let config = format!(
+        r#"
+[source]
+kind = "phantom"
+width = 640
+height = 360
+fps = 30
+schedule = "good 3s; defocus 1s sigma=2; good 3s"
+max_frames = 210
+[capture]
+on_eos = "idle"
+[select]
+window_ms = 200
+max_per_second = 5.0
+duplicate_bits = 0
+[model]
+path = "{}"
+[datalake]
+dir = "{}"
+[spool]
+dir = "{}"
+max_records = 4
+policy = "newest"
+[http]
+listen = "127.0.0.1:0"
+"#,
+        model_path(),
+        dir.path().join("lake").display(),
+        dir.path().join("spool").display()
+    );
+    let agent = Agent::start(dir.path(), &config);
+    // The sink never recovers, so the agent never drains: wait until the source ended and
+    // every selected frame is either held or evicted.
+    agent.wait_for("the source to end", Duration::from_secs(60), |a| {
+        let m = a.metrics();
+        m.value("endo_agent_source_state{state=\"stopped\"}") == 1.0
+            && m.value("endo_agent_frames_selected_total")
+                == m.value("endo_agent_spool_records")
+                    + m.value("endo_agent_frames_evicted_total{reason=\"spool_full\"}")
+    });
+    let m = agent.metrics();
+    let selected = m.value("endo_agent_frames_selected_total");
+    let evicted = m.value("endo_agent_frames_evicted_total{reason=\"spool_full\"}");
+    assert!(selected >= 10.0, "{selected} selected");
+    assert_eq!(m.value("endo_agent_spool_records"), 4.0);
+    assert_eq!(evicted, selected - 4.0, "every frame that did not fit is counted");
+    assert!(agent.stop().success());
+    // On disk: four frames, no more, and the policy's choice: `newest` refuses newcomers,
+    // so the first four selected stay. (`lowest_quality` ordering: spool unit tests.)
+    let recs = files(&dir.path().join("spool"), "rec");
+    assert_eq!(recs.len(), 4);
+    let mut seqs: Vec<String> = recs
+        .iter()
+        .map(|p| {
+            let r = endo_agent::spool::format::decode(&std::fs::read(p).unwrap()).unwrap();
+            r.key.rsplit('/').next().unwrap().to_string()
+        })
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, ["0000000000", "0000000001", "0000000002", "0000000003"]);
 }

@@ -33,6 +33,7 @@ pub struct Agent {
 impl Agent {
     /// Write `config` to `dir/agent.toml` and start `endo-agent run` on it.
     pub fn start(dir: &Path, config: &str) -> Agent {
+        std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join("agent.toml");
         std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(bin())
