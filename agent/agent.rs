@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::{self, CaptureStats, CapturedFrame};
 use crate::config::Config;
+use crate::config::SinkKind;
 use crate::encode;
 use crate::fov::{Fov, FovLocator, Locate};
 use crate::record::{self, Record};
@@ -27,7 +28,6 @@ use crate::score::model::{ModelError, ModelRunner};
 use crate::score::{Score, Scorer};
 use crate::select::{Rejection, Selector};
 use crate::spool::{Spool, SpoolConfig, SpoolRecord};
-use crate::config::SinkKind;
 use crate::uplink::local::LocalDatalake;
 use crate::uplink::mqtt::MqttSink;
 use crate::uplink::s3::S3Sink;
@@ -326,7 +326,9 @@ fn make_sinks(cfg: &Config, shared: &Arc<Shared>) -> Result<Vec<Box<dyn Sink>>, 
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for kind in &cfg.uplink.sinks {
         sinks.push(match kind {
-            SinkKind::Local => Box::new(Blocking::new(LocalDatalake::new(cfg.datalake.dir.clone()))),
+            SinkKind::Local => {
+                Box::new(Blocking::new(LocalDatalake::new(cfg.datalake.dir.clone())))
+            }
             SinkKind::S3 => Box::new(Blocking::new(S3Sink::new(&cfg.s3)?)),
             SinkKind::Mqtt => {
                 let sh = shared.clone();

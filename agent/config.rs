@@ -803,7 +803,10 @@ impl Config {
         };
         let sinks = &self.uplink.sinks;
         if sinks.is_empty() {
-            return bad("uplink.sinks", "list at least one of local, mqtt, s3".into());
+            return bad(
+                "uplink.sinks",
+                "list at least one of local, mqtt, s3".into(),
+            );
         }
         for (i, k) in sinks.iter().enumerate() {
             if sinks[..i].contains(k) {
@@ -861,7 +864,10 @@ impl Config {
         if !m.topic_prefix.split('/').all(is_key_segment) {
             return bad(
                 "mqtt.topic_prefix",
-                format!("{:?} must be segments of [A-Za-z0-9._-] separated by /", m.topic_prefix),
+                format!(
+                    "{:?} must be segments of [A-Za-z0-9._-] separated by /",
+                    m.topic_prefix
+                ),
             );
         }
         if !(1..=1000).contains(&m.inflight) {
@@ -903,7 +909,10 @@ impl Config {
             return bad("s3.bucket", "is empty".into());
         }
         if s.region.is_empty() || s.timeout_s == 0 {
-            return bad("s3.region", "region must be set and timeout_s above 0".into());
+            return bad(
+                "s3.region",
+                "region must be set and timeout_s above 0".into(),
+            );
         }
         Ok(())
     }

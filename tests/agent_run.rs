@@ -398,7 +398,11 @@ device = "/dev/video-not-plugged-in"
     );
     assert_eq!(files(&dir.path().join("lake"), "json").len(), intact);
     assert_eq!(files(&dir.path().join("lake"), "jpg").len(), intact);
-    assert_eq!(files(&dir.path().join("spool"), "rec").len(), 2, "the bad two, set aside");
+    assert_eq!(
+        files(&dir.path().join("spool"), "rec").len(),
+        2,
+        "the bad two, set aside"
+    );
     assert_eq!(files(&dir.path().join("spool/corrupt"), "rec").len(), 2);
     let m = agent.metrics();
     assert_eq!(
@@ -461,7 +465,11 @@ listen = "127.0.0.1:0"
     let evicted = m.value("endo_agent_frames_evicted_total{reason=\"spool_full\"}");
     assert!(selected >= 10.0, "{selected} selected");
     assert_eq!(m.value("endo_agent_spool_records"), 4.0);
-    assert_eq!(evicted, selected - 4.0, "every frame that did not fit is counted");
+    assert_eq!(
+        evicted,
+        selected - 4.0,
+        "every frame that did not fit is counted"
+    );
     assert!(agent.stop().success());
     // On disk: four frames, no more, and the policy's choice: `newest` refuses newcomers,
     // so the first four selected stay. (`lowest_quality` ordering: spool unit tests.)
@@ -475,5 +483,8 @@ listen = "127.0.0.1:0"
         })
         .collect();
     seqs.sort();
-    assert_eq!(seqs, ["0000000000", "0000000001", "0000000002", "0000000003"]);
+    assert_eq!(
+        seqs,
+        ["0000000000", "0000000001", "0000000002", "0000000003"]
+    );
 }

@@ -225,7 +225,8 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
         d,
         &format!(
             "{}\n{}",
-            mqtt_section(&broker, &pki.ca, None).replace("[mqtt]", "[mqtt]\nclient_id = \"ingest-test\""),
+            mqtt_section(&broker, &pki.ca, None)
+                .replace("[mqtt]", "[mqtt]\nclient_id = \"ingest-test\""),
             s3_section(&store, &pki, d, "lake-mqtt")
         ),
     );
@@ -243,8 +244,9 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
         ),
     );
     let delivered = |a: &Agent, sink: &str| {
-        a.metrics()
-            .value(&format!("endo_agent_frames_delivered_total{{sink=\"{sink}\"}}"))
+        a.metrics().value(&format!(
+            "endo_agent_frames_delivered_total{{sink=\"{sink}\"}}"
+        ))
     };
     agent.wait_for("frames over MQTT", Duration::from_secs(60), |a| {
         delivered(a, "mqtt") >= 5.0
@@ -257,7 +259,11 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
     });
     let during = delivered(&agent, "mqtt");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(delivered(&agent, "mqtt"), during, "nothing delivered while the broker is down");
+    assert_eq!(
+        delivered(&agent, "mqtt"),
+        during,
+        "nothing delivered while the broker is down"
+    );
     broker.restart();
     agent.wait_for("mqtt deliveries to resume", Duration::from_secs(60), |a| {
         delivered(a, "mqtt") > during
@@ -276,7 +282,11 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
     let selected = m.value("endo_agent_frames_selected_total");
     assert!(selected >= 20.0, "{selected} frames selected");
     for sink in ["local", "mqtt", "s3"] {
-        assert_eq!(delivered(&agent, sink), selected, "{sink} delivered vs selected");
+        assert_eq!(
+            delivered(&agent, sink),
+            selected,
+            "{sink} delivered vs selected"
+        );
     }
     for sink in ["mqtt", "s3"] {
         assert!(
@@ -289,11 +299,21 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
 
     let local = local_objects(d);
     assert_eq!(local.len() as f64, 2.0 * selected);
-    assert_eq!(compare(&store, "lake-s3", &local), (0, 0, 0), "s3 route: missing, differing, extra");
-    wait("ingest to store every frame", Duration::from_secs(120), || {
-        store.filer_list("lake-mqtt").len() >= local.len()
-    });
-    assert_eq!(compare(&store, "lake-mqtt", &local), (0, 0, 0), "mqtt + ingest route: missing, differing, extra");
+    assert_eq!(
+        compare(&store, "lake-s3", &local),
+        (0, 0, 0),
+        "s3 route: missing, differing, extra"
+    );
+    wait(
+        "ingest to store every frame",
+        Duration::from_secs(120),
+        || store.filer_list("lake-mqtt").len() >= local.len(),
+    );
+    assert_eq!(
+        compare(&store, "lake-mqtt", &local),
+        (0, 0, 0),
+        "mqtt + ingest route: missing, differing, extra"
+    );
     let stats = ingest.stop();
     eprintln!("selected {selected}; mqtt resends {retries}; {stats}");
 }
@@ -333,9 +353,17 @@ fn frames_survive_repeated_sigkills_while_uploading() {
     agent.wait_for("the spool to drain", Duration::from_secs(120), drained);
     assert!(agent.stop().success());
     let local = local_objects(d);
-    assert!(local.len() >= 20, "{} objects selected over the runs", local.len());
+    assert!(
+        local.len() >= 20,
+        "{} objects selected over the runs",
+        local.len()
+    );
     assert_eq!(files(&d.join("spool"), "rec").len(), 0);
-    assert_eq!(compare(&store, "lake-kill", &local), (0, 0, 0), "missing, differing, extra");
+    assert_eq!(
+        compare(&store, "lake-kill", &local),
+        (0, 0, 0),
+        "missing, differing, extra"
+    );
 }
 
 #[test]
@@ -350,18 +378,35 @@ fn tls_is_checked_and_mutual_tls_works() {
     let a = d.join("a");
     let agent = Agent::start(
         &a,
-        &agent_config(&a, r#""local", "mqtt""#, 300, &mqtt_section(&rogue, &pki.ca, None)),
+        &agent_config(
+            &a,
+            r#""local", "mqtt""#,
+            300,
+            &mqtt_section(&rogue, &pki.ca, None),
+        ),
     );
     agent.wait_for("a TLS error", Duration::from_secs(30), |a| {
-        a.metrics().value("endo_agent_sink_errors_total{sink=\"mqtt\",reason=\"tls\"}") >= 1.0
+        a.metrics()
+            .value("endo_agent_sink_errors_total{sink=\"mqtt\",reason=\"tls\"}")
+            >= 1.0
     });
     assert!(
         agent.log_text().contains("not signed by the configured CA"),
         "{}",
         agent.log_text()
     );
-    assert_eq!(agent.metrics().value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"), 0.0);
-    assert!(agent.metrics().value("endo_agent_frames_delivered_total{sink=\"local\"}") >= 1.0);
+    assert_eq!(
+        agent
+            .metrics()
+            .value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"),
+        0.0
+    );
+    assert!(
+        agent
+            .metrics()
+            .value("endo_agent_frames_delivered_total{sink=\"local\"}")
+            >= 1.0
+    );
     assert!(agent.stop().success());
 
     // 2. A broker that requires a client certificate: refused without one...
@@ -369,24 +414,44 @@ fn tls_is_checked_and_mutual_tls_works() {
     let b = d.join("b");
     let agent = Agent::start(
         &b,
-        &agent_config(&b, r#""local", "mqtt""#, 300, &mqtt_section(&mtls, &pki.ca, None)),
+        &agent_config(
+            &b,
+            r#""local", "mqtt""#,
+            300,
+            &mqtt_section(&mtls, &pki.ca, None),
+        ),
     );
     agent.wait_for("the broker to refuse", Duration::from_secs(30), |a| {
-        a.metrics().sum("endo_agent_sink_errors_total", "sink=\"mqtt\"") >= 1.0
+        a.metrics()
+            .sum("endo_agent_sink_errors_total", "sink=\"mqtt\"")
+            >= 1.0
     });
-    assert_eq!(agent.metrics().value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"), 0.0);
+    assert_eq!(
+        agent
+            .metrics()
+            .value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"),
+        0.0
+    );
     assert!(agent.stop().success());
     // ...delivered with one.
     let c = d.join("c");
     let agent = Agent::start(
         &c,
-        &agent_config(&c, r#""mqtt""#, 150, &mqtt_section(&mtls, &pki.ca, Some(&pki))),
+        &agent_config(
+            &c,
+            r#""mqtt""#,
+            150,
+            &mqtt_section(&mtls, &pki.ca, Some(&pki)),
+        ),
     );
     agent.wait_for("every frame over mTLS", Duration::from_secs(60), drained);
     let m = agent.metrics();
     let selected = m.value("endo_agent_frames_selected_total");
     assert!(selected >= 3.0);
-    assert_eq!(m.value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"), selected);
+    assert_eq!(
+        m.value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"),
+        selected
+    );
     assert!(agent.stop().success());
 
     // 3. Plaintext only when the config says so, in so many words.
@@ -396,19 +461,33 @@ fn tls_is_checked_and_mutual_tls_works() {
         "[uplink]\nsinks = [\"mqtt\"]\n[mqtt]\nhost = \"localhost\"\nport = 1883\ntls = false\n",
     )
     .unwrap();
-    let out = Command::new(bin()).arg("check-config").arg(&cfg).output().unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("mqtt.tls") && err.contains("allow_plaintext") && err.contains("plain.toml"), "{err}");
+    assert!(
+        err.contains("mqtt.tls") && err.contains("allow_plaintext") && err.contains("plain.toml"),
+        "{err}"
+    );
     std::fs::write(
         &cfg,
         "[uplink]\nsinks = [\"s3\"]\n[s3]\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"b\"\n",
     )
     .unwrap();
-    let out = Command::new(bin()).arg("check-config").arg(&cfg).output().unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("s3.endpoint") && err.contains("plaintext"), "{err}");
+    assert!(
+        err.contains("s3.endpoint") && err.contains("plaintext"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -428,10 +507,17 @@ fn an_untrusted_s3_endpoint_is_refused() {
     let c = endo_agent::uplink::s3::S3Client::new(&cfg).unwrap();
     let e = c.put("k.json", b"{}", "application/json").unwrap_err();
     assert_eq!(e.reason(), "tls", "{e}");
-    assert!(e.to_string().contains("not signed by the configured CA"), "{e}");
+    assert!(
+        e.to_string().contains("not signed by the configured CA"),
+        "{e}"
+    );
     // Wrong credentials: refused by the store, with its reason.
     let bad = d.join("bad-credentials");
-    std::fs::write(&bad, "aws_access_key_id = nobody\naws_secret_access_key = wrong\n").unwrap();
+    std::fs::write(
+        &bad,
+        "aws_access_key_id = nobody\naws_secret_access_key = wrong\n",
+    )
+    .unwrap();
     let cfg = endo_agent::config::S3Config {
         ca_file: pki.ca.clone(),
         credentials_file: bad,

@@ -164,7 +164,9 @@ mod tests {
     #[test]
     fn safe_keys() {
         assert!(is_safe_key("frames/site/tower/2026/11/21/s-1/0000000001"));
-        for bad in ["", "/abs", "a//b", "a/../b", "a/./b", "a/b c", "a/b\\c", "a/"] {
+        for bad in [
+            "", "/abs", "a//b", "a/../b", "a/./b", "a/b c", "a/b\\c", "a/",
+        ] {
             assert!(!is_safe_key(bad), "{bad:?}");
         }
     }

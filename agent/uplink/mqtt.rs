@@ -119,8 +119,7 @@ pub fn mqtt_options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, Si
     o.set_connection_timeout(10);
     o.set_max_packet_size(Some(64 << 20));
     if cfg.tls {
-        let client = tls::opt_path(&cfg.client_cert_file)
-            .zip(tls::opt_path(&cfg.client_key_file));
+        let client = tls::opt_path(&cfg.client_cert_file).zip(tls::opt_path(&cfg.client_key_file));
         let tc = tls::client_config(tls::opt_path(&cfg.ca_file), client).map_err(setup)?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(tc),
@@ -286,10 +285,13 @@ impl MqttSink {
                 let topic = self.topic_status.clone();
                 self.publish(&topic, QoS::AtLeastOnce, true, status, None, None)?;
             }
-            Ev::Sent(pkid) => self.tracker.sent(pkid).map_err(|detail| SinkError::Connect {
-                sink: SINK,
-                detail: format!("protocol: {detail}"),
-            })?,
+            Ev::Sent(pkid) => self
+                .tracker
+                .sent(pkid)
+                .map_err(|detail| SinkError::Connect {
+                    sink: SINK,
+                    detail: format!("protocol: {detail}"),
+                })?,
             Ev::PubAck(pkid, reason) => {
                 let ok = matches!(
                     reason,
@@ -386,9 +388,9 @@ impl Sink for MqttSink {
         loop {
             let conn = self.conn.as_mut().expect("connected");
             let left = deadline.saturating_duration_since(Instant::now());
-            let ev = self.rt.block_on(async {
-                tokio::time::timeout(left, conn.events.recv()).await.ok()
-            });
+            let ev = self
+                .rt
+                .block_on(async { tokio::time::timeout(left, conn.events.recv()).await.ok() });
             match ev {
                 Some(Some(ev)) => self.handle(ev, &mut acked)?,
                 Some(None) => return Err(classify("event loop ended".into())),

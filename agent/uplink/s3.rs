@@ -26,7 +26,11 @@ pub fn read_credentials(path: &Path) -> Result<Credentials, String> {
     let (mut key, mut secret) = (None, None);
     for line in text.lines() {
         let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') || line.starts_with('[') {
+        if line.is_empty()
+            || line.starts_with('#')
+            || line.starts_with(';')
+            || line.starts_with('[')
+        {
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
@@ -132,7 +136,10 @@ impl S3Client {
 
     /// PUT one object.
     pub fn put(&self, key: &str, body: &[u8], content_type: &str) -> Result<(), SinkError> {
-        let url = self.bucket.put_object(Some(&self.creds), key).sign(SIGNED_FOR);
+        let url = self
+            .bucket
+            .put_object(Some(&self.creds), key)
+            .sign(SIGNED_FOR);
         let mut resp = self
             .http
             .put(url.as_str())
@@ -149,7 +156,10 @@ impl S3Client {
 
     /// GET one object; None when it does not exist.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
-        let url = self.bucket.get_object(Some(&self.creds), key).sign(SIGNED_FOR);
+        let url = self
+            .bucket
+            .get_object(Some(&self.creds), key)
+            .sign(SIGNED_FOR);
         let mut resp = self.http.get(url.as_str()).call().map_err(Self::error)?;
         let status = resp.status().as_u16();
         match status {
@@ -171,7 +181,11 @@ impl S3Client {
     /// Create the bucket (an existing bucket of ours is fine).
     pub fn create_bucket(&self) -> Result<(), SinkError> {
         let url = self.bucket.create_bucket(&self.creds).sign(SIGNED_FOR);
-        let mut resp = self.http.put(url.as_str()).send_empty().map_err(Self::error)?;
+        let mut resp = self
+            .http
+            .put(url.as_str())
+            .send_empty()
+            .map_err(Self::error)?;
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         if (200..300).contains(&status) || text.contains("BucketAlreadyOwnedByYou") {
@@ -206,7 +220,8 @@ impl BlockingSink for S3Sink {
         SINK
     }
     fn deliver(&mut self, item: &Encoded) -> Result<(), SinkError> {
-        self.client.put_frame(&item.key, &item.jpeg, &item.record_json)
+        self.client
+            .put_frame(&item.key, &item.jpeg, &item.record_json)
     }
 }
 
@@ -228,8 +243,14 @@ mod tests {
         assert_eq!(c.secret(), "s3cr3t");
         std::fs::write(&p, "aws_access_key_id = AKIDEXAMPLE\n").unwrap();
         let e = read_credentials(&p).unwrap_err();
-        assert!(e.contains("aws_secret_access_key") && e.contains("credentials"), "{e}");
-        assert!(!format!("{c:?}").contains("s3cr3t"), "secrets stay out of Debug");
+        assert!(
+            e.contains("aws_secret_access_key") && e.contains("credentials"),
+            "{e}"
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cr3t"),
+            "secrets stay out of Debug"
+        );
     }
 
     #[test]

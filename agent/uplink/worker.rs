@@ -231,7 +231,10 @@ pub fn run_sink(
             cursor = None;
             inflight_g.set(0.0);
             if stop.load(Ordering::Relaxed) && spool.producer_done.load(Ordering::Acquire) {
-                tracing::warn!(sink = name, "stopping with frames still in the spool; they are sent after the next start");
+                tracing::warn!(
+                    sink = name,
+                    "stopping with frames still in the spool; they are sent after the next start"
+                );
                 return n;
             }
             let full = backoff.on_failure(Duration::ZERO);

@@ -51,11 +51,17 @@ pub fn tool(name: &str) -> PathBuf {
         }
     }
     let home = std::env::var("HOME").unwrap_or_default();
-    let venv = Path::new(&home).join(".cache/endo-agent/test-venv/bin").join(name);
+    let venv = Path::new(&home)
+        .join(".cache/endo-agent/test-venv/bin")
+        .join(name);
     if venv.exists() {
         return venv;
     }
-    for d in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin"]) {
+    for d in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin"])
+    {
         let p = Path::new(d).join(name);
         if p.exists() {
             return p;
@@ -110,7 +116,10 @@ fn leaf(issuer: &Issuer<'_, KeyPair>, cn: &str, server: bool) -> (String, String
     } else {
         ExtendedKeyUsagePurpose::ClientAuth
     }];
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     let cert = p.signed_by(&key, issuer).unwrap();
     (cert.pem(), key.serialize_pem())
 }
@@ -353,7 +362,10 @@ impl Seaweed {
 
     /// Read an object through the filer's HTTP API — not through S3.
     pub fn filer_get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
-        let url = format!("http://127.0.0.1:{}/buckets/{bucket}/{key}", self.filer_port);
+        let url = format!(
+            "http://127.0.0.1:{}/buckets/{bucket}/{key}",
+            self.filer_port
+        );
         let mut r = Self::http().get(&url).call().expect("filer GET");
         (r.status().as_u16() == 200).then(|| {
             r.body_mut()
