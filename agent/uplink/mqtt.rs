@@ -453,7 +453,7 @@ impl Sink for MqttSink {
         }
         if let Some(c) = &self.conn {
             let _ = c.client.try_disconnect();
-            let _ = self.rt.block_on(async {
+            self.rt.block_on(async {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             });
         }
