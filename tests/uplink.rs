@@ -433,7 +433,9 @@ fn tls_is_checked_and_mutual_tls_works() {
         0.0
     );
     assert!(agent.stop().success());
-    // ...delivered with one.
+    // ...delivered with one. A test subscriber watches the status and summary topics.
+    let status_topic = "endo/uplink-site/tower-3/status";
+    let watch = Watcher::start(&mtls, &pki, "endo/uplink-site/tower-3/#");
     let c = d.join("c");
     let agent = Agent::start(
         &c,
@@ -444,6 +446,7 @@ fn tls_is_checked_and_mutual_tls_works() {
             &mqtt_section(&mtls, &pki.ca, Some(&pki)),
         ),
     );
+    watch.wait_last(status_topic, "online");
     agent.wait_for("every frame over mTLS", Duration::from_secs(60), drained);
     let m = agent.metrics();
     let selected = m.value("endo_agent_frames_selected_total");
@@ -452,7 +455,28 @@ fn tls_is_checked_and_mutual_tls_works() {
         m.value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"),
         selected
     );
+    let summary = watch.wait_last("endo/uplink-site/tower-3/summary", "");
+    assert!(
+        summary["frames_selected"].as_f64().unwrap() >= 1.0,
+        "{summary}"
+    );
+    // The source ended and everything is delivered: the sink says goodbye.
+    watch.wait_last(status_topic, "offline");
     assert!(agent.stop().success());
+    // A tower that dies mid-stream: the broker publishes its last will.
+    let agent = Agent::start(
+        &c,
+        &agent_config(
+            &c,
+            r#""mqtt""#,
+            3000,
+            &mqtt_section(&mtls, &pki.ca, Some(&pki)),
+        ),
+    );
+    watch.wait_last(status_topic, "online");
+    agent.kill();
+    let will = watch.wait_last(status_topic, "offline");
+    assert_eq!(will["device"], "tower-3");
 
     // 3. Plaintext only when the config says so, in so many words.
     let cfg = d.join("plain.toml");
@@ -527,4 +551,74 @@ fn an_untrusted_s3_endpoint_is_refused() {
     let e = c.put("k.json", b"{}", "application/json").unwrap_err();
     assert_eq!(e.reason(), "refused", "{e}");
     assert!(e.to_string().contains("403"), "{e}");
+}
+
+/// A test-side MQTT 5 subscriber (rumqttc directly, same TLS settings as the agent),
+/// collecting JSON payloads by topic on a background thread.
+struct Watcher {
+    seen: std::sync::Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Watcher {
+    fn start(broker: &Mosquitto, pki: &Pki, filter: &str) -> Watcher {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::{AsyncClient, Event};
+        let cfg = endo_agent::config::MqttConfig {
+            host: "localhost".into(),
+            port: broker.port,
+            ca_file: pki.ca.clone(),
+            client_cert_file: pki.client_cert.clone(),
+            client_key_file: pki.client_key.clone(),
+            ..Default::default()
+        };
+        let opts = endo_agent::uplink::mqtt::mqtt_options(&cfg, "test-watcher").unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let filter = filter.to_string();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (client, mut el) = AsyncClient::new(opts, 16);
+                client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+                while let Ok(ev) = el.poll().await {
+                    if let Event::Incoming(Packet::Publish(p)) = ev {
+                        let topic = String::from_utf8_lossy(&p.topic).to_string();
+                        if let Ok(v) = serde_json::from_slice(&p.payload) {
+                            seen2.lock().unwrap().push((topic, v));
+                        }
+                    }
+                }
+            });
+        });
+        Watcher { seen }
+    }
+
+    /// Wait until the latest JSON message on `topic` has `state` ("" = any message).
+    fn wait_last(&self, topic: &str, state: &str) -> serde_json::Value {
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            let last = self
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|(t, _)| t == topic)
+                .map(|(_, v)| v.clone());
+            if let Some(v) = last {
+                if state.is_empty() || v["state"].as_str() == Some(state) {
+                    return v;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "no {state:?} message last on {topic}; saw {:?}",
+            self.seen.lock().unwrap()
+        );
+    }
 }
