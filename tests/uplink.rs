@@ -316,6 +316,22 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
     );
     let stats = ingest.stop();
     eprintln!("selected {selected}; mqtt resends {retries}; {stats}");
+    // "ingest: N messages, M frames stored (D duplicates), R rejected"
+    let nums: Vec<f64> = stats
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let [messages, stored, duplicates, rejected] = nums[..] else {
+        panic!("{stats}")
+    };
+    assert_eq!(rejected, 0.0, "{stats}");
+    assert_eq!(stored, messages, "{stats}");
+    assert_eq!(
+        stored - duplicates,
+        selected,
+        "each frame stored once, the rest counted as duplicates: {stats}"
+    );
 }
 
 #[test]
