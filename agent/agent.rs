@@ -65,6 +65,8 @@ pub struct Shared {
     pub selected: AtomicU64,
     /// Frames each configured sink has stored, in `uplink.sinks` order.
     pub delivered: Vec<(&'static str, AtomicU64)>,
+    /// Whether each sink's last attempt succeeded, in `uplink.sinks` order.
+    pub sinks_up: Vec<(&'static str, Arc<AtomicBool>)>,
     pub fps_milli: AtomicU64,
     pub latest: Mutex<Option<Latest>>,
     /// The source ended and every selected frame went through the encoder (on_eos = idle).
@@ -90,6 +92,34 @@ impl Shared {
             Some(d) if d < Duration::from_secs(2) => None,
             _ => Some("no frame in the last 2 s"),
         }
+    }
+
+    /// One line for `systemctl status`.
+    pub fn status_line(&self) -> String {
+        let sinks: Vec<String> = self
+            .delivered
+            .iter()
+            .map(|(name, _)| {
+                let up = self.sink_up(name);
+                format!("{name} {}", if up { "up" } else { "down" })
+            })
+            .collect();
+        format!(
+            "{:.1} fps; {} selected, {} delivered; spool {}; source {}; sinks {}",
+            self.fps_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+            self.selected.load(Ordering::Relaxed),
+            self.delivered_everywhere(),
+            self.spool.len().0,
+            self.capture.state(),
+            sinks.join(", ")
+        )
+    }
+
+    fn sink_up(&self, name: &str) -> bool {
+        self.sinks_up
+            .iter()
+            .find(|(n, _)| *n == name)
+            .is_none_or(|(_, up)| up.load(Ordering::Relaxed))
     }
 
     /// Frames stored by every sink (the smallest per-sink count).
@@ -185,6 +215,7 @@ struct Job {
 pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     let prometheus = crate::metrics::install();
     gauge!("endo_agent_build_info", "version" => crate::VERSION).set(1.0);
+    crate::notify::status(&format!("loading model {}", cfg.model.path.display()));
     let model = if cfg.model.enabled {
         let m = ModelRunner::load(&cfg.model.path)?;
         let man = m.manifest();
@@ -220,6 +251,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
             .sinks
             .iter()
             .map(|k| (k.as_str(), AtomicU64::new(0)))
+            .collect(),
+        sinks_up: cfg
+            .uplink
+            .sinks
+            .iter()
+            .map(|k| (k.as_str(), Arc::new(AtomicBool::new(true))))
             .collect(),
         fps_milli: AtomicU64::new(0),
         latest: Mutex::new(None),
@@ -270,7 +307,14 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         let t = thread::Builder::new()
             .name(format!("uplink-{name}"))
             .spawn(move || {
-                worker::run_sink(sink, &up_spool, retry, &up_stop, &up_shared.delivered[i].1)
+                worker::run_sink(
+                    sink,
+                    &up_spool,
+                    retry,
+                    &up_stop,
+                    &up_shared.delivered[i].1,
+                    Some(&up_shared.sinks_up[i].1),
+                )
             })
             .map_err(thread_err("uplink"))?;
         uplink_threads.push(t);
@@ -282,6 +326,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         .spawn(move || capture::run_supervised(&cap_cfg, frame_tx, frame_rx, stats, cap_stop))
         .map_err(thread_err("capture"))?;
 
+    crate::notify::status("waiting for the first frame");
     let ended = capture_thread.join().expect("capture thread panicked");
     let (scored, latencies) = score_thread.join().expect("score thread panicked");
     encode_thread.join().expect("encode thread panicked");
@@ -395,8 +440,8 @@ fn start_http(
                 let shutdown = async move {
                     loop {
                         tokio::select! {
-                            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: stopping"); stop_wait.store(true, Ordering::Relaxed); }
-                            _ = sigterm() => { tracing::info!("SIGTERM: stopping"); stop_wait.store(true, Ordering::Relaxed); }
+                            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: stopping"); crate::notify::stopping(); stop_wait.store(true, Ordering::Relaxed); }
+                            _ = sigterm() => { tracing::info!("SIGTERM: stopping"); crate::notify::stopping(); stop_wait.store(true, Ordering::Relaxed); }
                             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                         }
                         if stop_wait.load(Ordering::Relaxed) {
@@ -427,8 +472,19 @@ async fn upkeep(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         Instant::now(),
         shared.capture.captured.load(Ordering::Relaxed),
     );
+    let mut tick = 0u64;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        tick += 1;
+        // No frames on purpose (camera retry, or a finished source idling): the process
+        // is alive, so keep the watchdog fed; frames themselves are fed by the scorer.
+        let state = shared.capture.state();
+        if state == "backoff" || (state == "stopped" && shared.drained.load(Ordering::Relaxed)) {
+            crate::notify::watchdog();
+        }
+        if tick % 5 == 0 {
+            crate::notify::status(&shared.status_line());
+        }
         let now = (
             Instant::now(),
             shared.capture.captured.load(Ordering::Relaxed),
@@ -472,6 +528,8 @@ fn score_loop(
     let mut n = 0u64;
     let mut seq = 0u64;
     let epoch = Instant::now();
+    let watchdog_every = crate::notify::watchdog_interval();
+    let mut last_ping = Instant::now();
 
     // Labelled counters are looked up once here, not per frame.
     let rejected = Rejection::ALL
@@ -531,6 +589,16 @@ fn score_loop(
             }
         };
         n += 1;
+        if n == 1 {
+            crate::notify::ready(&format!(
+                "scoring; first frame quality {:.2}",
+                score.quality
+            ));
+        }
+        if watchdog_every.is_some_and(|w| last_ping.elapsed() >= w) {
+            crate::notify::watchdog();
+            last_ping = Instant::now();
+        }
         scored.increment(1);
         quality_h.record(score.quality as f64);
         classical_h.record(t.classical.as_secs_f64());

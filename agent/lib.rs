@@ -28,6 +28,7 @@ pub mod frame;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod notify;
 pub mod phantom;
 pub mod record;
 pub mod score;

