@@ -482,7 +482,7 @@ async fn upkeep(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         if state == "backoff" || (state == "stopped" && shared.drained.load(Ordering::Relaxed)) {
             crate::notify::watchdog();
         }
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             crate::notify::status(&shared.status_line());
         }
         let now = (
