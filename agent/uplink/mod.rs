@@ -54,6 +54,18 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// Every value [`SinkError::reason`] can take.
+    pub const REASONS: [&'static str; 8] = [
+        "io",
+        "disk_full",
+        "permission_denied",
+        "tls",
+        "connect",
+        "refused",
+        "timeout",
+        "setup",
+    ];
+
     /// A bounded label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -178,6 +190,34 @@ mod tests {
             detail: "invalid peer certificate: UnknownIssuer".into(),
         };
         assert_eq!(e.reason(), "tls");
+        let io = |kind| SinkError::Io {
+            path: "x".into(),
+            source: std::io::Error::from(kind),
+        };
+        let d = || String::new();
+        for e in [
+            io(std::io::ErrorKind::StorageFull),
+            io(std::io::ErrorKind::PermissionDenied),
+            io(std::io::ErrorKind::Other),
+            SinkError::Connect {
+                sink: "s",
+                detail: d(),
+            },
+            SinkError::Refused {
+                sink: "s",
+                detail: d(),
+            },
+            SinkError::Timeout {
+                sink: "s",
+                detail: d(),
+            },
+            SinkError::Setup {
+                sink: "s",
+                detail: d(),
+            },
+        ] {
+            assert!(SinkError::REASONS.contains(&e.reason()), "{}", e.reason());
+        }
         assert!(e.to_string().contains("UnknownIssuer"));
     }
 }

@@ -138,6 +138,10 @@ pub fn run_sink(
     let mut high: Option<u64> = None;
     let mut n = 0;
     up.set(1.0);
+    // Every failure reason exists from the start (at 0), so rates and alerts see a series.
+    for reason in crate::uplink::SinkError::REASONS {
+        counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => reason).increment(0);
+    }
     loop {
         // 1. Fill the window.
         let mut failure = None;

@@ -1,0 +1,176 @@
+//! The fleet side, checked by the tools that will consume it: `promtool check rules` and
+//! `promtool test rules` (a unit test per alert), the PrometheusRule kept equal to the
+//! rules file, `kubectl kustomize` + `kubernetes-validate --strict` on the rendered k3s
+//! manifests (the Prometheus Operator's CRDs have no schema there and are skipped), and
+//! every metric the alerts and the Grafana dashboard use is one a running agent exports.
+
+mod common;
+
+use common::services::tool;
+use common::{model_path, repo, Agent};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_each_alert_has_a_unit_test() {
+    let k3s = repo().join("k3s");
+    let (ok, text) = run(Command::new(tool("promtool"))
+        .args(["check", "rules"])
+        .arg(k3s.join("base/endo-agent.rules.yml")));
+    assert!(ok, "{text}");
+    let (ok, text) = run(Command::new(tool("promtool"))
+        .args(["test", "rules"])
+        .arg(k3s.join("tests/alerts.test.yml")));
+    assert!(ok && text.contains("SUCCESS"), "{text}");
+    // Every alert has at least one test case.
+    let rules = std::fs::read_to_string(k3s.join("base/endo-agent.rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(k3s.join("tests/alerts.test.yml")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 9, "{alerts:?}");
+    for a in &alerts {
+        assert!(
+            tests.contains(&format!("alertname: {a}")),
+            "no promtool test for {a}"
+        );
+    }
+}
+
+#[test]
+fn the_prometheus_rule_resource_carries_exactly_the_rules_file() {
+    let k3s = repo().join("k3s/base");
+    let rules = std::fs::read_to_string(k3s.join("endo-agent.rules.yml")).unwrap();
+    let cr = std::fs::read_to_string(k3s.join("prometheusrule.yaml")).unwrap();
+    let groups = &rules[rules.find("groups:").unwrap()..];
+    let spec = &cr[cr.find("spec:\n").unwrap() + "spec:\n".len()..];
+    let dedented: String = spec
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        dedented.trim_end(),
+        groups.trim_end(),
+        "regenerate prometheusrule.yaml from the rules file"
+    );
+}
+
+#[test]
+fn the_rendered_k3s_manifests_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    for overlay in ["k3s/base", "k3s/overlays/example"] {
+        let (ok, rendered) = run(Command::new("kubectl")
+            .arg("kustomize")
+            .arg(repo().join(overlay)));
+        assert!(ok, "{overlay}: {rendered}");
+        for kind in [
+            "DaemonSet",
+            "Service",
+            "ServiceMonitor",
+            "PrometheusRule",
+            "ConfigMap",
+        ] {
+            assert!(
+                rendered.contains(&format!("kind: {kind}\n")),
+                "{overlay}: no {kind}"
+            );
+        }
+        assert!(
+            rendered.contains("grafana_dashboard: \"1\""),
+            "dashboard ConfigMap label"
+        );
+        let f = dir.path().join("rendered.yaml");
+        std::fs::write(&f, &rendered).unwrap();
+        let (ok, text) = run(Command::new(tool("kubernetes-validate"))
+            .args(["-k", "1.32.0", "--strict"])
+            .arg(&f));
+        assert!(ok, "{overlay}:\n{text}");
+        assert!(
+            text.contains("passed for resource daemonset/endo-agent"),
+            "{text}"
+        );
+    }
+    // The validator does refuse a broken manifest (so a pass above means something).
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: x\nspec:\n  selector: {}\n  template:\n    spec:\n      containers: oops\n",
+    )
+    .unwrap();
+    let (ok, text) = run(Command::new(tool("kubernetes-validate"))
+        .args(["-k", "1.32.0", "--strict"])
+        .arg(&bad));
+    assert!(!ok, "a broken DaemonSet passed:\n{text}");
+}
+
+/// `endo_agent_*` names in a text, with histogram suffixes folded to the family name.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(p) = text[i..].find("endo_agent_") {
+        let start = i + p;
+        let mut end = start;
+        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+            end += 1;
+        }
+        out.insert(text[start..end].to_string());
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn every_metric_in_the_alerts_and_the_dashboard_is_exported_by_the_agent() {
+    let k3s = repo().join("k3s/base");
+    let used: BTreeSet<String> = metric_names(
+        &(std::fs::read_to_string(k3s.join("endo-agent.rules.yml")).unwrap()
+            + &std::fs::read_to_string(k3s.join("dashboards/endo-agent-fleet.json")).unwrap()),
+    );
+    assert!(used.len() >= 15, "{used:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = format!(
+        "[source]\nkind = \"phantom\"\nwidth = 640\nheight = 360\nfps = 30\nschedule = \"good 60s\"\n[select]\nwindow_ms = 200\n[model]\npath = \"{}\"\n[datalake]\ndir = \"{}\"\n[spool]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        model_path(),
+        d.join("lake").display(),
+        d.join("spool").display()
+    );
+    let agent = Agent::start(d, &config);
+    agent.wait_for(
+        "frames scored and delivered",
+        Duration::from_secs(30),
+        |a| {
+            a.metrics()
+                .value("endo_agent_frames_delivered_total{sink=\"local\"}")
+                >= 1.0
+        },
+    );
+    let exported: BTreeSet<String> = agent
+        .metrics()
+        .0
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+    assert!(agent.stop().success());
+    let missing: Vec<&String> = used.iter().filter(|m| !exported.contains(*m)).collect();
+    assert!(
+        missing.is_empty(),
+        "used but not exported: {missing:?}\nexported: {exported:?}"
+    );
+}
