@@ -5,23 +5,12 @@
 
 mod common;
 
-use common::{files, model_path, Agent};
+use common::{files, model_path, with_common, Agent};
 use endo_agent::phantom::{Phantom, PhantomConfig, Schedule};
 use std::time::Duration;
 
 const SCHEDULE: &str = "good 2s; defocus 1s sigma=3; good 2s; dark 1s gain=0.25; good 2s; glare 1s area=0.06; \
                         good 2s; outside 1s; good 2s; motion 1s len=30 angle=0; good 2s; overexposed 1s gain=2.5; good 2s";
-
-/// Append the sections every test shares: the shipped model, a datalake in `dir`, HTTP on
-/// a free loopback port.
-fn with_common(dir: &std::path::Path, config: &str) -> String {
-    format!(
-        "{config}\n[model]\npath = \"{}\"\n[datalake]\ndir = \"{}\"\n[spool]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
-        model_path(),
-        dir.join("lake").display(),
-        dir.join("spool").display()
-    )
-}
 
 fn phantom_config(dir: &std::path::Path, on_eos: &str, frames: u64) -> String {
     format!(

@@ -7,7 +7,7 @@
 mod common;
 
 use common::services::tool;
-use common::{model_path, repo, Agent};
+use common::{repo, with_common, Agent};
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
@@ -143,11 +143,10 @@ fn every_metric_in_the_alerts_and_the_dashboard_is_exported_by_the_agent() {
     assert!(used.len() >= 15, "{used:?}");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = format!(
-        "[source]\nkind = \"phantom\"\nwidth = 640\nheight = 360\nfps = 30\nschedule = \"good 60s\"\n[select]\nwindow_ms = 200\n[model]\npath = \"{}\"\n[datalake]\ndir = \"{}\"\n[spool]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
-        model_path(),
-        d.join("lake").display(),
-        d.join("spool").display()
+    let config = with_common(
+        d,
+        "[source]\nkind = \"phantom\"\nwidth = 640\nheight = 360\nfps = 30\n\
+         schedule = \"good 60s\"\n[select]\nwindow_ms = 200\n",
     );
     let agent = Agent::start(d, &config);
     agent.wait_for(

@@ -5,7 +5,7 @@
 mod common;
 
 use common::services::{free_port, tool, wait_port};
-use common::{model_path, Agent};
+use common::{with_common, Agent};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,29 +27,10 @@ fn first_value(v: &serde_json::Value) -> Option<f64> {
 fn prometheus_scrapes_the_frame_counter_and_the_latency_histogram() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = format!(
-        r#"
-[agent]
-site = "prom-site"
-device = "tower-9"
-[source]
-kind = "phantom"
-width = 640
-height = 360
-fps = 30
-schedule = "good 120s"
-[model]
-path = "{}"
-[datalake]
-dir = "{}"
-[spool]
-dir = "{}"
-[http]
-listen = "127.0.0.1:0"
-"#,
-        model_path(),
-        d.join("lake").display(),
-        d.join("spool").display()
+    let config = with_common(
+        d,
+        "[agent]\nsite = \"prom-site\"\ndevice = \"tower-9\"\n[source]\nkind = \"phantom\"\n\
+         width = 640\nheight = 360\nfps = 30\nschedule = \"good 120s\"\n",
     );
     let agent = Agent::start(d, &config);
     let port = free_port(None);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{model_path, repo, Agent};
+use common::{repo, with_common, Agent};
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -109,29 +109,10 @@ fn ready_watchdog_status_and_stopping_reach_the_notify_socket() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sock = NotifySocket::bind(d);
-    let config = format!(
-        r#"
-[source]
-kind = "phantom"
-width = 640
-height = 360
-fps = 30
-schedule = "good 60s"
-max_frames = 150
-[capture]
-on_eos = "idle"
-[model]
-path = "{}"
-[datalake]
-dir = "{}"
-[spool]
-dir = "{}"
-[http]
-listen = "127.0.0.1:0"
-"#,
-        model_path(),
-        d.join("lake").display(),
-        d.join("spool").display()
+    let config = with_common(
+        d,
+        "[source]\nkind = \"phantom\"\nwidth = 640\nheight = 360\nfps = 30\n\
+         schedule = \"good 60s\"\nmax_frames = 150\n[capture]\non_eos = \"idle\"\n",
     );
     let agent = Agent::start_with_env(
         d,
@@ -194,11 +175,9 @@ fn a_missing_camera_is_never_ready_but_keeps_the_watchdog_fed_while_retrying() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sock = NotifySocket::bind(d);
-    let config = format!(
-        "[source]\nkind = \"v4l2\"\ndevice = \"/dev/video-not-plugged-in\"\n[model]\npath = \"{}\"\n[datalake]\ndir = \"{}\"\n[spool]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
-        model_path(),
-        d.join("lake").display(),
-        d.join("spool").display()
+    let config = with_common(
+        d,
+        "[source]\nkind = \"v4l2\"\ndevice = \"/dev/video-not-plugged-in\"\n",
     );
     let agent = Agent::start_with_env(
         d,

@@ -23,6 +23,17 @@ pub fn model_path() -> String {
     repo().join("models/quality-ref.onnx").display().to_string()
 }
 
+/// Append the sections every test shares: the shipped model, a datalake in `dir`, HTTP on
+/// a free loopback port.
+pub fn with_common(dir: &std::path::Path, config: &str) -> String {
+    format!(
+        "{config}\n[model]\npath = \"{}\"\n[datalake]\ndir = \"{}\"\n[spool]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        model_path(),
+        dir.join("lake").display(),
+        dir.join("spool").display()
+    )
+}
+
 /// A running agent. Killed (SIGKILL) on drop if the test did not stop it.
 pub struct Agent {
     child: Child,
