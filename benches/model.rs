@@ -1,0 +1,48 @@
+//! Criterion bench of model inference alone, tract single thread (the agent's runner, which
+//! runs tract's plan on the calling thread): the shipped float32 parent against the shipped
+//! int8 model, on the normalised input of a 1080p phantom frame.
+//! `cargo bench --bench model`. Extra candidate files (each with its manifest beside it) can
+//! be added with `ENDO_BENCH_MODELS=a.onnx,b.onnx` — models/train/run.sh uses that to time
+//! the static-QDQ candidate it does not ship.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use endo_agent::phantom::{Phantom, PhantomConfig};
+use endo_agent::score::model::ModelRunner;
+use endo_agent::score::preprocess::Preprocessor;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+fn models() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut v = vec![dir.join("quality.onnx"), dir.join("quality-int8.onnx")];
+    if let Ok(extra) = std::env::var("ENDO_BENCH_MODELS") {
+        v.extend(
+            extra
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+        );
+    }
+    v
+}
+
+fn benches(c: &mut Criterion) {
+    let p = Phantom::new(PhantomConfig {
+        width: 1920,
+        height: 1080,
+        ..PhantomConfig::default()
+    });
+    let frame = p.render(30);
+    let mut g = c.benchmark_group("model_inference_tract_1thread");
+    for path in models() {
+        let m = ModelRunner::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut pre = Preprocessor::new(&m.manifest().input);
+        pre.run(&frame.view(), p.fov_rect());
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        g.bench_function(name, |b| b.iter(|| m.run(black_box(&pre.input)).unwrap()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches_group, benches);
+criterion_main!(benches_group);
