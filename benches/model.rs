@@ -1,14 +1,18 @@
 //! Criterion bench of model inference alone, tract single thread (the agent's runner, which
 //! runs tract's plan on the calling thread): the shipped float32 parent against the shipped
-//! int8 model, on the normalised input of a 1080p phantom frame.
+//! int8 model, on the normalised input of a 1080p phantom frame; then the shipped model's
+//! preprocessing (with its native-resolution detail channel) and the whole scorer with it.
 //! `cargo bench --bench model`. Extra candidate files (each with its manifest beside it) can
 //! be added with `ENDO_BENCH_MODELS=a.onnx,b.onnx` — models/train/run.sh uses that to time
 //! the static-QDQ candidate it does not ship.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use endo_agent::config::{FovConfig, ScoringConfig};
+use endo_agent::fov::{FovLocator, Locate};
 use endo_agent::phantom::{Phantom, PhantomConfig};
 use endo_agent::score::model::ModelRunner;
 use endo_agent::score::preprocess::Preprocessor;
+use endo_agent::score::Scorer;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +46,27 @@ fn benches(c: &mut Criterion) {
         g.bench_function(name, |b| b.iter(|| m.run(black_box(&pre.input)).unwrap()));
     }
     g.finish();
+
+    let shipped = models()[1].clone();
+    let m = ModelRunner::load(&shipped).unwrap();
+    let mut pre = Preprocessor::new(&m.manifest().input);
+    let view = frame.view();
+    c.bench_function("preprocess_1080p_shipped_contract", |b| {
+        b.iter(|| pre.run(black_box(&view), p.fov_rect()))
+    });
+    let fov = match FovLocator::new(&FovConfig {
+        auto_frames: 1,
+        ..FovConfig::default()
+    })
+    .observe(&view)
+    {
+        Locate::Locked(f) => f.clone(),
+        Locate::Pending => panic!("no field of view in the phantom frame"),
+    };
+    let mut scorer = Scorer::new(ScoringConfig::default(), Some(m));
+    c.bench_function("scorer_total_1080p_shipped_model", |b| {
+        b.iter(|| scorer.score(black_box(&view), &fov).unwrap())
+    });
 }
 
 criterion_group!(benches_group, benches);

@@ -237,6 +237,42 @@ mod tests {
     }
 
     #[test]
+    fn detail_channel_copies_native_resolution_luma_tiles_around_the_fov_centre() {
+        // A luma ramp y = x: a tile's values tell which columns it was copied from.
+        let (w, h) = (256u32, 128u32);
+        let mut rgb = vec![0u8; (w * h * 3) as usize];
+        for (i, px) in rgb.chunks_mut(3).enumerate() {
+            px.fill((i as u32 % w) as u8);
+        }
+        let img = I420Image::from_rgb(w, h, &rgb);
+        let mut s = spec(Layout::Nchw);
+        s.shape = [1, 4, 16, 16];
+        s.detail = Some(DetailSpec {
+            tiles: 2,
+            spread: 0.5,
+            scale: 1.0,
+            mean: 0.0,
+            std: 1.0,
+        });
+        let fov = Rect::new(64, 0, 128, 128);
+        let mut p = Preprocessor::new(&s);
+        p.run(&img.view(), fov);
+        let d = &p.input[3 * 256..];
+        // Tile columns: centres at 128 ∓ 32, 8 px wide → x0 = 92 and 156; native steps of 1.
+        let y = |x: u32| img.view().y[x as usize] as f32;
+        assert_eq!(
+            detail_tile_origin(s.detail.as_ref().unwrap(), fov, (w, h), (8, 8), (0, 1)),
+            (156, 28)
+        );
+        for r in [0usize, 7, 8, 15] {
+            assert_eq!(d[r * 16], y(92), "row {r}");
+            assert_eq!(d[r * 16 + 7], y(99));
+            assert_eq!(d[r * 16 + 8], y(156));
+            assert_eq!(d[r * 16 + 15], y(163));
+        }
+    }
+
+    #[test]
     fn dhash_tells_shifted_content_apart_from_identical() {
         let mut a = vec![0u8; 90 * 80];
         for (i, p) in a.iter_mut().enumerate() {

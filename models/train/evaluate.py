@@ -58,7 +58,7 @@ def agent_predict(images, model=None):
 def metrics(q, a, rows):
     sev = np.array([float(r["severity"]) for r in rows])
     true = np.array([CLASSES.index(r["expected"]) for r in rows])
-    mild = np.array([r["degradation"].startswith("defocus") and abs(float(r["degradation"].split("sigma=")[1]) - 1.5) < 1e-6 for r in rows])
+    mild = np.array([r.get("degradation", "").startswith("defocus") and abs(float(r["degradation"].split("sigma=")[1]) - 1.5) < 1e-6 for r in rows])
     pred = np.where(q >= T_HIGH, 0, 1 + a.argmax(1))
     conf = np.zeros((len(CLASSES), len(CLASSES)), int)
     for t, p in zip(true, pred):
@@ -70,7 +70,7 @@ def metrics(q, a, rows):
         acc_at_0_6=float(((q >= T_HIGH) == good).mean()),
         acc_at_0_5=float(((q >= T_LOW) == good).mean()),
         mild_blur_n=int(mild.sum()),
-        mild_blur_recall=float((q[mild] < T_HIGH).mean()),
+        mild_blur_recall=float((q[mild] < T_HIGH).mean()) if mild.any() else None,
         good_kept=float((q[good] >= T_HIGH).mean()),
         bad_rejected=float((q[~good] < T_HIGH).mean()),
         confusion=conf.tolist(),

@@ -23,10 +23,6 @@ target="$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c
 export ENDO_AGENT="$target/release/endo-agent"
 mkdir -p "$work/out"
 # The input contract alone (what `phantom --model-input` follows), before a model exists.
-python3 - "$work/spec.manifest.json" <<'PY'
-import json, sys
-sys.path.insert(0, "models/train") if False else None
-PY
 python3 -c "
 import json, sys; sys.path.insert(0, '$here'); import package
 json.dump(dict(name='spec', version='0', file='none.onnx', sha256='0', quantization='f32',
@@ -40,6 +36,6 @@ python3 package.py "$work" "$repo/models" "$version"
 python3 evaluate.py "$work" "$repo/models" "$work/out/metrics.json"
 python3 bench_ort.py "$repo/models/quality.onnx" "$repo/models/quality-int8.onnx" "$work/out/quality-qdq.onnx" | tee "$work/out/bench_ort.txt"
 python3 card.py "$work/out/metrics.json" "$work/out/bench_ort.txt" "$repo/models/README.md"
-# tract, single thread (the agent's runner), the shipped files and the QDQ candidate:
-cp "$work/out/quality-qdq.onnx" "$work/out/qdq/" 2>/dev/null || true
-echo "now time tract:  (cd $repo && ENDO_BENCH_MODELS=$work/out/quality-qdq.onnx cargo bench --bench model)"
+# tract, single thread (the agent's runner): the shipped files and the QDQ candidate.
+(cd "$repo" && ENDO_BENCH_MODELS="$work/out/quality-qdq.onnx" cargo bench --bench model) | tee "$work/out/bench_tract.txt"
+echo "done: models/ updated; review git diff, then put the tract numbers into docs/benchmarks.md"

@@ -18,7 +18,10 @@ pub fn bin() -> &'static str {
 }
 
 pub fn model_path() -> String {
-    repo().join("models/quality-ref.onnx").display().to_string()
+    repo()
+        .join("models/quality-int8.onnx")
+        .display()
+        .to_string()
 }
 
 /// A running agent. Killed (SIGKILL) on drop if the test did not stop it.
