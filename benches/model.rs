@@ -54,6 +54,14 @@ fn benches(c: &mut Criterion) {
     c.bench_function("preprocess_1080p_shipped_contract", |b| {
         b.iter(|| pre.run(black_box(&view), p.fov_rect()))
     });
+    // The same without the detail channel: what the native-resolution tiles cost.
+    let mut overview_only = m.manifest().input.clone();
+    overview_only.detail = None;
+    overview_only.shape[1] = 3;
+    let mut pre3 = Preprocessor::new(&overview_only);
+    c.bench_function("preprocess_1080p_shipped_contract_without_detail", |b| {
+        b.iter(|| pre3.run(black_box(&view), p.fov_rect()))
+    });
     let fov = match FovLocator::new(&FovConfig {
         auto_frames: 1,
         ..FovConfig::default()

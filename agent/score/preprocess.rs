@@ -145,10 +145,18 @@ fn detail_mosaic(d: &DetailSpec, frame: &I420View, fov: Rect, w: u32, h: u32, ou
             let (x0, y0, tw, th) = (x0 as usize, y0 as usize, tw as usize, th as usize);
             for r in 0..th {
                 let at = (i as usize * th + r) * w as usize + j as usize * tw;
+                let dst = &mut out[at..at + tw];
                 let row = &frame.y[(y0 + r).min(fh - 1) * frame.y_stride..];
-                for (c, v) in out[at..at + tw].iter_mut().enumerate() {
-                    // Only a frame smaller than a tile reaches past its edge: repeat it.
-                    *v = row[(x0 + c).min(fw - 1)] as f32 * mul + add;
+                if x0 + tw <= fw {
+                    // The usual case: a straight run the compiler vectorises.
+                    for (v, &p) in dst.iter_mut().zip(&row[x0..x0 + tw]) {
+                        *v = p as f32 * mul + add;
+                    }
+                } else {
+                    // Only a frame narrower than a tile gets here: repeat its last column.
+                    for (c, v) in dst.iter_mut().enumerate() {
+                        *v = row[(x0 + c).min(fw - 1)] as f32 * mul + add;
+                    }
                 }
             }
         }
