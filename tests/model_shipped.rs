@@ -1,7 +1,7 @@
 //! The shipped quality model (models/quality-int8.onnx, the agent's default, and its
 //! float32 parent models/quality.onnx): loaded through the agent's runner with the
 //! manifest's hash checked, tract's outputs match onnxruntime's on the committed reference
-//! inputs (models/reference/, written by models/train/package.py) within [`TOLERANCE`], and
+//! inputs (models/reference/, written by models/train/package.py) within [`TOLERANCE`] (1e-5), and
 //! it ranks a sharp 1080p phantom frame above the same frame mildly defocused, darkened and
 //! glared. Training never runs here: only committed files are used.
 
@@ -11,8 +11,9 @@ use endo_agent::score::preprocess::Preprocessor;
 use std::path::{Path, PathBuf};
 
 /// Largest allowed |tract − onnxruntime| on any output (values are 0..1). Both run the same
-/// float32 arithmetic in a different order; the measured difference is below 1e-5.
-const TOLERANCE: f32 = 1e-4;
+/// float32 arithmetic in a different order; the measured difference is ≤ 2.4e-7 (printed
+/// with `--nocapture`), so this leaves room for other CPUs' SIMD paths.
+const TOLERANCE: f32 = 1e-5;
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
@@ -89,6 +90,10 @@ fn tract_matches_onnxruntime_on_the_reference_inputs() {
             for (g, w) in got.artifacts.iter().zip(&want.artifacts) {
                 worst = worst.max((g - w).abs());
             }
+            eprintln!(
+                "{file} on {}: max |tract - onnxruntime| = {worst:.1e}",
+                r.file
+            );
             assert!(
                 worst <= TOLERANCE,
                 "{file} on {} ({}): tract {got:?} onnxruntime quality {} artifacts {:?}",

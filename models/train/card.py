@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write the evaluation into the model card: card.py METRICS_JSON BENCH_ORT_TXT README
+"""Write the evaluation into the model card:
+card.py METRICS_JSON BENCH_ORT_TXT README [METRICS_720P_JSON]
 
 Replaces the text between `<!-- metrics:begin -->` and `<!-- metrics:end -->` in README.
 """
@@ -36,6 +37,11 @@ def main():
     for name in m["results"]:
         if name.startswith("model int8 weight") or name.startswith("classical") or name.startswith("agent"):
             lines += confusion(m, name)
+    if len(sys.argv) > 4:
+        m7 = json.load(open(sys.argv[4]))
+        n7 = next(iter(m7["results"].values()))["n"]
+        lines += [f"At 720p (the demo's size): {n7} stills from 4 more unseen seeds, same mix (`test720`).", ""]
+        lines += table(m7) + [""]
     lines += ["onnxruntime timing (`models/train/bench_ort.py`):", "", "```"] + bench + ["```"]
     text = open(sys.argv[3]).read()
     a, b = text.index("<!-- metrics:begin -->"), text.index("<!-- metrics:end -->")

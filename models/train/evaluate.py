@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Evaluate on the held-out phantom test stills: evaluate.py WORK_DIR MODELS_DIR OUT_JSON
+"""Evaluate on the held-out phantom test stills:
+evaluate.py WORK_DIR MODELS_DIR OUT_JSON [SPLIT]      (SPLIT: test (1080p, default) | test720)
 
 For each scorer — the model alone (onnxruntime, on the inputs the agent builds from the
 stills: float32 parent, shipped int8, static-QDQ candidate), the classical measures alone
@@ -79,7 +80,8 @@ def metrics(q, a, rows):
 
 def main():
     work, models, out = sys.argv[1], sys.argv[2], sys.argv[3]
-    runs = sorted(glob.glob(os.path.join(work, "test", "run_*")))
+    split = sys.argv[4] if len(sys.argv) > 4 else "test"
+    runs = sorted(glob.glob(os.path.join(work, split, "run_*")))
     x, rows = data.load_dirs([os.path.join(r, "inputs") for r in runs], SHAPE)
     rows = []
     images = []
@@ -99,7 +101,7 @@ def main():
     for k in list(res)[-2:]:
         print(k, {kk: v for kk, v in res[k].items() if kk != "confusion"}, flush=True)
     with open(out, "w") as f:
-        json.dump(dict(classes=CLASSES, thresholds=[T_HIGH, T_LOW], results=res), f, indent=1)
+        json.dump(dict(split=split, classes=CLASSES, thresholds=[T_HIGH, T_LOW], results=res), f, indent=1)
 
 
 if __name__ == "__main__":

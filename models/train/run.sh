@@ -33,9 +33,10 @@ python3 prepare.py "$work" "$work/spec.manifest.json"
 python3 train.py --train "$work"/train/run_* --val "$work"/val/run_* --out "$work/out" --epochs 14 --seed 1 | tee "$work/out/train.out"
 python3 quantize.py "$work/out/quality.onnx" "$work/out" "$work"/val/run_*
 python3 package.py "$work" "$repo/models" "$version"
-python3 evaluate.py "$work" "$repo/models" "$work/out/metrics.json"
+python3 evaluate.py "$work" "$repo/models" "$work/out/metrics.json" test
+python3 evaluate.py "$work" "$repo/models" "$work/out/metrics720.json" test720
 python3 bench_ort.py "$repo/models/quality.onnx" "$repo/models/quality-int8.onnx" "$work/out/quality-qdq.onnx" | tee "$work/out/bench_ort.txt"
-python3 card.py "$work/out/metrics.json" "$work/out/bench_ort.txt" "$repo/models/README.md"
+python3 card.py "$work/out/metrics.json" "$work/out/bench_ort.txt" "$repo/models/README.md" "$work/out/metrics720.json"
 # tract, single thread (the agent's runner): the shipped files and the QDQ candidate.
 (cd "$repo" && ENDO_BENCH_MODELS="$work/out/quality-qdq.onnx" cargo bench --bench model) | tee "$work/out/bench_tract.txt"
 echo "done: models/ updated; review git diff, then put the tract numbers into docs/benchmarks.md"
