@@ -274,7 +274,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            path: PathBuf::from("/usr/share/endo-agent/models/quality-ref.onnx"),
+            path: PathBuf::from("/usr/share/endo-agent/models/quality-int8.onnx"),
             enabled: true,
         }
     }

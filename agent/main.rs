@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use endo_agent::config::{Config, FovMode};
 use endo_agent::fov::{Fov, FovLocator, Locate};
-use endo_agent::frame::{I420Image, Rect};
+use endo_agent::frame::{I420Image, I420View, Rect};
 use endo_agent::phantom::{self, Phantom, PhantomConfig, Schedule, StillFormat};
 use endo_agent::score::model::{manifest_path, Manifest, ModelRunner};
+use endo_agent::score::preprocess::Preprocessor;
 use endo_agent::score::Scorer;
+use std::io::Write;
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +65,20 @@ enum Command {
     },
     /// Generate synthetic NBI endoscopy video with a scripted degradation schedule.
     Phantom(PhantomArgs),
+    /// Write the model inputs the scorer would build for still images (model training on
+    /// real annotated frames): raw little-endian f32, one input tensor per image, in order.
+    ModelInput {
+        images: Vec<PathBuf>,
+        /// The model manifest whose input contract to follow.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Output file; appended to if it exists.
+        #[arg(long)]
+        out: PathBuf,
+        /// Config whose [fov] section to use; default: built-in defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Print the agent's version and the model's.
     Version {
         #[arg(long, short)]
@@ -100,6 +116,17 @@ struct PhantomArgs {
     stills: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Png)]
     format: Format,
+    /// nbi | white-light
+    #[arg(long, default_value = "nbi")]
+    palette: String,
+    /// Leave out the burned-in patient data and clock.
+    #[arg(long)]
+    no_osd: bool,
+    /// With --stills: write the model inputs the scorer would build (for this manifest's
+    /// input contract) to `inputs.f32` in the stills directory instead of images, one raw
+    /// little-endian f32 tensor per frame, rows in labels.csv order.
+    #[arg(long, requires = "stills")]
+    model_input: Option<PathBuf>,
     /// Print the schedule and per-segment frame ranges.
     #[arg(long)]
     print_schedule: bool,
@@ -164,6 +191,12 @@ fn dispatch(cmd: Command) -> Result<()> {
             json,
         } => score(&images, config.as_deref(), model, no_model, json),
         Command::Phantom(args) => phantom_cmd(args),
+        Command::ModelInput {
+            images,
+            manifest,
+            out,
+            config,
+        } => model_input(&images, &manifest, &out, config.as_deref()),
         Command::Version { config } => {
             println!("endo-agent {}", endo_agent::VERSION);
             let cfg = match config {
@@ -263,29 +296,7 @@ fn score(
     for path in images {
         let img = load_image(path)?;
         let view = img.view();
-        let mut locator = FovLocator::new(&fov_cfg);
-        let fov = match locator.observe(&view) {
-            Locate::Locked(f) => f.clone(),
-            Locate::Pending => {
-                // Too dark (or no border) to find the field of view: judge the whole image.
-                tracing::warn!(
-                    "{}: no field of view found; scoring the whole image",
-                    path.display()
-                );
-                let masks: Vec<Rect> = fov_cfg
-                    .masks
-                    .iter()
-                    .map(|&[x, y, w, h]| Rect::new(x, y, w, h))
-                    .collect();
-                Fov::new(
-                    Rect::new(0, 0, view.width, view.height),
-                    fov_cfg.shape,
-                    &masks,
-                    view.width,
-                    view.height,
-                )
-            }
-        };
+        let fov = still_fov(&fov_cfg, &view, path);
         let (s, _) = scorer.score(&view, &fov)?;
         if json {
             let info = endo_agent::record::ScoreInfo::from_score(&s);
@@ -315,6 +326,81 @@ fn score(
     Ok(())
 }
 
+/// The field of view of one still, found from itself alone; the whole image if none is found.
+fn still_fov(fov_cfg: &endo_agent::config::FovConfig, view: &I420View, path: &Path) -> Fov {
+    let mut locator = FovLocator::new(fov_cfg);
+    match locator.observe(view) {
+        Locate::Locked(f) => f.clone(),
+        Locate::Pending => {
+            // Too dark (or no border) to find the field of view: judge the whole image.
+            tracing::warn!(
+                "{}: no field of view found; scoring the whole image",
+                path.display()
+            );
+            let masks: Vec<Rect> = fov_cfg
+                .masks
+                .iter()
+                .map(|&[x, y, w, h]| Rect::new(x, y, w, h))
+                .collect();
+            Fov::new(
+                Rect::new(0, 0, view.width, view.height),
+                fov_cfg.shape,
+                &masks,
+                view.width,
+                view.height,
+            )
+        }
+    }
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading manifest {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing manifest {}", path.display()))
+}
+
+fn append_f32(out: &mut impl Write, values: &[f32]) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(values.len() * 4);
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    out.write_all(&bytes)
+}
+
+fn model_input(
+    images: &[PathBuf],
+    manifest: &Path,
+    out: &Path,
+    config: Option<&Path>,
+) -> Result<()> {
+    let spec = read_manifest(manifest)?.input;
+    let cfg = match config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let mut fov_cfg = cfg.fov.clone();
+    if fov_cfg.mode == FovMode::Auto {
+        fov_cfg.auto_frames = 1;
+    }
+    let mut pre = Preprocessor::new(&spec);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .with_context(|| format!("opening {}", out.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    for path in images {
+        let img = load_image(path)?;
+        let view = img.view();
+        let fov = still_fov(&fov_cfg, &view, path);
+        pre.run(&view, fov.rect);
+        append_f32(&mut w, &pre.input).with_context(|| format!("writing {}", out.display()))?;
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
 fn phantom_cmd(a: PhantomArgs) -> Result<()> {
     let schedule = match &a.schedule {
         Some(s) => Schedule::parse(s)?,
@@ -325,6 +411,11 @@ fn phantom_cmd(a: PhantomArgs) -> Result<()> {
         "octagon" => phantom::FovShape::Octagon,
         other => bail!("--fov {other:?}: expected circle or octagon"),
     };
+    let palette = match a.palette.as_str() {
+        "nbi" => phantom::Palette::Nbi,
+        "white-light" => phantom::Palette::WhiteLight,
+        other => bail!("--palette {other:?}: expected nbi or white-light"),
+    };
     let cfg = PhantomConfig {
         width: a.width,
         height: a.height,
@@ -332,7 +423,8 @@ fn phantom_cmd(a: PhantomArgs) -> Result<()> {
         seed: a.seed,
         schedule,
         fov_shape: shape,
-        ..PhantomConfig::default()
+        palette,
+        osd: !a.no_osd,
     };
     let p = Phantom::try_new(cfg)?;
     let frames = a.start..a.start + a.frames.unwrap_or(p.num_frames());
@@ -352,6 +444,42 @@ fn phantom_cmd(a: PhantomArgs) -> Result<()> {
     if let Some(v) = &a.video {
         let n = phantom::write_video(&p, v, frames.clone())?;
         println!("wrote {n} frames to {}", v.display());
+    }
+    if let (Some(d), Some(m)) = (&a.stills, &a.model_input) {
+        let spec = read_manifest(m)?.input;
+        let mut pre = Preprocessor::new(&spec);
+        let rect = p.fov_rect();
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        let path = d.join("inputs.f32");
+        let mut w = std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        let fov_cfg = endo_agent::config::FovConfig {
+            auto_frames: 1,
+            ..Default::default()
+        };
+        let n = phantom::write_labelled(&p, d, frames, |index, img| {
+            // The rectangle the agent would find (a little inside the drawn one); the drawn
+            // one where it finds none (dark frames), as a live agent keeps its locked FOV.
+            let found = match FovLocator::new(&fov_cfg).observe(&img.view()) {
+                Locate::Locked(f) => f.rect,
+                Locate::Pending => rect,
+            };
+            pre.run(&img.view(), found);
+            append_f32(&mut w, &pre.input).map_err(|source| phantom::OutputError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(format!("input_{index:06}"))
+        })?;
+        w.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "wrote {n} model inputs to {} and labels.csv to {}",
+            path.display(),
+            d.display()
+        );
+        return Ok(());
     }
     if let Some(d) = &a.stills {
         let fmt = match a.format {

@@ -133,7 +133,7 @@ fn a_phantom_run_forwards_only_good_frames_and_metrics_agree_with_the_datalake()
         );
         assert!(rec["score"]["quality"].as_f64().unwrap() >= 0.6);
         assert_eq!(rec["site"], "test-site");
-        assert_eq!(rec["model"]["name"], "endo-quality-reference");
+        assert_eq!(rec["model"]["name"], "endo-quality");
         let key = rec["key"].as_str().unwrap();
         assert!(
             j.ends_with(format!("{key}.json")),

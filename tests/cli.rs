@@ -125,7 +125,7 @@ fn run_refuses_a_model_whose_sha256_does_not_match() {
     bytes.push(0);
     std::fs::write(&m, bytes).unwrap();
     std::fs::copy(
-        repo().join("models/quality-ref.manifest.json"),
+        repo().join("models/quality-int8.manifest.json"),
         d.path().join("m.manifest.json"),
     )
     .unwrap();
@@ -205,7 +205,7 @@ fn version_names_the_agent_and_the_model() {
     ]);
     assert!(ok, "{text}");
     assert!(
-        text.contains(env!("CARGO_PKG_VERSION")) && text.contains("endo-quality-reference"),
+        text.contains(env!("CARGO_PKG_VERSION")) && text.contains("endo-quality"),
         "{text}"
     );
 }

@@ -21,7 +21,8 @@ mod texture;
 use crate::frame::{I420Image, Rect};
 
 pub use output::{
-    spawn_live_feed, write_stills, write_video, LiveFeed, LiveOpts, OutputError, StillFormat,
+    spawn_live_feed, write_labelled, write_stills, write_video, LiveFeed, LiveOpts, OutputError,
+    StillFormat,
 };
 pub use render::{FovShape, I420PlanesMut};
 pub use schedule::{Degradation, FrameLabel, Schedule, ScheduleError, Segment};

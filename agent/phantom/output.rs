@@ -68,12 +68,45 @@ pub const LABELS_HEADER: &str =
 
 /// Write `frame_{index:06}.png` (or `.jpg`) for every index in `frames`, plus `labels.csv`
 /// (header [`LABELS_HEADER`], one row per frame, `expected` = artifact name or `good`).
-/// Creates `dir` if needed. Returns the number of frames written.
 pub fn write_stills(
     phantom: &Phantom,
     dir: &Path,
     frames: Range<u64>,
     format: StillFormat,
+) -> Result<u64, OutputError> {
+    let cfg = phantom.config();
+    let (w, h) = (cfg.width, cfg.height);
+    write_labelled(phantom, dir, frames, |index, img| {
+        let name = format!("frame_{index:06}.{}", format.extension());
+        let path = dir.join(&name);
+        let rgb = img.view().to_rgb();
+        let file = BufWriter::new(File::create(&path).map_err(|source| OutputError::Io {
+            path: path.clone(),
+            source,
+        })?);
+        let encoded = match format {
+            StillFormat::Png => image::codecs::png::PngEncoder::new(file).write_image(
+                &rgb,
+                w,
+                h,
+                image::ExtendedColorType::Rgb8,
+            ),
+            StillFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(file, 92)
+                .write_image(&rgb, w, h, image::ExtendedColorType::Rgb8),
+        };
+        encoded.map_err(|source| OutputError::Image { path, source })?;
+        Ok(name)
+    })
+}
+
+/// Render every index in `frames`, hand each frame to `sink` (which stores it and returns
+/// the name for the `file` column), and write `labels.csv` into `dir` as
+/// [`write_stills`] does. Model training uses it to store model inputs instead of images.
+pub fn write_labelled(
+    phantom: &Phantom,
+    dir: &Path,
+    frames: Range<u64>,
+    mut sink: impl FnMut(u64, &I420Image) -> Result<String, OutputError>,
 ) -> Result<u64, OutputError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -89,24 +122,7 @@ pub fn write_stills(
     let mut count = 0;
     for index in frames {
         phantom.render_into(index, &mut img);
-        let name = format!("frame_{index:06}.{}", format.extension());
-        let path = dir.join(&name);
-        let rgb = img.view().to_rgb();
-        let file = BufWriter::new(File::create(&path).map_err(io(&path))?);
-        let encoded = match format {
-            StillFormat::Png => image::codecs::png::PngEncoder::new(file).write_image(
-                &rgb,
-                cfg.width,
-                cfg.height,
-                image::ExtendedColorType::Rgb8,
-            ),
-            StillFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(file, 92)
-                .write_image(&rgb, cfg.width, cfg.height, image::ExtendedColorType::Rgb8),
-        };
-        encoded.map_err(|source| OutputError::Image {
-            path: path.clone(),
-            source,
-        })?;
+        let name = sink(index, &img)?;
         let l = phantom.label(index);
         writeln!(
             csv,

@@ -90,6 +90,7 @@ fn default_spec() -> InputSpec {
         scale: 1.0 / 255.0,
         mean: [0.0; 3],
         std: [1.0; 3],
+        detail: None,
     }
 }
 

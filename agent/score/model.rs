@@ -72,6 +72,29 @@ pub struct InputSpec {
     pub scale: f32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// An optional fourth channel of native-resolution luma detail (NCHW only): the
+    /// shape is then [1, 4, H, W]. Without it the input is the RGB overview alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<DetailSpec>,
+}
+
+/// Channel 3 of the input: a mosaic of `tiles` × `tiles` luma tiles, each (H/tiles) ×
+/// (W/tiles) pixels copied from the frame at native resolution (no resampling), so that
+/// blur of a pixel or two survives — a downscale of a 1080p frame to 224² hides it.
+///
+/// Tile centres lie on a `tiles` × `tiles` grid centred on the field of view, spanning
+/// `spread` × the FOV's width and height (tile (i, j) centre =
+/// FOV centre + (j/(tiles−1) − ½, i/(tiles−1) − ½) · spread · FOV size; one tile sits at
+/// the centre). Tiles are moved inside the frame if they would cross its edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetailSpec {
+    pub tiles: u32,
+    pub spread: f32,
+    /// value = (luma * scale − mean) / std, luma being the Y plane's code value.
+    pub scale: f32,
+    pub mean: f32,
+    pub std: f32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +117,11 @@ pub struct OutputSpec {
 }
 
 impl InputSpec {
+    /// Channels the input must have: 3 (RGB), plus 1 with a detail channel.
+    pub fn channels(&self) -> usize {
+        3 + self.detail.is_some() as usize
+    }
+
     /// (height, width) of the input image.
     pub fn size(&self) -> (u32, u32) {
         match self.layout {
@@ -182,11 +210,26 @@ impl ModelRunner {
             Layout::Nchw => spec.shape[1],
             Layout::Nhwc => spec.shape[3],
         };
-        if spec.shape[0] != 1 || channels != 3 {
+        if spec.shape[0] != 1 || channels != spec.channels() {
             return Err(invalid(format!(
-                "manifest input.shape {:?}: expected batch 1 and 3 channels",
-                spec.shape
+                "manifest input.shape {:?}: expected batch 1 and {} channels",
+                spec.shape,
+                spec.channels()
             )));
+        }
+        if let Some(d) = &spec.detail {
+            let (h, w) = spec.size();
+            let ok = spec.layout == Layout::Nchw
+                && d.tiles >= 1
+                && h % d.tiles == 0
+                && w % d.tiles == 0
+                && (0.0..=1.0).contains(&d.spread)
+                && d.std != 0.0;
+            if !ok {
+                return Err(invalid(format!(
+                    "manifest input.detail {d:?}: needs NCHW, 1 or more tiles dividing {h}x{w}, spread in 0..1 and std != 0"
+                )));
+            }
         }
         let mut labels = Vec::new();
         for l in &manifest.outputs.labels {

@@ -20,7 +20,10 @@ pub fn bin() -> &'static str {
 }
 
 pub fn model_path() -> String {
-    repo().join("models/quality-ref.onnx").display().to_string()
+    repo()
+        .join("models/quality-int8.onnx")
+        .display()
+        .to_string()
 }
 
 /// Append the sections every test shares: the shipped model, a datalake in `dir`, HTTP on

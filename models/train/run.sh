@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Regenerate the shipped quality model from scratch: phantom data → train → ONNX float32 →
+# int8 (weight-only, shipped; static QDQ, measured) → evaluation → manifests, references
+# and the metrics in models/README.md. Offline only; never run in CI.
+#
+#   models/train/run.sh [WORK_DIR]        (default WORK_DIR: ~/.cache/endo-agent/train/work)
+#
+# Needs: cargo, python3 with models/train/requirements.txt installed (a venv:
+#   python3 -m venv ~/.cache/endo-agent/train-venv && ~/.cache/endo-agent/train-venv/bin/pip install -r models/train/requirements.txt).
+# Takes about 10 minutes on one core (training ~5 min, single thread on purpose).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+work="${1:-$HOME/.cache/endo-agent/train/work}"
+version="${MODEL_VERSION:-1.0.0}"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+if [ -z "${VIRTUAL_ENV:-}" ] && [ -x "$HOME/.cache/endo-agent/train-venv/bin/python" ]; then
+  source "$HOME/.cache/endo-agent/train-venv/bin/activate"
+fi
+
+(cd "$repo" && cargo build --release --bin endo-agent)
+target="$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+export ENDO_AGENT="$target/release/endo-agent"
+mkdir -p "$work/out"
+# The input contract alone (what `phantom --model-input` follows), before a model exists.
+python3 -c "
+import json, sys; sys.path.insert(0, '$here'); import package
+json.dump(dict(name='spec', version='0', file='none.onnx', sha256='0', quantization='f32',
+  input=package.INPUT, outputs=package.OUTPUTS), open('$work/spec.manifest.json', 'w'))"
+
+cd "$here"
+python3 prepare.py "$work" "$work/spec.manifest.json"
+python3 train.py --train "$work"/train/run_* --val "$work"/val/run_* --out "$work/out" --epochs 14 --seed 1 | tee "$work/out/train.out"
+python3 quantize.py "$work/out/quality.onnx" "$work/out" "$work"/val/run_*
+python3 package.py "$work" "$repo/models" "$version"
+python3 evaluate.py "$work" "$repo/models" "$work/out/metrics.json" test
+python3 evaluate.py "$work" "$repo/models" "$work/out/metrics720.json" test720
+python3 bench_ort.py "$repo/models/quality.onnx" "$repo/models/quality-int8.onnx" "$work/out/quality-qdq.onnx" | tee "$work/out/bench_ort.txt"
+python3 card.py "$work/out/metrics.json" "$work/out/bench_ort.txt" "$repo/models/README.md" "$work/out/metrics720.json"
+# tract, single thread (the agent's runner): the shipped files and the QDQ candidate.
+(cd "$repo" && ENDO_BENCH_MODELS="$work/out/quality-qdq.onnx" cargo bench --bench model) | tee "$work/out/bench_tract.txt"
+echo "done: models/ updated; review git diff, then put the tract numbers into docs/benchmarks.md"

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Train the quality network (net.py) on dataset dirs (data.py) and export float32 ONNX.
+
+  train.py --train DIR... --val DIR... --out OUT_DIR [--epochs N] [--seed S]
+
+Writes OUT_DIR/quality.onnx (float32, batch norm folded) and OUT_DIR/train_log.json.
+Single-threaded on purpose (the build machine is shared); fixed seed.
+"""
+import argparse
+import json
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import data
+import net
+
+SHAPE = [1, 4, net.SIZE, net.SIZE]
+
+
+def augment(x, q, a, rng):
+    """Nuisance variation the phantom does not render: sensor noise (added to the
+    native-resolution detail channel, and averaged down on the overview), mild gain on
+    frames whose label does not depend on exposure, flips."""
+    x = x.clone()
+    n = x.shape[0]
+    sigma = torch.from_numpy(rng.uniform(0, 5.0 / 255, n).astype(np.float32)) * torch.from_numpy((rng.random(n) < 0.6).astype(np.float32))
+    x[:, 3:4] += sigma[:, None, None, None] * torch.randn_like(x[:, 3:4])
+    x[:, :3] += (sigma / 4)[:, None, None, None] * torch.randn_like(x[:, :3])
+    exposure_free = (a[:, 1:].sum(1) == 0).numpy()  # good or blur
+    gain = np.where(exposure_free & (rng.random(n) < 0.5), rng.uniform(0.8, 1.2, n), 1.0).astype(np.float32)
+    x = x * torch.from_numpy(gain)[:, None, None, None]
+    if rng.random() < 0.5:
+        x = x.flip(3)
+    if rng.random() < 0.5:
+        x = x.flip(2)
+    return x.clamp_(-0.05, 1.05), q, a
+
+
+def loss_fn(z, q, a):
+    # Quality weighs double: it is what the selector thresholds.
+    return 2 * F.binary_cross_entropy_with_logits(z[:, 0], q) + F.binary_cross_entropy_with_logits(z[:, 1:], a)
+
+
+def evaluate(model, x, q, a, bs=64):
+    model.eval()
+    tot, zs = 0.0, []
+    with torch.no_grad():
+        for i in range(0, len(x), bs):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + bs]))
+            z = model(xb)
+            tot += loss_fn(z, torch.from_numpy(q[i:i + bs]), torch.from_numpy(a[i:i + bs])).item() * len(xb)
+            zs.append(torch.sigmoid(z).numpy())
+    p = np.concatenate(zs)
+    good = q == 1.0
+    acc = float(((p[:, 0] >= 0.5) == good).mean())
+    return tot / len(x), acc
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train", nargs="+", required=True)
+    ap.add_argument("--val", nargs="+", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--epochs", type=int, default=14)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--init", help="start from this state dict (fine-tuning, e.g. on real frames)")
+    args = ap.parse_args()
+
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    xt, rt = data.load_dirs(args.train, SHAPE)
+    xv, rv = data.load_dirs(args.val, SHAPE)
+    qt, at = data.targets(rt)
+    qv, av = data.targets(rv)
+    print(f"train {len(xt)} frames, val {len(xv)}", flush=True)
+
+    model = net.Net()
+    if args.init:
+        model.load_state_dict(torch.load(args.init))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps = args.epochs * (len(xt) // args.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.15)
+    log, best = [], (float("inf"), None)
+    for ep in range(args.epochs):
+        model.train()
+        t0 = time.time()
+        perm = rng.permutation(len(xt))
+        run = 0.0
+        for b in range(len(xt) // args.batch):
+            idx = np.sort(perm[b * args.batch:(b + 1) * args.batch])
+            xb = torch.from_numpy(xt[idx])
+            qb, ab = torch.from_numpy(qt[idx]), torch.from_numpy(at[idx])
+            xb, qb, ab = augment(xb, qb, ab, rng)
+            loss = loss_fn(model(xb), qb, ab)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            run += loss.item()
+        vl, vacc = evaluate(model, xv, qv, av)
+        entry = dict(epoch=ep + 1, train_loss=run / (len(xt) // args.batch), val_loss=vl, val_acc=vacc, seconds=time.time() - t0)
+        log.append(entry)
+        print(json.dumps(entry), flush=True)
+        if vl < best[0]:
+            best = (vl, {k: v.clone() for k, v in model.state_dict().items()})
+    model.load_state_dict(best[1])
+    os.makedirs(args.out, exist_ok=True)
+    torch.save(best[1], os.path.join(args.out, "quality.pt"))
+    onx = net.to_onnx(model)
+    with open(os.path.join(args.out, "quality.onnx"), "wb") as f:
+        f.write(onx.SerializeToString())
+    with open(os.path.join(args.out, "train_log.json"), "w") as f:
+        json.dump(dict(args=vars(args), epochs=log, best_val_loss=best[0]), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
