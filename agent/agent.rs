@@ -441,10 +441,14 @@ fn start_http(
                 tokio::spawn(async move { upkeep(shared, upkeep_stop).await });
                 let stop_wait = stop.clone();
                 let shutdown = async move {
+                    // The signal streams live for the whole loop: one made afresh per
+                    // iteration would miss a signal arriving between two of them.
+                    let mut term = signal_stream(SignalKind::terminate());
+                    let mut int = signal_stream(SignalKind::interrupt());
                     loop {
                         tokio::select! {
-                            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: stopping"); crate::notify::stopping(); stop_wait.store(true, Ordering::Relaxed); }
-                            _ = sigterm() => { tracing::info!("SIGTERM: stopping"); crate::notify::stopping(); stop_wait.store(true, Ordering::Relaxed); }
+                            _ = next_signal(&mut int) => { tracing::info!("interrupt: stopping"); crate::notify::stopping(); stop_wait.store(true, Ordering::Relaxed); }
+                            _ = next_signal(&mut term) => { tracing::info!("SIGTERM: stopping"); crate::notify::stopping(); stop_wait.store(true, Ordering::Relaxed); }
                             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                         }
                         if stop_wait.load(Ordering::Relaxed) {
@@ -460,12 +464,25 @@ fn start_http(
         .map_err(|source| AgentError::Thread { name: "http", source })
 }
 
-async fn sigterm() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut s) => {
+use tokio::signal::unix::{Signal, SignalKind};
+
+fn signal_stream(kind: SignalKind) -> Option<Signal> {
+    match tokio::signal::unix::signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!("cannot listen for signal {kind:?}: {e}");
+            None
+        }
+    }
+}
+
+/// The next delivery of a signal (never, without a stream).
+async fn next_signal(s: &mut Option<Signal>) {
+    match s {
+        Some(s) => {
             s.recv().await;
         }
-        Err(_) => std::future::pending::<()>().await,
+        None => std::future::pending::<()>().await,
     }
 }
 

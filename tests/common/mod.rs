@@ -151,7 +151,11 @@ impl Agent {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < end, "agent did not stop after SIGTERM");
+            assert!(
+                Instant::now() < end,
+                "agent did not stop after SIGTERM; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
