@@ -285,6 +285,11 @@ impl Seaweed {
             format!("-master.port={master}"),
             format!("-volume.port={volume}"),
             "-master.volumeSizeLimitMB=256".into(),
+            // Room for both test buckets' volumes (sparse files, nothing preallocated), and
+            // writable down to 256 MiB of free disk (the default, 1 %, turns a shared build
+            // machine's nearly full disk into read-only volumes and HTTP 500s).
+            "-volume.max=32".into(),
+            "-volume.minFreeSpace=256MiB".into(),
             "-filer".into(),
             format!("-filer.port={filer}"),
             "-s3".into(),
