@@ -4,7 +4,7 @@
 //! frame (process CPU minus the phantom generator's own thread), p50/p99 capture→score
 //! latency and peak RSS.
 //!
-//!   cargo bench --bench e2e -- --seconds 20 [--width 1920 --height 1080 --fps 60]
+//!   cargo bench --bench e2e -- --seconds 20 [--width 1920 --height 1080 --fps 60] [--model F]
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it runs a 2-second smoke at
 //! 320×240 and checks that frames flowed.
@@ -56,8 +56,9 @@ fn main() {
     cfg.source.fps = fps;
     cfg.capture.on_eos = OnEos::Stop;
     cfg.fov.shape = FovShape::Circle;
-    cfg.model.path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx");
+    // --model models/quality-ref.onnx measures the earlier reference model for comparison.
+    let model: String = arg(&args, "--model", "models/quality-int8.onnx".to_string());
+    cfg.model.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(model);
     cfg.datalake.dir = dir.path().join("lake");
     cfg.spool.dir = dir.path().join("spool");
     cfg.http.listen = "127.0.0.1:0".into();
