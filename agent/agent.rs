@@ -31,7 +31,7 @@ use crate::spool::{Spool, SpoolConfig, SpoolRecord};
 use crate::uplink::local::LocalDatalake;
 use crate::uplink::mqtt::MqttSink;
 use crate::uplink::s3::S3Sink;
-use crate::uplink::worker::{self, Retry, SpoolHandle};
+use crate::uplink::worker::{self, Retry, SinkStatus, SpoolHandle};
 use crate::uplink::{Blocking, Sink, SinkError};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +63,8 @@ pub struct Shared {
     pub session: String,
     pub fov_locked: AtomicBool,
     pub selected: AtomicU64,
-    /// Frames each configured sink has stored, in `uplink.sinks` order.
-    pub delivered: Vec<(&'static str, AtomicU64)>,
-    /// Whether each sink's last attempt succeeded, in `uplink.sinks` order.
-    pub sinks_up: Vec<(&'static str, Arc<AtomicBool>)>,
+    /// Each configured sink's deliveries and state, in `uplink.sinks` order.
+    pub sinks: Vec<SinkStatus>,
     pub fps_milli: AtomicU64,
     pub latest: Mutex<Option<Latest>>,
     /// The source ended and every selected frame went through the encoder (on_eos = idle).
@@ -97,11 +95,11 @@ impl Shared {
     /// One line for `systemctl status`.
     pub fn status_line(&self) -> String {
         let sinks: Vec<String> = self
-            .delivered
+            .sinks
             .iter()
-            .map(|(name, _)| {
-                let up = self.sink_up(name);
-                format!("{name} {}", if up { "up" } else { "down" })
+            .map(|s| {
+                let up = s.up.load(Ordering::Relaxed);
+                format!("{} {}", s.name, if up { "up" } else { "down" })
             })
             .collect();
         format!(
@@ -115,18 +113,11 @@ impl Shared {
         )
     }
 
-    fn sink_up(&self, name: &str) -> bool {
-        self.sinks_up
-            .iter()
-            .find(|(n, _)| *n == name)
-            .is_none_or(|(_, up)| up.load(Ordering::Relaxed))
-    }
-
     /// Frames stored by every sink (the smallest per-sink count).
     pub fn delivered_everywhere(&self) -> u64 {
-        self.delivered
+        self.sinks
             .iter()
-            .map(|(_, v)| v.load(Ordering::Relaxed))
+            .map(|s| s.delivered.load(Ordering::Relaxed))
             .min()
             .unwrap_or(0)
     }
@@ -142,8 +133,8 @@ impl Shared {
             "frames_captured": self.capture.captured.load(Ordering::Relaxed),
             "frames_selected": self.selected.load(Ordering::Relaxed),
             "frames_delivered": self.delivered_everywhere(),
-            "delivered_by_sink": self.delivered.iter()
-                .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed).into()))
+            "delivered_by_sink": self.sinks.iter()
+                .map(|s| (s.name.to_string(), s.delivered.load(Ordering::Relaxed).into()))
                 .collect::<serde_json::Map<String, serde_json::Value>>(),
             "spool_frames": self.spool.len().0,
             "drained": self.drained.load(Ordering::Relaxed),
@@ -246,17 +237,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         session: session.clone(),
         fov_locked: AtomicBool::new(false),
         selected: AtomicU64::new(0),
-        delivered: cfg
+        sinks: cfg
             .uplink
             .sinks
             .iter()
-            .map(|k| (k.as_str(), AtomicU64::new(0)))
-            .collect(),
-        sinks_up: cfg
-            .uplink
-            .sinks
-            .iter()
-            .map(|k| (k.as_str(), Arc::new(AtomicBool::new(true))))
+            .map(|k| SinkStatus::new(k.as_str()))
             .collect(),
         fps_milli: AtomicU64::new(0),
         latest: Mutex::new(None),
@@ -309,16 +294,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         let name = sink.name();
         let t = thread::Builder::new()
             .name(format!("uplink-{name}"))
-            .spawn(move || {
-                worker::run_sink(
-                    sink,
-                    &up_spool,
-                    retry,
-                    &up_stop,
-                    &up_shared.delivered[i].1,
-                    Some(&up_shared.sinks_up[i].1),
-                )
-            })
+            .spawn(move || worker::run_sink(sink, &up_spool, retry, &up_stop, &up_shared.sinks[i]))
             .map_err(thread_err("uplink"))?;
         uplink_threads.push(t);
     }

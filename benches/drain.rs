@@ -19,11 +19,11 @@ use endo_agent::phantom::{Phantom, PhantomConfig};
 use endo_agent::spool::{EvictPolicy, Spool, SpoolConfig, SpoolRecord};
 use endo_agent::uplink::mqtt::MqttSink;
 use endo_agent::uplink::s3::S3Sink;
-use endo_agent::uplink::worker::{run_sink, Retry, SpoolHandle};
+use endo_agent::uplink::worker::{run_sink, Retry, SinkStatus, SpoolHandle};
 use endo_agent::uplink::{Blocking, Sink};
 use services::{Mosquitto, Pki, Seaweed, S3_KEY, S3_SECRET};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
@@ -74,9 +74,9 @@ fn filled_spool(dir: &Path, sink: &str, n: usize, jpeg: &[u8], round: usize) -> 
 
 fn drain(sink: Box<dyn Sink>, spool: &SpoolHandle) -> (u64, Duration) {
     let stop = AtomicBool::new(false);
-    let delivered = AtomicU64::new(0);
+    let status = SinkStatus::new(sink.name());
     let t0 = Instant::now();
-    let n = run_sink(sink, spool, Retry::default(), &stop, &delivered, None);
+    let n = run_sink(sink, spool, Retry::default(), &stop, &status);
     (n, t0.elapsed())
 }
 

@@ -96,8 +96,8 @@ pub trait Sink: Send {
     fn window(&self) -> usize {
         1
     }
-    /// Start delivering frame `id`.
-    fn send(&mut self, id: u64, item: &Encoded) -> Result<(), SinkError>;
+    /// Start delivering frame `id` (the sink may keep the bytes until it is stored).
+    fn send(&mut self, id: u64, item: Encoded) -> Result<(), SinkError>;
     /// Wait up to `timeout` for progress; returns the ids now stored by the sink.
     /// Also where a sink does its housekeeping (keepalive, periodic messages).
     fn poll(&mut self, timeout: Duration) -> Result<Vec<u64>, SinkError>;
@@ -105,10 +105,6 @@ pub trait Sink: Send {
     fn reset(&mut self) {}
     /// The agent is stopping: say goodbye to the peer if there is one.
     fn close(&mut self) {}
-    /// Whether the sink is connected, for sinks that hold a connection.
-    fn connected(&self) -> Option<bool> {
-        None
-    }
 }
 
 /// A sink that stores one frame per call, durably before returning.
@@ -136,8 +132,8 @@ impl<T: BlockingSink> Sink for Blocking<T> {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
-    fn send(&mut self, id: u64, item: &Encoded) -> Result<(), SinkError> {
-        self.inner.deliver(item)?;
+    fn send(&mut self, id: u64, item: Encoded) -> Result<(), SinkError> {
+        self.inner.deliver(&item)?;
         self.done.push(id);
         Ok(())
     }

@@ -213,10 +213,6 @@ impl MqttSink {
         })
     }
 
-    pub fn topic_frames(&self) -> &str {
-        &self.topic_frames
-    }
-
     fn status(&self, state: &str) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "state": state,
@@ -354,20 +350,17 @@ impl Sink for MqttSink {
         self.cfg.inflight
     }
 
-    fn send(&mut self, id: u64, item: &Encoded) -> Result<(), SinkError> {
+    fn send(&mut self, id: u64, item: Encoded) -> Result<(), SinkError> {
         self.connect()?;
         if self.tracker.outstanding_frames() == 0 {
             self.last_progress = Instant::now();
         }
+        // The frame's own buffers become the message: no copy of the JPEG.
+        let record = String::from_utf8(item.record_json)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let props = PublishProperties {
             content_type: Some("image/jpeg".into()),
-            user_properties: vec![
-                ("key".into(), item.key.clone()),
-                (
-                    "record".into(),
-                    String::from_utf8_lossy(&item.record_json).into_owned(),
-                ),
-            ],
+            user_properties: vec![("key".into(), item.key), ("record".into(), record)],
             ..Default::default()
         };
         let topic = self.topic_frames.clone();
@@ -375,7 +368,7 @@ impl Sink for MqttSink {
             &topic,
             QoS::AtLeastOnce,
             false,
-            item.jpeg.clone(),
+            item.jpeg,
             Some(props),
             Some(id),
         )
@@ -458,10 +451,6 @@ impl Sink for MqttSink {
             });
         }
         self.reset();
-    }
-
-    fn connected(&self) -> Option<bool> {
-        Some(self.connected)
     }
 }
 

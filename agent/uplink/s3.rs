@@ -154,30 +154,6 @@ impl S3Client {
         Err(Self::refused(&format!("PUT {key}"), status, &text))
     }
 
-    /// GET one object; None when it does not exist.
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
-        let url = self
-            .bucket
-            .get_object(Some(&self.creds), key)
-            .sign(SIGNED_FOR);
-        let mut resp = self.http.get(url.as_str()).call().map_err(Self::error)?;
-        let status = resp.status().as_u16();
-        match status {
-            200 => Ok(Some(
-                resp.body_mut()
-                    .with_config()
-                    .limit(256 << 20)
-                    .read_to_vec()
-                    .map_err(Self::error)?,
-            )),
-            404 => Ok(None),
-            _ => {
-                let text = resp.body_mut().read_to_string().unwrap_or_default();
-                Err(Self::refused(&format!("GET {key}"), status, &text))
-            }
-        }
-    }
-
     /// Create the bucket (an existing bucket of ours is fine).
     pub fn create_bucket(&self) -> Result<(), SinkError> {
         let url = self.bucket.create_bucket(&self.creds).sign(SIGNED_FOR);

@@ -85,6 +85,26 @@ impl SpoolHandle {
     }
 }
 
+/// What the rest of the agent (status, systemd STATUS line) sees of one sink's worker.
+#[derive(Debug)]
+pub struct SinkStatus {
+    pub name: &'static str,
+    /// Frames the sink has stored.
+    pub delivered: AtomicU64,
+    /// Whether its last attempt succeeded.
+    pub up: AtomicBool,
+}
+
+impl SinkStatus {
+    pub fn new(name: &'static str) -> SinkStatus {
+        SinkStatus {
+            name,
+            delivered: AtomicU64::new(0),
+            up: AtomicBool::new(true),
+        }
+    }
+}
+
 /// Retry timing of a worker.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -108,19 +128,17 @@ pub fn run_sink(
     spool: &SpoolHandle,
     retry: Retry,
     stop: &AtomicBool,
-    delivered: &AtomicU64,
-    up_flag: Option<&AtomicBool>,
+    status: &SinkStatus,
 ) -> u64 {
-    let set_up = |v: bool| {
-        if let Some(f) = up_flag {
-            f.store(v, Ordering::Relaxed);
-        }
-    };
     let name = sink.name();
     let ok = counter!("endo_agent_frames_delivered_total", "sink" => name);
     let sent_c = counter!("endo_agent_sink_sent_total", "sink" => name);
     let retried_c = counter!("endo_agent_sink_retries_total", "sink" => name);
-    let up = gauge!("endo_agent_sink_up", "sink" => name);
+    let up_g = gauge!("endo_agent_sink_up", "sink" => name);
+    let set_up = |v: bool| {
+        up_g.set(if v { 1.0 } else { 0.0 });
+        status.up.store(v, Ordering::Relaxed);
+    };
     let inflight_g = gauge!("endo_agent_sink_inflight", "sink" => name);
     let write_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "write");
     // No time-based reset: a delivery that succeeds resets it explicitly.
@@ -137,7 +155,7 @@ pub fn run_sink(
     let mut cursor: Option<u64> = None;
     let mut high: Option<u64> = None;
     let mut n = 0;
-    up.set(1.0);
+    set_up(true);
     // Every failure reason exists from the start (at 0), so rates and alerts see a series.
     for reason in crate::uplink::SinkError::REASONS {
         counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => reason).increment(0);
@@ -185,7 +203,7 @@ pub fn run_sink(
             }
             high = high.max(Some(id));
             let t0 = Instant::now();
-            match sink.send(id, &item) {
+            match sink.send(id, item) {
                 Ok(()) => {
                     sent_c.increment(1);
                     inflight.insert(id);
@@ -221,10 +239,11 @@ pub fn run_sink(
                         spool.publish(&s);
                         drop(s);
                         ok.increment(acked.len() as u64);
-                        delivered.fetch_add(acked.len() as u64, Ordering::Relaxed);
+                        status
+                            .delivered
+                            .fetch_add(acked.len() as u64, Ordering::Relaxed);
                         n += acked.len() as u64;
                         backoff.reset();
-                        up.set(1.0);
                         set_up(true);
                     }
                 }
@@ -235,7 +254,6 @@ pub fn run_sink(
         if let Some(e) = failure {
             counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => e.reason())
                 .increment(1);
-            up.set(0.0);
             set_up(false);
             tracing::error!(sink = name, "{e}");
             sink.reset();
@@ -258,18 +276,13 @@ pub fn run_sink(
             }
             continue;
         }
-        // 4. Nothing to send and nothing in flight: finish, or wait for the encoder.
+        // 4. Nothing to send and nothing in flight: everything sent so far is stored,
+        //    so the next scan starts from the oldest again; finish, or wait for the encoder.
         if idle && inflight.is_empty() {
+            cursor = None;
             let s = spool.spool.lock().expect("spool lock");
-            match s.next_pending(name, cursor) {
-                Ok(Some(_)) => continue,
-                Ok(None) if cursor.is_some() && s.first_pending(name).ok().flatten().is_some() => {
-                    // Something older than the cursor came back (cannot happen with
-                    // increasing ids, but never strand a record): rescan from the start.
-                    cursor = None;
-                    continue;
-                }
-                _ => {}
+            if s.first_pending(name).ok().flatten().is_some() {
+                continue;
             }
             if spool.producer_done.load(Ordering::Acquire) {
                 drop(s);
