@@ -13,7 +13,7 @@ use crossbeam_channel::{bounded, Receiver};
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,37 +103,45 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError
     let mut received = 0u64;
     tracing::info!(host = %cfg.mqtt.host, port = cfg.mqtt.port, %filter, "ingest starting");
     rt.block_on(async {
-        while !stop.load(Ordering::Relaxed) {
-            let ev = tokio::select! {
-                ev = eventloop.poll() => ev,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
-            };
-            match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    backoff.reset();
-                    tracing::info!("ingest connected; subscribing to {filter}");
-                    let f = Filter::new(filter.clone(), QoS::AtLeastOnce);
-                    if let Err(e) = client.try_subscribe_many([f]) {
-                        tracing::error!("subscribe: {e}");
+        // rumqttc's poll is driven without interruption (cancelling it mid-write could
+        // leave half a packet in its buffer); only a stop ends it, once.
+        let drive = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        backoff.reset();
+                        tracing::info!("ingest connected; subscribing to {filter}");
+                        let f = Filter::new(filter.clone(), QoS::AtLeastOnce);
+                        if let Err(e) = client.try_subscribe_many([f]) {
+                            tracing::error!("subscribe: {e}");
+                        }
                     }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    received += 1;
-                    if tx.send(p).is_err() {
-                        break;
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        received += 1;
+                        // Never blocks: the broker sends at most `receive_maximum` (64)
+                        // unacknowledged messages, and the channel holds 128.
+                        if tx.send(p).is_err() {
+                            return;
+                        }
                     }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let e = crate::uplink::mqtt::classify(e.to_string());
-                    let wait = backoff.on_failure(Duration::ZERO);
-                    tracing::error!("{e}; retrying in {wait:?}");
-                    let end = tokio::time::Instant::now() + wait;
-                    while tokio::time::Instant::now() < end && !stop.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(_) => {}
+                    Err(e) => {
+                        let e = crate::uplink::mqtt::classify(e.to_string());
+                        let wait = backoff.on_failure(Duration::ZERO);
+                        tracing::error!("{e}; retrying in {wait:?}");
+                        tokio::time::sleep(wait).await;
                     }
                 }
             }
+        };
+        let stopped = async {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = drive => {}
+            _ = stopped => {}
         }
         // Let the writer's last acks go out.
         let _ = tokio::time::timeout(Duration::from_millis(300), async {
@@ -152,6 +160,42 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError
     Ok(stats)
 }
 
+/// How many stored keys ingest remembers to count redeliveries as duplicates.
+const RECENT_KEYS: usize = 100_000;
+
+/// The last `cap` distinct keys stored, oldest forgotten first: redeliveries come soon
+/// after the original, and a months-long ingest must not grow without bound.
+struct RecentKeys {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl RecentKeys {
+    fn new(cap: usize) -> RecentKeys {
+        RecentKeys {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// Remember `key`; false when it was already among the recent keys.
+    fn insert(&mut self, key: String) -> bool {
+        if self.set.contains(&key) {
+            return false;
+        }
+        if self.order.len() == self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.set.insert(key.clone());
+        self.order.push_back(key);
+        true
+    }
+}
+
 fn store_loop(
     store: S3Client,
     rx: Receiver<Publish>,
@@ -159,7 +203,7 @@ fn store_loop(
     stop: Arc<AtomicBool>,
 ) -> IngestStats {
     let mut stats = IngestStats::default();
-    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen = RecentKeys::new(RECENT_KEYS);
     let mut backoff = Backoff::new(
         Duration::from_millis(200),
         Duration::from_secs(30),
@@ -219,6 +263,17 @@ mod tests {
                 ..Default::default()
             }),
         )
+    }
+
+    #[test]
+    fn recent_keys_count_repeats_and_stay_bounded() {
+        let mut r = RecentKeys::new(2);
+        assert!(r.insert("a".into()));
+        assert!(!r.insert("a".into()), "a repeat");
+        assert!(r.insert("b".into()));
+        assert!(r.insert("c".into()), "a is forgotten now");
+        assert!(r.insert("a".into()));
+        assert_eq!((r.set.len(), r.order.len()), (2, 2));
     }
 
     #[test]
