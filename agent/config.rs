@@ -566,21 +566,19 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut cfg = Config::parse(&text, path, base)?;
         // A fleet shares one config; each tower's name comes from its environment
-        // (k3s: the node name). Checked like the file's value.
-        if let Ok(device) = std::env::var("ENDO_AGENT_DEVICE") {
-            if !device.is_empty() {
-                cfg.agent.device = device;
-                cfg.validate(path).map_err(|e| match e {
-                    ConfigError::Invalid { path, key, why } if key == "agent.device" => {
-                        ConfigError::Invalid {
-                            path,
-                            key: "agent.device (from ENDO_AGENT_DEVICE)".into(),
-                            why,
-                        }
-                    }
-                    other => other,
-                })?;
+        // (k3s: the node name), checked like the file's value.
+        if let Some(device) = std::env::var("ENDO_AGENT_DEVICE")
+            .ok()
+            .filter(|d| !d.is_empty())
+        {
+            if !is_key_segment(&device) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key: "agent.device (from ENDO_AGENT_DEVICE)".into(),
+                    why: format!("{device:?} must be 1-64 characters of [A-Za-z0-9._-]"),
+                });
             }
+            cfg.agent.device = device;
         }
         Ok(cfg)
     }
@@ -619,13 +617,7 @@ impl Config {
 
     /// Check values that parse but make no sense. No I/O.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: String| {
-            Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                key: key.to_string(),
-                why,
-            })
-        };
+        let bad = |key: &str, why: String| invalid(path, key, why);
         for (key, v) in [
             ("agent.site", &self.agent.site),
             ("agent.device", &self.agent.device),
@@ -812,13 +804,7 @@ impl Config {
     }
 
     fn validate_uplink(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: String| {
-            Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                key: key.to_string(),
-                why,
-            })
-        };
+        let bad = |key: &str, why: String| invalid(path, key, why);
         let sinks = &self.uplink.sinks;
         if sinks.is_empty() {
             return bad(
@@ -850,13 +836,7 @@ impl Config {
 
     /// The `[mqtt]` section, checked when a sink or `ingest` uses it.
     pub fn validate_mqtt(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: String| {
-            Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                key: key.to_string(),
-                why,
-            })
-        };
+        let bad = |key: &str, why: String| invalid(path, key, why);
         let m = &self.mqtt;
         if m.host.is_empty() {
             return bad("mqtt.host", "is empty".into());
@@ -902,13 +882,7 @@ impl Config {
 
     /// The `[s3]` section, checked when a sink or `ingest` uses it.
     pub fn validate_s3(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: String| {
-            Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                key: key.to_string(),
-                why,
-            })
-        };
+        let bad = |key: &str, why: String| invalid(path, key, why);
         let s = &self.s3;
         let scheme = s.endpoint.split("://").next().unwrap_or("");
         if !s.endpoint.contains("://") || !(scheme == "https" || scheme == "http") {
@@ -942,6 +916,15 @@ impl Config {
 }
 
 /// A datalake key segment: short, and safe in paths, S3 keys and MQTT topics.
+/// A validation error for `key` of the config file `path`.
+fn invalid(path: &Path, key: &str, why: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        path: path.to_owned(),
+        key: key.to_string(),
+        why,
+    })
+}
+
 pub fn is_key_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64

@@ -179,6 +179,10 @@ fn dispatch(cmd: Command) -> Result<()> {
             endo_agent::capture::check_pipeline(&cfg)?;
             let (origin, launch) = endo_agent::capture::launch_description(&cfg)?;
             println!("{}: ok", config.display());
+            println!(
+                "keys: {}/{}/{}/…",
+                cfg.datalake.prefix, cfg.agent.site, cfg.agent.device
+            );
             println!("pipeline ({origin}): {launch}");
             Ok(())
         }

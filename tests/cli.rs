@@ -221,3 +221,39 @@ fn devices_lists_what_the_device_monitor_sees() {
         assert!(d["class"].as_str().unwrap().contains("Video"), "{d}");
     }
 }
+
+#[test]
+fn endo_agent_device_from_the_environment_names_the_tower_and_is_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(
+        &d,
+        "a.toml",
+        "[agent]\nsite = \"st-mary\"\ndevice = \"from-file\"\n",
+    );
+    let check = |device: &str| {
+        let out = Command::new(bin())
+            .args(["check-config", &f])
+            .env("ENDO_AGENT_DEVICE", device)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = check("tower-node-7");
+    assert!(
+        ok && text.contains("keys: frames/st-mary/tower-node-7/"),
+        "{text}"
+    );
+    let (ok, text) = check("");
+    assert!(
+        ok && text.contains("keys: frames/st-mary/from-file/"),
+        "{text}"
+    );
+    let (ok, text) = check("no/slashes");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("ENDO_AGENT_DEVICE") && text.contains("no/slashes") && text.contains(&f),
+        "{text}"
+    );
+}
