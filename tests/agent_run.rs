@@ -477,3 +477,21 @@ listen = "127.0.0.1:0"
         ["0000000000", "0000000001", "0000000002", "0000000003"]
     );
 }
+
+#[test]
+fn ctrl_c_stops_the_agent_cleanly() {
+    // The README's demo promises it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[source]\nkind = \"phantom\"\nwidth = 320\nheight = 240\nfps = 30\nschedule = \"good 60s\"\n";
+    let agent = Agent::start(dir.path(), &with_common(dir.path(), config));
+    agent.wait_for("frames scored", Duration::from_secs(30), |a| {
+        a.metrics().value("endo_agent_frames_scored_total") >= 10.0
+    });
+    let log = agent.log.clone();
+    assert!(agent.stop_with(libc::SIGINT).success());
+    let log = log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("interrupt: stopping") && log.contains("stopped"),
+        "{log}"
+    );
+}

@@ -144,8 +144,13 @@ impl Agent {
     }
 
     /// SIGTERM, then wait for the exit status.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Send `signal` (SIGTERM, SIGINT = Ctrl-C), then wait for the exit status.
+    pub fn stop_with(mut self, signal: i32) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
         let end = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -153,7 +158,7 @@ impl Agent {
             }
             assert!(
                 Instant::now() < end,
-                "agent did not stop after SIGTERM; log:\n{}",
+                "agent did not stop after signal {signal}; log:\n{}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
