@@ -489,7 +489,15 @@ fn ctrl_c_stops_the_agent_cleanly() {
     });
     let log = agent.log.clone();
     assert!(agent.stop_with(libc::SIGINT).success());
-    let log = log.lock().unwrap().join("\n");
+    // The log reader may still be draining the pipe after the exit.
+    let text = || log.lock().unwrap().join("\n");
+    for _ in 0..50 {
+        if text().contains("stopped") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = text();
     assert!(
         log.contains("interrupt: stopping") && log.contains("stopped"),
         "{log}"
