@@ -282,10 +282,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         })
         .map_err(thread_err("encode"))?;
 
-    let retry = Retry {
-        initial: Duration::from_millis(cfg.uplink.backoff_initial_ms),
-        max: Duration::from_millis(cfg.uplink.backoff_max_ms),
-    };
+    let retry = Retry::from(&cfg.uplink);
     let mut uplink_threads = Vec::new();
     for (i, sink) in sinks.into_iter().enumerate() {
         let up_spool = spool.clone();

@@ -13,7 +13,7 @@
 #[path = "../tests/common/services.rs"]
 mod services;
 
-use endo_agent::config::{Config, FovShape};
+use endo_agent::config::{Config, FovShape, UplinkConfig};
 use endo_agent::fov::Fov;
 use endo_agent::phantom::{Phantom, PhantomConfig};
 use endo_agent::spool::{EvictPolicy, Spool, SpoolConfig, SpoolRecord};
@@ -76,7 +76,13 @@ fn drain(sink: Box<dyn Sink>, spool: &SpoolHandle) -> (u64, Duration) {
     let stop = AtomicBool::new(false);
     let status = SinkStatus::new(sink.name());
     let t0 = Instant::now();
-    let n = run_sink(sink, spool, Retry::default(), &stop, &status);
+    let n = run_sink(
+        sink,
+        spool,
+        Retry::from(&UplinkConfig::default()),
+        &stop,
+        &status,
+    );
     (n, t0.elapsed())
 }
 

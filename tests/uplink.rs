@@ -205,6 +205,13 @@ fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Frames `sink` has stored, from the agent's metrics.
+fn delivered(a: &Agent, sink: &str) -> f64 {
+    a.metrics().value(&format!(
+        "endo_agent_frames_delivered_total{{sink=\"{sink}\"}}"
+    ))
+}
+
 fn drained(a: &Agent) -> bool {
     let s = a.status();
     s["drained"].as_bool() == Some(true) && s["spool_frames"].as_u64() == Some(0)
@@ -243,11 +250,6 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
             ),
         ),
     );
-    let delivered = |a: &Agent, sink: &str| {
-        a.metrics().value(&format!(
-            "endo_agent_frames_delivered_total{{sink=\"{sink}\"}}"
-        ))
-    };
     agent.wait_for("frames over MQTT", Duration::from_secs(60), |a| {
         delivered(a, "mqtt") >= 5.0
     });
@@ -411,17 +413,10 @@ fn tls_is_checked_and_mutual_tls_works() {
         "{}",
         agent.log_text()
     );
-    assert_eq!(
-        agent
-            .metrics()
-            .value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"),
-        0.0
-    );
+    assert_eq!(delivered(&agent, "mqtt"), 0.0);
     // The other sink is not held up by the failing one.
     agent.wait_for("local deliveries", Duration::from_secs(30), |a| {
-        a.metrics()
-            .value("endo_agent_frames_delivered_total{sink=\"local\"}")
-            >= 1.0
+        delivered(a, "local") >= 1.0
     });
     assert!(agent.stop().success());
 
@@ -442,12 +437,7 @@ fn tls_is_checked_and_mutual_tls_works() {
             .sum("endo_agent_sink_errors_total", "sink=\"mqtt\"")
             >= 1.0
     });
-    assert_eq!(
-        agent
-            .metrics()
-            .value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"),
-        0.0
-    );
+    assert_eq!(delivered(&agent, "mqtt"), 0.0);
     assert!(agent.stop().success());
     // ...delivered with one. A test subscriber watches the status and summary topics.
     let status_topic = "endo/uplink-site/tower-3/status";
@@ -467,10 +457,7 @@ fn tls_is_checked_and_mutual_tls_works() {
     let m = agent.metrics();
     let selected = m.value("endo_agent_frames_selected_total");
     assert!(selected >= 3.0);
-    assert_eq!(
-        m.value("endo_agent_frames_delivered_total{sink=\"mqtt\"}"),
-        selected
-    );
+    assert_eq!(delivered(&agent, "mqtt"), selected);
     let summary = watch.wait_last("endo/uplink-site/tower-3/summary", "");
     assert!(
         summary["frames_selected"].as_f64().unwrap() >= 1.0,

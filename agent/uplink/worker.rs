@@ -112,11 +112,11 @@ pub struct Retry {
     pub max: Duration,
 }
 
-impl Default for Retry {
-    fn default() -> Self {
+impl From<&crate::config::UplinkConfig> for Retry {
+    fn from(c: &crate::config::UplinkConfig) -> Retry {
         Retry {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(30),
+            initial: Duration::from_millis(c.backoff_initial_ms),
+            max: Duration::from_millis(c.backoff_max_ms),
         }
     }
 }
