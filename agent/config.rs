@@ -58,8 +58,12 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// The S3 sink (and `endo-agent ingest`'s destination).
     pub s3: S3Config,
-    /// The one HTTP listener (metrics, health, status).
+    /// The one HTTP listener (metrics, health, status, the web overlay and operator API).
     pub http: HttpConfig,
+    /// The on-screen overlay: a display branch of the capture pipeline.
+    pub display: DisplayConfig,
+    /// The web overlay and operator marks: preview, labels, recent frames.
+    pub operator: OperatorConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -546,12 +550,102 @@ impl Default for S3Config {
 pub struct HttpConfig {
     /// Address of the one HTTP listener (metrics, health, status). Port 0 = any free port.
     pub listen: String,
+    /// Bearer token the operator API and the web overlay's live data require. Required
+    /// (here or in `token_file`) when `listen` is not a loopback address.
+    pub token: String,
+    /// File holding the token (first line), instead of `token`.
+    pub token_file: PathBuf,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:9464".into(),
+            token: String::new(),
+            token_file: PathBuf::new(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Whether `listen` is a loopback address (only this machine can connect).
+    pub fn is_loopback(&self) -> bool {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback())
+    }
+}
+
+/// Where the on-screen overlay sits on the video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverlayPosition {
+    TopLeft,
+    TopRight,
+    BottomLeft,
+    BottomRight,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DisplayConfig {
+    /// Add the display branch (live video with the quality overlay) to the capture pipeline.
+    pub enabled: bool,
+    /// The video sink, one GStreamer element with its properties, e.g. `kmssink`,
+    /// `waylandsink`, `glimagesink`, `autovideosink`, `fakesink`.
+    pub sink: String,
+    /// Corner of the overlay panel.
+    pub position: OverlayPosition,
+    /// Text scale in video pixels per font pixel; 0 = from the frame height (height / 270).
+    pub scale: u32,
+}
+
+impl Default for DisplayConfig {
+    fn default() -> Self {
+        DisplayConfig {
+            enabled: false,
+            sink: "autovideosink".into(),
+            position: OverlayPosition::TopRight,
+            scale: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorConfig {
+    /// Labels an operator can give a drawn region (the annotation's categories, in order).
+    pub labels: Vec<String>,
+    /// Frames per second of the web preview.
+    pub preview_fps: f32,
+    /// Width in pixels of the web preview (the cropped field of view, scaled down).
+    pub preview_width: u32,
+    /// How many recent preview frames can be frozen and annotated (full resolution, in memory).
+    pub recent_frames: usize,
+    /// "Keep this frame" takes the best frame of this many recent milliseconds.
+    pub mark_window_ms: u64,
+    /// Most shapes in one annotation.
+    pub max_shapes: usize,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            labels: [
+                "erosion",
+                "ulcer",
+                "polyp",
+                "suspected-neoplasia",
+                "bleeding",
+                "other",
+            ]
+            .map(String::from)
+            .to_vec(),
+            preview_fps: 2.0,
+            preview_width: 640,
+            recent_frames: 8,
+            mark_window_ms: 2000,
+            max_shapes: 32,
         }
     }
 }
@@ -610,6 +704,7 @@ impl Config {
         fix(&mut self.mqtt.password_file);
         fix(&mut self.s3.ca_file);
         fix(&mut self.s3.credentials_file);
+        fix(&mut self.http.token_file);
         if let Some(t) = self.capture.template.as_mut() {
             fix(t);
         }
@@ -799,6 +894,87 @@ impl Config {
                     self.http.listen
                 ),
             );
+        }
+        self.validate_operator(path)
+    }
+
+    /// `[http]` token, `[display]` and `[operator]`.
+    fn validate_operator(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| invalid(path, key, why);
+        let h = &self.http;
+        if !h.token.is_empty() && !h.token_file.as_os_str().is_empty() {
+            return bad(
+                "http.token",
+                "set http.token or http.token_file, not both".into(),
+            );
+        }
+        if !h.token.is_empty() && (h.token.len() < 16 || h.token.chars().any(|c| c.is_whitespace()))
+        {
+            return bad(
+                "http.token",
+                "must be at least 16 characters without spaces".into(),
+            );
+        }
+        if !h.is_loopback() && h.token.is_empty() && h.token_file.as_os_str().is_empty() {
+            return bad(
+                "http.token",
+                format!(
+                    "http.listen = {:?} is reachable from other machines, so the operator API needs a bearer token: set http.token or http.token_file",
+                    h.listen
+                ),
+            );
+        }
+        let d = &self.display;
+        if d.enabled {
+            let name = d.sink.split_whitespace().next().unwrap_or("");
+            if name.is_empty() || d.sink.contains('!') || d.sink.contains('\n') {
+                return bad(
+                    "display.sink",
+                    format!(
+                        "{:?} must be one GStreamer element with its properties (no '!')",
+                        d.sink
+                    ),
+                );
+            }
+        }
+        if d.scale > 16 {
+            return bad("display.scale", "must be within 0..16".into());
+        }
+        let o = &self.operator;
+        if o.labels.is_empty() {
+            return bad("operator.labels", "list at least one label".into());
+        }
+        for (i, l) in o.labels.iter().enumerate() {
+            if !is_key_segment(l) {
+                return bad(
+                    "operator.labels",
+                    format!("{l:?} must be 1-64 characters of [A-Za-z0-9._-]"),
+                );
+            }
+            if o.labels[..i].contains(l) {
+                return bad("operator.labels", format!("{l:?} is listed twice"));
+            }
+        }
+        if !(o.preview_fps > 0.0 && o.preview_fps <= 15.0) {
+            return bad(
+                "operator.preview_fps",
+                "must be above 0 and at most 15".into(),
+            );
+        }
+        if !(64..=1920).contains(&o.preview_width) {
+            return bad("operator.preview_width", "must be within 64..1920".into());
+        }
+        if !(1..=64).contains(&o.recent_frames) {
+            return bad("operator.recent_frames", "must be within 1..64".into());
+        }
+        if !(100..=60_000).contains(&o.mark_window_ms) {
+            return bad(
+                "operator.mark_window_ms",
+                "must be within 100..60000".into(),
+            );
+        }
+        if !(1..=256).contains(&o.max_shapes) {
+            return bad("operator.max_shapes", "must be within 1..256".into());
         }
         Ok(())
     }
