@@ -22,6 +22,8 @@ use crate::config::Config;
 use crate::config::SinkKind;
 use crate::encode;
 use crate::fov::{Fov, FovLocator, Locate};
+use crate::frame::I420View;
+use crate::operator::{Command, Kept, Operator, OperatorError, RecentFrame};
 use crate::record::{self, Record};
 use crate::score::artifact::Artifact;
 use crate::score::model::{ModelError, ModelRunner};
@@ -49,6 +51,8 @@ pub enum AgentError {
     Spool(#[from] crate::spool::SpoolError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error("http.token_file {path}: {why}")]
+    Token { path: String, why: String },
     #[error("starting thread {name}: {source}")]
     Thread {
         name: &'static str,
@@ -60,8 +64,12 @@ pub enum AgentError {
 pub struct Shared {
     pub prometheus: PrometheusHandle,
     pub capture: Arc<CaptureStats>,
-    pub session: String,
+    /// Procedure sessions, marks, annotations and the recent frames of the web view.
+    pub operator: Arc<Operator>,
     pub fov_locked: AtomicBool,
+    /// `select.threshold_low` and `threshold_high`, for the overlay's colours.
+    pub thresholds: (f32, f32),
+    /// Frames forwarded (selected, and kept or annotated by an operator) since start.
     pub selected: AtomicU64,
     /// Each configured sink's deliveries and state, in `uplink.sinks` order.
     pub sinks: Vec<SinkStatus>,
@@ -124,8 +132,15 @@ impl Shared {
 
     pub fn status_json(&self) -> serde_json::Value {
         let latest = *self.latest.lock().expect("status lock");
+        let procedure = self.operator.procedure();
         serde_json::json!({
-            "session": self.session,
+            "session": procedure.session,
+            "procedure": {
+                "session": procedure.session,
+                "active": procedure.active,
+                "started_at": procedure.started_at,
+                "counters": self.operator.counters_json(),
+            },
             "ready": self.not_ready_reason().is_none(),
             "source_up": self.capture.up.load(Ordering::Relaxed),
             "fps": self.fps_milli.load(Ordering::Relaxed) as f64 / 1000.0,
@@ -194,12 +209,47 @@ impl LatencyWindow {
     }
 }
 
-/// A selected frame on its way to the encoder.
+/// A frame to encode: live from capture (selected or operator-marked) or an owned recent
+/// frame (operator-annotated).
+enum JobFrame {
+    Live(Arc<CapturedFrame>),
+    Recent(Arc<RecentFrame>),
+}
+
+impl JobFrame {
+    fn view(&self) -> I420View<'_> {
+        match self {
+            JobFrame::Live(f) => f.view(),
+            JobFrame::Recent(f) => f.image.view(),
+        }
+    }
+    fn captured_at(&self) -> chrono::DateTime<Utc> {
+        match self {
+            JobFrame::Live(f) => f.captured_at,
+            JobFrame::Recent(f) => f.captured_at,
+        }
+    }
+    fn pts_and_offset(&self) -> (Option<u64>, Option<u64>) {
+        match self {
+            JobFrame::Live(f) => (f.pts_ns, f.offset),
+            JobFrame::Recent(f) => (f.pts_ns, f.offset),
+        }
+    }
+}
+
+/// A forwarded frame on its way to the encoder, with its key already decided.
 struct Job {
-    frame: CapturedFrame,
+    frame: JobFrame,
     fov: Arc<Fov>,
     score: Score,
+    key: String,
+    session: Arc<str>,
     seq: u64,
+    /// `best_in_window`, `operator_marked` or `operator_annotated`.
+    reason: &'static str,
+    operator: Option<record::OperatorInfo>,
+    /// The COCO-style annotation record (empty unless annotated).
+    annotation: Vec<u8>,
 }
 
 /// Run the agent until the source ends (`capture.on_eos = "stop"`) or `stop` is set.
@@ -231,11 +281,14 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     let spool = open_spool(&cfg)?;
 
     let stats = Arc::new(CaptureStats::default());
+    let (operator, commands) = Operator::new(cfg.operator.clone(), session.clone());
+    let operator = Arc::new(operator);
     let shared = Arc::new(Shared {
         prometheus,
         capture: stats.clone(),
-        session: session.clone(),
+        operator: operator.clone(),
         fov_locked: AtomicBool::new(false),
+        thresholds: (cfg.select.threshold_low, cfg.select.threshold_high),
         selected: AtomicU64::new(0),
         sinks: cfg
             .uplink
@@ -252,7 +305,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     gauge!("endo_agent_capture_fps").set(0.0);
     gauge!("endo_agent_spool_oldest_age_seconds").set(0.0);
     let sinks = make_sinks(&cfg, &shared)?;
-    let http = start_http(&cfg.http.listen, shared.clone(), stop.clone())?;
+    let token = http_token(&cfg)?;
+    let http = start_http(&cfg.http.listen, shared.clone(), token, stop.clone())?;
 
     let (frame_tx, frame_rx) = bounded::<CapturedFrame>(cfg.capture.queue_frames);
     let (job_tx, job_rx) = bounded::<Job>(cfg.encode.queue_frames);
@@ -268,16 +322,33 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     let sc_cfg = cfg.clone();
     let sc_shared = shared.clone();
     let sc_rx = frame_rx.clone();
+    let (preview_tx, preview_rx) = bounded::<PreviewJob>(1);
     let score_thread = spawn("score")
-        .spawn(move || score_loop(&sc_cfg, scorer, sc_rx, job_tx, &sc_shared))
+        .spawn(move || {
+            score_loop(
+                &sc_cfg,
+                scorer,
+                ScoreIo {
+                    frames: sc_rx,
+                    commands,
+                    jobs: job_tx,
+                    previews: preview_tx,
+                },
+                &sc_shared,
+            )
+        })
         .map_err(thread_err("score"))?;
+    let pv_cfg = cfg.operator.clone();
+    let pv_operator = operator.clone();
+    let preview_thread = spawn("preview")
+        .spawn(move || preview_loop(&pv_cfg, preview_rx, &pv_operator))
+        .map_err(thread_err("preview"))?;
 
     let enc_cfg = cfg.clone();
-    let enc_session = session.clone();
     let enc_spool = spool.clone();
     let encode_thread = spawn("encode")
         .spawn(move || {
-            encode_loop(&enc_cfg, &enc_session, model_info, job_rx, &enc_spool);
+            encode_loop(&enc_cfg, model_info, job_rx, &enc_spool);
             enc_spool.close();
         })
         .map_err(thread_err("encode"))?;
@@ -299,12 +370,13 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     let cap_cfg = cfg.clone();
     let cap_stop = stop.clone();
     let capture_thread = spawn("capture")
-        .spawn(move || capture::run_supervised(&cap_cfg, frame_tx, frame_rx, stats, cap_stop))
+        .spawn(move || capture::run_supervised(&cap_cfg, frame_tx, frame_rx, stats, cap_stop, None))
         .map_err(thread_err("capture"))?;
 
     crate::notify::status("waiting for the first frame");
     let ended = capture_thread.join().expect("capture thread panicked");
     let (scored, latencies) = score_thread.join().expect("score thread panicked");
+    preview_thread.join().expect("preview thread panicked");
     encode_thread.join().expect("encode thread panicked");
     for t in uplink_threads {
         t.join().expect("uplink thread panicked");
@@ -390,9 +462,36 @@ fn open_spool(cfg: &Config) -> Result<Arc<SpoolHandle>, AgentError> {
     Ok(Arc::new(SpoolHandle::new(spool)))
 }
 
+/// The operator API's bearer token: `http.token`, or the first line of `http.token_file`.
+fn http_token(cfg: &Config) -> Result<Option<String>, AgentError> {
+    let h = &cfg.http;
+    let token = if h.token_file.as_os_str().is_empty() {
+        h.token.clone()
+    } else {
+        let why = |why: String| AgentError::Token {
+            path: h.token_file.display().to_string(),
+            why,
+        };
+        let text = std::fs::read_to_string(&h.token_file).map_err(|e| why(e.to_string()))?;
+        let t = text.lines().next().unwrap_or("").trim().to_string();
+        if t.len() < 16 || t.chars().any(char::is_whitespace) {
+            return Err(why(
+                "the first line must be a token of at least 16 characters without spaces".into(),
+            ));
+        }
+        t
+    };
+    if token.is_empty() {
+        tracing::info!("operator API without a token: http.listen is loopback only");
+        return Ok(None);
+    }
+    Ok(Some(token))
+}
+
 fn start_http(
     listen: &str,
     shared: Arc<Shared>,
+    token: Option<String>,
     stop: Arc<AtomicBool>,
 ) -> Result<thread::JoinHandle<()>, AgentError> {
     let listen_err = |source| AgentError::Listen {
@@ -403,7 +502,7 @@ fn start_http(
     std_listener.set_nonblocking(true).map_err(listen_err)?;
     let addr = std_listener.local_addr().map_err(listen_err)?;
     tracing::info!("http listening on http://{addr}");
-    let app = crate::http::router(shared.clone());
+    let app = crate::http::router(shared.clone(), token, stop.clone());
     thread::Builder::new()
         .name("http".into())
         .spawn(move || {
@@ -495,12 +594,52 @@ async fn upkeep(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     }
 }
 
+
+/// The score thread's channels.
+struct ScoreIo {
+    frames: Receiver<CapturedFrame>,
+    commands: Receiver<Command>,
+    jobs: Sender<Job>,
+    previews: Sender<PreviewJob>,
+}
+
+/// A frame for the web preview (and for freezing): copied out by the preview worker.
+type PreviewJob = (Arc<CapturedFrame>, Arc<Fov>, Score);
+
+/// What the score thread hands to the encoder, and how it names it.
+struct Keys<'a> {
+    cfg: &'a Config,
+    session: Arc<str>,
+    seq: u64,
+}
+
+impl Keys<'_> {
+    /// The next key of this session, for a frame captured at `at`.
+    fn next(&mut self, at: chrono::DateTime<Utc>) -> (String, u64) {
+        let seq = self.seq;
+        self.seq += 1;
+        let a = &self.cfg.agent;
+        let key = record::key_stem(
+            &self.cfg.datalake.prefix,
+            &a.site,
+            &a.device,
+            at,
+            &self.session,
+            seq,
+        );
+        (key, seq)
+    }
+}
+
 /// The scoring thread. Returns the number of frames scored and their latencies.
+///
+/// Besides frames it takes the operator's commands (keep a frame, annotate a frozen
+/// one), because it owns the session's sequence numbers; a command costs it a key and a
+/// channel send, never I/O.
 fn score_loop(
     cfg: &Config,
     mut scorer: Scorer,
-    rx: Receiver<CapturedFrame>,
-    jobs: Sender<Job>,
+    io: ScoreIo,
     shared: &Shared,
 ) -> (u64, LatencyWindow) {
     let mut latencies = LatencyWindow::new();
@@ -514,15 +653,28 @@ fn score_loop(
         (stage("classical"), stage("preprocess"), stage("inference"));
     let fov_locked_g = gauge!("endo_agent_fov_locked");
     fov_locked_g.set(0.0);
+    let session_selected_g = gauge!("endo_agent_session_frames_selected");
+    session_selected_g.set(0.0);
+    let op = &shared.operator;
     let mut locator = FovLocator::new(&cfg.fov);
     let mut fov: Option<Arc<Fov>> = None;
-    let mut selector: Selector<(CapturedFrame, Arc<Fov>, Score)> =
-        Selector::new(cfg.select.clone());
+    type Item = (Arc<CapturedFrame>, Arc<Fov>, Score);
+    let mut selector: Selector<Item> = Selector::new(cfg.select.clone());
     let mut n = 0u64;
-    let mut seq = 0u64;
+    let mut generation = op.generation();
+    let mut keys = Keys {
+        cfg,
+        session: Arc::from(op.procedure().session),
+        seq: 0,
+    };
     let epoch = Instant::now();
     let watchdog_every = crate::notify::watchdog_interval();
     let mut last_ping = Instant::now();
+    // "Keep this frame": the best frame of the last mark window.
+    let mark_window = Duration::from_millis(cfg.operator.mark_window_ms);
+    let mut best: Option<Item> = None;
+    let preview_every = Duration::from_secs_f32(1.0 / cfg.operator.preview_fps);
+    let mut last_preview: Option<Instant> = None;
 
     // Labelled counters are looked up once here, not per frame.
     let rejected = Rejection::ALL
@@ -530,32 +682,65 @@ fn score_loop(
     let bad =
         Artifact::ALL.map(|a| counter!("endo_agent_frames_bad_total", "artifact" => a.as_str()));
     let bad_unexplained = counter!("endo_agent_frames_bad_total", "artifact" => "none");
-    let handle_step = |step: crate::select::Step<(CapturedFrame, Arc<Fov>, Score)>,
-                       seq: &mut u64| {
+    // Count a forwarded frame and hand it to the encoder.
+    let forward = |job: Job| -> bool {
+        if io.jobs.try_send(job).is_err() {
+            counter!("endo_agent_frames_evicted_total", "reason" => "encode_queue_full")
+                .increment(1);
+            tracing::warn!("encoder backlog full: a forwarded frame was evicted");
+            return false;
+        }
+        shared.selected.fetch_add(1, Ordering::Relaxed);
+        let kept = op.counters.kept.fetch_add(1, Ordering::Relaxed) + 1;
+        session_selected_g.set(kept as f64);
+        true
+    };
+    let handle_step = |step: crate::select::Step<Item>, keys: &mut Keys| {
         for r in step.rejections() {
             rejected[r as usize].increment(1);
         }
         if let Some(sel) = step.selected {
             let (frame, fov, score) = sel.item;
             counter!("endo_agent_frames_selected_total").increment(1);
-            let total = shared.selected.fetch_add(1, Ordering::Relaxed) + 1;
-            gauge!("endo_agent_session_frames_selected").set(total as f64);
-            let job = Job {
-                frame,
+            let (key, seq) = keys.next(frame.captured_at);
+            forward(Job {
+                frame: JobFrame::Live(frame),
                 fov,
                 score,
-                seq: *seq,
-            };
-            *seq += 1;
-            if jobs.try_send(job).is_err() {
-                counter!("endo_agent_frames_evicted_total", "reason" => "encode_queue_full")
-                    .increment(1);
-                tracing::warn!("encoder backlog full: a selected frame was evicted");
-            }
+                key,
+                session: keys.session.clone(),
+                seq,
+                reason: "best_in_window",
+                operator: None,
+                annotation: Vec::new(),
+            });
         }
     };
 
-    for frame in rx.iter() {
+    loop {
+        let frame = crossbeam_channel::select! {
+            recv(io.frames) -> f => match f {
+                Ok(f) => f,
+                Err(_) => break,
+            },
+            recv(io.commands) -> c => {
+                if let Ok(c) = c {
+                    let reply = handle_command(c, cfg, best.as_ref(), mark_window, &mut keys, &forward);
+                    if let Err(e) = &reply.1 {
+                        tracing::info!("operator {}: {e}", reply.0);
+                    }
+                }
+                continue;
+            }
+        };
+        // A new procedure session: the pending window belongs to the old one.
+        let g = op.generation();
+        if g != generation {
+            handle_step(selector.flush(), &mut keys);
+            generation = g;
+            keys.session = Arc::from(op.procedure().session);
+            keys.seq = 0;
+        }
         let view = frame.view();
         let current = match locator.observe(&view) {
             Locate::Pending => {
@@ -593,6 +778,10 @@ fn score_loop(
             last_ping = Instant::now();
         }
         scored.increment(1);
+        op.counters.scored.fetch_add(1, Ordering::Relaxed);
+        if score.quality >= cfg.select.threshold_high {
+            op.counters.good.fetch_add(1, Ordering::Relaxed);
+        }
         quality_h.record(score.quality as f64);
         classical_h.record(t.classical.as_secs_f64());
         preprocess_h.record(t.preprocess.as_secs_f64());
@@ -615,17 +804,199 @@ fn score_loop(
         let t_ns = frame
             .pts_ns
             .unwrap_or_else(|| (frame.arrived - epoch).as_nanos() as u64);
+        let frame = Arc::new(frame);
+        if best.as_ref().is_none_or(|(b, _, s)| {
+            s.quality <= score.quality || b.arrived.elapsed() > mark_window
+        }) {
+            best = Some((frame.clone(), fov_now.clone(), score));
+        }
+        if last_preview.is_none_or(|l| l.elapsed() >= preview_every) {
+            // The preview worker copies it out; when it is still busy, skip this one.
+            if io
+                .previews
+                .try_send((frame.clone(), fov_now.clone(), score))
+                .is_ok()
+            {
+                last_preview = Some(Instant::now());
+            }
+        }
         let step = selector.offer(t_ns, score.quality, score.dhash, (frame, fov_now, score));
-        handle_step(step, &mut seq);
+        handle_step(step, &mut keys);
     }
-    handle_step(selector.flush(), &mut seq);
+    handle_step(selector.flush(), &mut keys);
     (n, latencies)
 }
 
-/// The encode worker: JPEG + record, then the sink. Ends when the scorer hangs up.
+/// Carry out an operator command on the score thread; the reply goes to the HTTP handler.
+/// Returns the action's name and outcome for the log.
+fn handle_command(
+    c: Command,
+    cfg: &Config,
+    best: Option<&(Arc<CapturedFrame>, Arc<Fov>, Score)>,
+    mark_window: Duration,
+    keys: &mut Keys,
+    forward: &dyn Fn(Job) -> bool,
+) -> (&'static str, Result<(), OperatorError>) {
+    let now = Utc::now();
+    let busy = || OperatorError::Unavailable("the encoder is backed up; try again".into());
+    match c {
+        Command::Mark { reply } => {
+            let result = match best {
+                Some((frame, fov, score)) if frame.arrived.elapsed() <= mark_window => {
+                    let (key, seq) = keys.next(frame.captured_at);
+                    let kept = Kept {
+                        key: key.clone(),
+                        session: keys.session.to_string(),
+                        sequence: seq,
+                        quality: score.quality,
+                        captured_at: record::format_time(frame.captured_at),
+                        annotation: None,
+                    };
+                    let job = Job {
+                        frame: JobFrame::Live(frame.clone()),
+                        fov: fov.clone(),
+                        score: *score,
+                        key,
+                        session: keys.session.clone(),
+                        seq,
+                        reason: "operator_marked",
+                        operator: Some(record::OperatorInfo {
+                            marked: true,
+                            action: "keep",
+                            at: record::format_time(now),
+                            label: None,
+                            annotation: None,
+                        }),
+                        annotation: Vec::new(),
+                    };
+                    if forward(job) {
+                        counter!("endo_agent_operator_marks_total").increment(1);
+                        log_kept(&kept);
+                        Ok(kept)
+                    } else {
+                        Err(busy())
+                    }
+                }
+                _ => Err(OperatorError::Conflict(format!(
+                    "no frame was scored in the last {} ms (is the source running?)",
+                    mark_window.as_millis()
+                ))),
+            };
+            let log = result.as_ref().map(|_| ()).map_err(Clone::clone);
+            let _ = reply.send(result);
+            ("keep", log)
+        }
+        Command::Annotate {
+            frame,
+            request,
+            reply,
+        } => {
+            let (key, seq) = keys.next(frame.captured_at);
+            let (w, h) = frame.crop_size();
+            let doc = crate::operator::coco(
+                &request,
+                &cfg.operator.labels,
+                &crate::operator::AnnotationContext {
+                    key: &key,
+                    site: &cfg.agent.site,
+                    device: &cfg.agent.device,
+                    session: &keys.session,
+                    sequence: seq,
+                    captured_at: frame.captured_at,
+                    annotated_at: now,
+                    width: w,
+                    height: h,
+                },
+            );
+            let annotation_name = crate::uplink::annotation_name(&key);
+            let kept = Kept {
+                key: key.clone(),
+                session: keys.session.to_string(),
+                sequence: seq,
+                quality: frame.score.quality,
+                captured_at: record::format_time(frame.captured_at),
+                annotation: Some(annotation_name.clone()),
+            };
+            let shapes = request.shapes.len() as u64;
+            let job = Job {
+                fov: frame.fov.clone(),
+                score: frame.score,
+                frame: JobFrame::Recent(frame),
+                key,
+                session: keys.session.clone(),
+                seq,
+                reason: "operator_annotated",
+                operator: Some(record::OperatorInfo {
+                    marked: true,
+                    action: "annotate",
+                    at: record::format_time(now),
+                    label: Some(request.label.clone()),
+                    annotation: Some(annotation_name),
+                }),
+                annotation: serde_json::to_vec(&doc).expect("annotations serialise"),
+            };
+            let result = if forward(job) {
+                counter!("endo_agent_operator_annotations_total").increment(1);
+                counter!("endo_agent_operator_annotation_shapes_total").increment(shapes);
+                log_kept(&kept);
+                Ok(kept)
+            } else {
+                Err(busy())
+            };
+            let log = result.as_ref().map(|_| ()).map_err(Clone::clone);
+            let _ = reply.send(result);
+            ("annotate", log)
+        }
+    }
+}
+
+/// Log an operator action that forwarded a frame.
+fn log_kept(kept: &Kept) {
+    tracing::info!(key = %kept.key, quality = kept.quality, annotation = ?kept.annotation, "operator kept a frame");
+}
+
+/// The preview worker: copies a frame out of its capture buffer (so the buffer goes back
+/// to the source at once), encodes the small preview JPEG and adds it to the recent frames.
+fn preview_loop(cfg: &crate::config::OperatorConfig, rx: Receiver<PreviewJob>, op: &Operator) {
+    let preview_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "preview");
+    let mut id = 0u64;
+    for (frame, fov, score) in rx.iter() {
+        let t0 = Instant::now();
+        let image = frame.view().to_owned_image();
+        let (captured_at, pts_ns, offset) = (frame.captured_at, frame.pts_ns, frame.offset);
+        drop(frame);
+        let (jpeg, size) = match crate::encode::preview_jpeg(&image.view(), &fov, cfg.preview_width)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("preview: {e}");
+                continue;
+            }
+        };
+        id += 1;
+        let recent = Arc::new(RecentFrame {
+            id,
+            image,
+            fov,
+            score,
+            captured_at,
+            pts_ns,
+            offset,
+            preview_jpeg: jpeg,
+            preview_size: size,
+        });
+        op.recent
+            .lock()
+            .expect("recent lock")
+            .push(recent, cfg.recent_frames);
+        op.preview_id.store(id, Ordering::Release);
+        preview_h.record(t0.elapsed().as_secs_f64());
+    }
+}
+
+/// The encode worker: JPEG + record, then the spool. Ends when the scorer hangs up.
 fn encode_loop(
     cfg: &Config,
-    session: &str,
     model: Option<record::ModelInfo>,
     rx: Receiver<Job>,
     spool: &SpoolHandle,
@@ -644,24 +1015,18 @@ fn encode_loop(
                 continue;
             }
         };
-        let key = record::key_stem(
-            &cfg.datalake.prefix,
-            &cfg.agent.site,
-            &cfg.agent.device,
-            job.frame.captured_at,
-            session,
-            job.seq,
-        );
+        let captured_at = job.frame.captured_at();
+        let (pts_ns, source_frame) = job.frame.pts_and_offset();
         let rec = Record {
             schema: record::SCHEMA,
-            key: key.clone(),
+            key: job.key.clone(),
             site: cfg.agent.site.clone(),
             device: cfg.agent.device.clone(),
-            session: session.to_string(),
+            session: job.session.to_string(),
             sequence: job.seq,
-            captured_at: record::format_time(job.frame.captured_at),
-            pts_ns: job.frame.pts_ns,
-            source_frame: job.frame.offset,
+            captured_at: record::format_time(captured_at),
+            pts_ns,
+            source_frame,
             frame: record::FrameInfo {
                 width: job.fov.rect.width,
                 height: job.fov.rect.height,
@@ -676,7 +1041,7 @@ fn encode_loop(
             },
             score: record::ScoreInfo::from_score(&job.score),
             selection: record::SelectionInfo {
-                reason: "best_in_window",
+                reason: job.reason,
                 threshold_high: cfg.select.threshold_high,
                 threshold_low: cfg.select.threshold_low,
                 window_ms: cfg.select.window_ms,
@@ -690,16 +1055,20 @@ fn encode_loop(
                 sha256: crate::score::model::sha256_hex(&jpeg),
                 quality: cfg.encode.jpeg_quality,
             },
+            operator: job.operator.clone(),
         };
         let quality = job.score.quality;
-        let created_ms = job.frame.captured_at.timestamp_millis().max(0) as u64;
-        drop(job);
+        let created_ms = captured_at.timestamp_millis().max(0) as u64;
+        let Job {
+            key, annotation, ..
+        } = job;
         let item = SpoolRecord {
             key,
             quality,
             created_ms,
             jpeg,
             json: serde_json::to_vec(&rec).expect("records serialise"),
+            annotation,
         };
         encode_h.record(t0.elapsed().as_secs_f64());
         match spool.append(&item) {

@@ -41,6 +41,35 @@ pub fn encode_jpeg(frame: &I420View, fov: &Fov, quality: u8) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+/// The web preview: the redacted field of view scaled to `width` (never up), as JPEG.
+/// Returns the JPEG and its size.
+pub fn preview_jpeg(
+    frame: &I420View,
+    fov: &Fov,
+    width: u32,
+) -> Result<(Vec<u8>, (u32, u32)), EncodeError> {
+    let rgb = redacted_rgb(frame, fov);
+    let (w, h) = (fov.rect.width, fov.rect.height);
+    let err = |reason: String| EncodeError {
+        width: w,
+        height: h,
+        reason,
+    };
+    let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| err("buffer size".into()))?;
+    let pw = width.min(w).max(1);
+    let ph = ((h as u64 * pw as u64) / w.max(1) as u64).max(1) as u32;
+    let small = if pw == w {
+        img
+    } else {
+        image::imageops::resize(&img, pw, ph, image::imageops::FilterType::Triangle)
+    };
+    let mut out = Vec::with_capacity((pw * ph) as usize / 4);
+    JpegEncoder::new_with_quality(&mut out, 75)
+        .encode(small.as_raw(), pw, ph, ExtendedColorType::Rgb8)
+        .map_err(|e| err(e.to_string()))?;
+    Ok((out, (pw, ph)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

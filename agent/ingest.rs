@@ -37,8 +37,8 @@ pub struct IngestStats {
     pub rejected: u64,
 }
 
-/// The key and record carried by a frame message, checked.
-pub fn frame_of(p: &Publish) -> Result<(String, Vec<u8>), String> {
+/// The key, record and annotation (empty when none) carried by a frame message, checked.
+pub fn frame_of(p: &Publish) -> Result<(String, Vec<u8>, Vec<u8>), String> {
     let props = p.properties.as_ref().ok_or("no MQTT 5 properties")?;
     let get = |name: &str| {
         props
@@ -57,7 +57,12 @@ pub fn frame_of(p: &Publish) -> Result<(String, Vec<u8>), String> {
     if doc.get("key").and_then(|k| k.as_str()) != Some(key.as_str()) {
         return Err(format!("record's key differs from the message key {key:?}"));
     }
-    Ok((key, record.into_bytes()))
+    let annotation = get("annotation").unwrap_or_default();
+    if !annotation.is_empty() {
+        serde_json::from_str::<serde_json::Value>(&annotation)
+            .map_err(|e| format!("annotation is not JSON: {e}"))?;
+    }
+    Ok((key, record.into_bytes(), annotation.into_bytes()))
 }
 
 /// Run until `stop` is set. Connection problems are retried forever with backoff.
@@ -215,8 +220,8 @@ fn store_loop(
                 tracing::error!(topic = %String::from_utf8_lossy(&p.topic), "dropping a frame message: {why}");
                 stats.rejected += 1;
             }
-            Ok((key, record)) => loop {
-                match store.put_frame(&key, &p.payload, &record) {
+            Ok((key, record, annotation)) => loop {
+                match store.put_frame(&key, &p.payload, &annotation, &record) {
                     Ok(()) => {
                         backoff.reset();
                         stats.stored += 1;
@@ -279,7 +284,7 @@ mod tests {
     #[test]
     fn a_frame_message_needs_a_safe_key_matching_its_record() {
         let k = "frames/s/d/2026/11/21/sess/0000000001";
-        let (key, rec) = frame_of(&msg(k, &format!(r#"{{"key":"{k}"}}"#))).unwrap();
+        let (key, rec, _) = frame_of(&msg(k, &format!(r#"{{"key":"{k}"}}"#))).unwrap();
         assert_eq!(key, k);
         assert!(rec.starts_with(b"{"));
         assert!(

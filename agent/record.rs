@@ -67,6 +67,26 @@ pub struct Record {
     pub model: Option<ModelInfo>,
     pub agent: AgentInfo,
     pub jpeg: JpegInfo,
+    /// Present only for frames an operator kept or annotated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator: Option<OperatorInfo>,
+}
+
+/// An operator's part in a forwarded frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatorInfo {
+    /// Always true: the frame was forwarded because of an operator, whatever its score.
+    pub marked: bool,
+    /// `keep` ("keep this frame") or `annotate` (regions drawn on a frozen frame).
+    pub action: &'static str,
+    /// When the operator acted (UTC, RFC 3339 with milliseconds).
+    pub at: String,
+    /// The annotation's label, for `annotate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Object name of the annotation record (`{key}.annotation.json`), for `annotate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotation: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,7 +131,7 @@ impl ScoreInfo {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SelectionInfo {
-    /// Why it was forwarded: `best_in_window`.
+    /// Why it was forwarded: `best_in_window`, `operator_marked` or `operator_annotated`.
     pub reason: &'static str,
     pub threshold_high: f32,
     pub threshold_low: f32,

@@ -64,6 +64,7 @@ fn filled_spool(dir: &Path, sink: &str, n: usize, jpeg: &[u8], round: usize) -> 
                 created_ms: 0,
                 jpeg: jpeg.to_vec(),
                 json,
+                annotation: Vec::new(),
             })
             .unwrap();
     }

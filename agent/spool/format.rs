@@ -13,7 +13,11 @@
 //!              u16 LE   key length, then the key (UTF-8)
 //!              u32 LE   JPEG length, then the JPEG
 //!              u32 LE   record JSON length, then the JSON
+//!              optional: u32 LE annotation length, then the annotation JSON
 //! ```
+//!
+//! The annotation section is present only for frames an operator annotated; a record
+//! without one is byte-identical to the format before annotations existed.
 //!
 //! A file shorter than its declared length (torn write on a filesystem without atomic
 //! rename), with a wrong magic, or whose checksum does not match is refused by
@@ -30,6 +34,8 @@ pub struct SpoolRecord {
     pub created_ms: u64,
     pub jpeg: Vec<u8>,
     pub json: Vec<u8>,
+    /// The operator's annotation (COCO-style JSON), empty for most frames.
+    pub annotation: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,7 +65,12 @@ impl FormatError {
 /// Serialise a record (header, checksum, body).
 pub fn encode(r: &SpoolRecord) -> Vec<u8> {
     let key = r.key.as_bytes();
-    let body_len = 4 + 8 + 2 + key.len() + 4 + r.jpeg.len() + 4 + r.json.len();
+    let ann = if r.annotation.is_empty() {
+        0
+    } else {
+        4 + r.annotation.len()
+    };
+    let body_len = 4 + 8 + 2 + key.len() + 4 + r.jpeg.len() + 4 + r.json.len() + ann;
     let mut out = Vec::with_capacity(HEADER + body_len);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
@@ -72,6 +83,10 @@ pub fn encode(r: &SpoolRecord) -> Vec<u8> {
     out.extend_from_slice(&r.jpeg);
     out.extend_from_slice(&(r.json.len() as u32).to_le_bytes());
     out.extend_from_slice(&r.json);
+    if !r.annotation.is_empty() {
+        out.extend_from_slice(&(r.annotation.len() as u32).to_le_bytes());
+        out.extend_from_slice(&r.annotation);
+    }
     let crc = crc32fast::hash(&out[HEADER..]);
     out[12..16].copy_from_slice(&crc.to_le_bytes());
     out
@@ -117,6 +132,11 @@ pub fn decode(bytes: &[u8]) -> Result<SpoolRecord, FormatError> {
     let jpeg = c.take(jpeg_len)?.to_vec();
     let json_len = u32::from_le_bytes(c.take(4)?.try_into().expect("4 bytes")) as usize;
     let json = c.take(json_len)?.to_vec();
+    let mut annotation = Vec::new();
+    if c.at != body.len() {
+        let len = u32::from_le_bytes(c.take(4)?.try_into().expect("4 bytes")) as usize;
+        annotation = c.take(len)?.to_vec();
+    }
     if c.at != body.len() {
         return Err(FormatError::Body("trailing bytes"));
     }
@@ -126,6 +146,7 @@ pub fn decode(bytes: &[u8]) -> Result<SpoolRecord, FormatError> {
         created_ms,
         jpeg,
         json,
+        annotation,
     })
 }
 
@@ -156,12 +177,18 @@ mod tests {
             created_ms: 1_790_000_000_123,
             jpeg: (0..5000u32).map(|i| (i * 7) as u8).collect(),
             json: br#"{"sequence":7}"#.to_vec(),
+            annotation: Vec::new(),
         }
     }
 
     #[test]
     fn a_record_round_trips() {
         assert_eq!(decode(&encode(&rec())).unwrap(), rec());
+        let mut annotated = rec();
+        annotated.annotation = br#"{"annotations":[]}"#.to_vec();
+        let bytes = encode(&annotated);
+        assert_eq!(bytes.len(), encode(&rec()).len() + 4 + annotated.annotation.len());
+        assert_eq!(decode(&bytes).unwrap(), annotated);
     }
 
     #[test]

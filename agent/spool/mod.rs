@@ -403,6 +403,7 @@ mod tests {
             created_ms: 1_000 + i as u64,
             jpeg: vec![i as u8; 1000],
             json: format!("{{\"sequence\":{i}}}").into_bytes(),
+            annotation: Vec::new(),
         }
     }
 

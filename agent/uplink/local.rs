@@ -54,7 +54,11 @@ impl BlockingSink for LocalDatalake {
     }
 
     fn deliver(&mut self, item: &Encoded) -> Result<(), SinkError> {
+        // The record last: a record in the datalake always has its image (and annotation).
         self.put(&format!("{}.jpg", item.key), &item.jpeg)?;
+        if !item.annotation.is_empty() {
+            self.put(&super::annotation_name(&item.key), &item.annotation)?;
+        }
         self.put(&format!("{}.json", item.key), &item.record_json)
     }
 }
@@ -71,6 +75,7 @@ mod tests {
             key: "frames/s/d/2026/01/02/sess/0000000001".into(),
             jpeg: vec![0xff, 0xd8, 1, 2, 3],
             record_json: b"{}".to_vec(),
+            annotation: Vec::new(),
         };
         lake.deliver(&item).unwrap();
         lake.deliver(&item).unwrap(); // idempotent: same key, same bytes

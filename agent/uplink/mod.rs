@@ -23,10 +23,13 @@ use std::time::Duration;
 /// One forwarded frame, ready for a sink.
 #[derive(Debug, Clone)]
 pub struct Encoded {
-    /// Key stem; objects are `{key}.jpg` and `{key}.json`.
+    /// Key stem; objects are `{key}.jpg`, `{key}.json` and, for an annotated frame,
+    /// `{key}.annotation.json`.
     pub key: String,
     pub jpeg: Vec<u8>,
     pub record_json: Vec<u8>,
+    /// The operator's annotation (COCO-style JSON); empty for most frames.
+    pub annotation: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +151,11 @@ impl<T: BlockingSink> Sink for Blocking<T> {
 /// Object names of a frame: `{key}.jpg` and `{key}.json`.
 pub fn object_names(key: &str) -> [String; 2] {
     [format!("{key}.jpg"), format!("{key}.json")]
+}
+
+/// Object name of an annotated frame's annotation record.
+pub fn annotation_name(key: &str) -> String {
+    format!("{key}.annotation.json")
 }
 
 /// A key received from elsewhere (MQTT) is safe to use as an object/file name:

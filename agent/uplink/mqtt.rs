@@ -4,7 +4,8 @@
 //!
 //! - `{p}/{site}/{device}/frames` — one message per frame, QoS 1, not retained. Payload:
 //!   the JPEG. Properties: content type `image/jpeg`, user properties `key` (the datalake
-//!   key stem) and `record` (the JSON record, as text).
+//!   key stem), `record` (the JSON record, as text) and, for a frame an operator
+//!   annotated, `annotation` (the COCO-style annotation record, as text).
 //! - `{p}/{site}/{device}/summary` — every `mqtt.summary_interval_s`, QoS 0: a JSON score
 //!   summary (frames scored, good ratio, selected, delivered, fps, spool depth).
 //! - `{p}/{site}/{device}/status` — retained, QoS 1: `{"state":"online",...}` after each
@@ -358,9 +359,15 @@ impl Sink for MqttSink {
         // The frame's own buffers become the message: no copy of the JPEG.
         let record = String::from_utf8(item.record_json)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let mut user_properties = vec![("key".into(), item.key), ("record".into(), record)];
+        if !item.annotation.is_empty() {
+            let ann = String::from_utf8(item.annotation)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            user_properties.push(("annotation".into(), ann));
+        }
         let props = PublishProperties {
             content_type: Some("image/jpeg".into()),
-            user_properties: vec![("key".into(), item.key), ("record".into(), record)],
+            user_properties,
             ..Default::default()
         };
         let topic = self.topic_frames.clone();

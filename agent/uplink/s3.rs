@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{object_names, tls, BlockingSink, Encoded, SinkError};
+use super::{annotation_name, object_names, tls, BlockingSink, Encoded, SinkError};
 use crate::config::S3Config;
 
 const SINK: &str = "s3";
@@ -170,11 +170,20 @@ impl S3Client {
         Err(Self::refused("create bucket", status, &text))
     }
 
-    /// Store a frame: the JPEG first, then its record (a record in the store always has
-    /// its image beside it).
-    pub fn put_frame(&self, key: &str, jpeg: &[u8], record_json: &[u8]) -> Result<(), SinkError> {
+    /// Store a frame: the JPEG first, then the annotation if any, then its record (a
+    /// record in the store always has its image beside it).
+    pub fn put_frame(
+        &self,
+        key: &str,
+        jpeg: &[u8],
+        annotation: &[u8],
+        record_json: &[u8],
+    ) -> Result<(), SinkError> {
         let [jpg, json] = object_names(key);
         self.put(&jpg, jpeg, "image/jpeg")?;
+        if !annotation.is_empty() {
+            self.put(&annotation_name(key), annotation, "application/json")?;
+        }
         self.put(&json, record_json, "application/json")
     }
 }
@@ -197,7 +206,7 @@ impl BlockingSink for S3Sink {
     }
     fn deliver(&mut self, item: &Encoded) -> Result<(), SinkError> {
         self.client
-            .put_frame(&item.key, &item.jpeg, &item.record_json)
+            .put_frame(&item.key, &item.jpeg, &item.annotation, &item.record_json)
     }
 }
 

@@ -197,6 +197,7 @@ pub fn run_sink(
                 key: rec.key,
                 jpeg: rec.jpeg,
                 record_json: rec.json,
+                annotation: rec.annotation,
             };
             if high.is_some_and(|h| id <= h) {
                 retried_c.increment(1);
