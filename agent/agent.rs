@@ -594,7 +594,6 @@ async fn upkeep(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     }
 }
 
-
 /// The score thread's channels.
 struct ScoreIo {
     frames: Receiver<CapturedFrame>,
@@ -725,7 +724,7 @@ fn score_loop(
             },
             recv(io.commands) -> c => {
                 if let Ok(c) = c {
-                    let reply = handle_command(c, cfg, best.as_ref(), mark_window, &mut keys, &forward);
+                    let reply = handle_command(c, cfg, op, best.as_ref(), mark_window, &mut keys, &forward);
                     if let Err(e) = &reply.1 {
                         tracing::info!("operator {}: {e}", reply.0);
                     }
@@ -805,9 +804,10 @@ fn score_loop(
             .pts_ns
             .unwrap_or_else(|| (frame.arrived - epoch).as_nanos() as u64);
         let frame = Arc::new(frame);
-        if best.as_ref().is_none_or(|(b, _, s)| {
-            s.quality <= score.quality || b.arrived.elapsed() > mark_window
-        }) {
+        if best
+            .as_ref()
+            .is_none_or(|(b, _, s)| s.quality <= score.quality || b.arrived.elapsed() > mark_window)
+        {
             best = Some((frame.clone(), fov_now.clone(), score));
         }
         if last_preview.is_none_or(|l| l.elapsed() >= preview_every) {
@@ -832,6 +832,7 @@ fn score_loop(
 fn handle_command(
     c: Command,
     cfg: &Config,
+    op: &Operator,
     best: Option<&(Arc<CapturedFrame>, Arc<Fov>, Score)>,
     mark_window: Duration,
     keys: &mut Keys,
@@ -871,6 +872,7 @@ fn handle_command(
                     };
                     if forward(job) {
                         counter!("endo_agent_operator_marks_total").increment(1);
+                        op.counters.marks.fetch_add(1, Ordering::Relaxed);
                         log_kept(&kept);
                         Ok(kept)
                     } else {
@@ -937,6 +939,7 @@ fn handle_command(
             };
             let result = if forward(job) {
                 counter!("endo_agent_operator_annotations_total").increment(1);
+                op.counters.annotations.fetch_add(1, Ordering::Relaxed);
                 counter!("endo_agent_operator_annotation_shapes_total").increment(shapes);
                 log_kept(&kept);
                 Ok(kept)

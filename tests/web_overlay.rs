@@ -1,0 +1,607 @@
+//! The web overlay and the operator API on the real binary with the phantom source:
+//!
+//! - headless Chromium (Debian's `chromium`, driven through `chromedriver` with the
+//!   fantoccini WebDriver client) watches the score go from good to blurred, starts a
+//!   procedure, freezes a frame, draws a rectangle, picks a label and sends it; the test
+//!   then finds the frame, its record and the COCO-style annotation in the local datalake
+//!   and keeps a screenshot;
+//! - "keep this frame" forwards a frame below threshold, flagged; sessions rotate keys and
+//!   counters; bad annotations are refused with the reason;
+//! - off loopback, the operator API needs the bearer token.
+
+mod common;
+
+use common::services::{free_port, tool, wait_port};
+use common::{files, with_common, Agent};
+use fantoccini::actions::InputSource;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The test's output folder (screenshots), kept after the run.
+fn output_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web_overlay");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent()
+}
+
+/// POST a JSON body (or none) with an optional bearer token; (status, JSON answer).
+fn post(agent: &Agent, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+    let mut req = http().post(&format!("http://{}{path}", agent.addr));
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let resp = match body {
+        Some(b) => req
+            .header("Content-Type", "application/json")
+            .send(b.to_string().as_bytes()),
+        None => req.send_empty(),
+    };
+    let mut r = resp.unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (
+        r.status().as_u16(),
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn get_with(agent: &Agent, path: &str, token: Option<&str>) -> u16 {
+    let mut req = http().get(&format!("http://{}{path}", agent.addr));
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    req.call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .status()
+        .as_u16()
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// Records in the datalake whose `selection.reason` is `reason`.
+fn records_with_reason(lake: &Path, reason: &str) -> Vec<(PathBuf, Value)> {
+    files(lake, "json")
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().ends_with(".annotation.json"))
+        .map(|p| {
+            let v = read_json(&p);
+            (p, v)
+        })
+        .filter(|(_, v)| v["selection"]["reason"] == reason)
+        .collect()
+}
+
+fn phantom(schedule: &str, fps: u32) -> String {
+    format!(
+        r#"
+[agent]
+site = "web-site"
+device = "tower-3"
+[source]
+kind = "phantom"
+width = 960
+height = 540
+fps = {fps}
+seed = 11
+schedule = "{schedule}"
+[operator]
+preview_fps = 4.0
+labels = ["erosion", "ulcer", "polyp"]
+"#
+    )
+}
+
+/// `chromedriver` on a free loopback port, killed on drop.
+struct ChromeDriver {
+    child: Child,
+    port: u16,
+}
+
+impl ChromeDriver {
+    fn start(dir: &Path) -> ChromeDriver {
+        let port = free_port(None);
+        let log = std::fs::File::create(dir.join("chromedriver.log")).unwrap();
+        let child = Command::new(tool("chromedriver"))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start chromedriver (scripts/setup-test.sh installs chromium-driver)");
+        assert!(
+            wait_port(port, Duration::from_secs(20)),
+            "chromedriver did not listen on {port}"
+        );
+        ChromeDriver { child, port }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn browser(driver: &ChromeDriver, profile: &Path) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": tool("chromium").display().to_string(),
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session through chromedriver")
+}
+
+/// Poll a page condition (a JS expression) until it is true.
+async fn wait_js(c: &fantoccini::Client, what: &str, expr: &str, timeout: Duration) -> Value {
+    let end = Instant::now() + timeout;
+    let mut last = Value::Null;
+    while Instant::now() < end {
+        last = c
+            .execute(&format!("return ({expr});"), vec![])
+            .await
+            .unwrap_or(Value::Null);
+        if last != Value::Null && last != Value::Bool(false) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let msg = c
+        .execute("return document.getElementById('message').textContent + ' | ' + document.getElementById('source').textContent;", vec![])
+        .await
+        .unwrap_or(Value::Null);
+    panic!("timed out waiting for {what} ({expr}); last {last}; page says {msg}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn chromium_sees_the_score_change_and_annotates_a_frozen_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    // Good long enough for the browser to start, then blurred, then good again.
+    let cfg = with_common(
+        dir.path(),
+        &phantom("good 14s; defocus 8s sigma=3; good 120s", 15),
+    );
+    let agent = Agent::start(dir.path(), &cfg);
+    let driver = ChromeDriver::start(dir.path());
+    let c = browser(&driver, &dir.path().join("chromium-profile")).await;
+    c.goto(&format!("http://{}/", agent.addr)).await.unwrap();
+
+    // The page gets its state pushed (server-sent events): good first, then blurred.
+    wait_js(
+        &c,
+        "a good score",
+        "document.getElementById('quality').dataset.level === 'good'",
+        Duration::from_secs(30),
+    )
+    .await;
+    let good_text = c
+        .execute(
+            "return document.getElementById('quality').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let reasons = wait_js(
+        &c,
+        "the blurred segment",
+        "document.getElementById('quality').dataset.level === 'bad' && document.getElementById('reasons').textContent",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        reasons.as_str().unwrap().contains("blurred"),
+        "reasons shown: {reasons}"
+    );
+    let bad_q: f64 = c
+        .execute(
+            "return parseFloat(document.getElementById('quality').textContent)",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_f64()
+        .unwrap();
+    let good_q: f64 = good_text.as_str().unwrap().parse().unwrap();
+    assert!(
+        good_q >= 0.6 && bad_q < 0.5,
+        "good {good_q}, blurred {bad_q}"
+    );
+    // The timeline holds both.
+    let timeline = c
+        .execute("return history.map(h => h[1])", vec![])
+        .await
+        .unwrap();
+    let qs: Vec<f64> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        qs.iter().any(|q| *q >= 0.6) && qs.iter().any(|q| *q < 0.5),
+        "{qs:?}"
+    );
+
+    // A procedure: the session id changes and the counters restart.
+    let before = agent.status()["session"].as_str().unwrap().to_string();
+    c.find(fantoccini::Locator::Id("session-start"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let session = wait_js(
+        &c,
+        "the new session on the page",
+        &format!("document.getElementById('session').textContent !== '{before}' && document.getElementById('active').textContent === 'procedure running' && document.getElementById('session').textContent"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let session = session.as_str().unwrap().to_string();
+    assert_eq!(agent.status()["session"], session.as_str());
+
+    // Back to good frames, then freeze one and draw on it.
+    wait_js(
+        &c,
+        "good frames again",
+        "document.getElementById('quality').dataset.level === 'good'",
+        Duration::from_secs(30),
+    )
+    .await;
+    c.find(fantoccini::Locator::Id("freeze"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "the frozen view",
+        "document.body.dataset.state === 'frozen' && frozen !== null",
+        Duration::from_secs(10),
+    )
+    .await;
+    let frozen = c.execute("return frozen", vec![]).await.unwrap();
+    let canvas = c.find(fantoccini::Locator::Id("preview")).await.unwrap();
+    let (_, _, css_w, css_h) = canvas.rectangle().await.unwrap();
+    let drag = fantoccini::actions::MouseActions::new("mouse".into())
+        .then(fantoccini::actions::PointerAction::MoveToElement {
+            element: canvas.clone(),
+            duration: None,
+            x: -80.0,
+            y: -60.0,
+        })
+        .then(fantoccini::actions::PointerAction::Down {
+            button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+        })
+        .then(fantoccini::actions::PointerAction::MoveBy {
+            duration: Some(Duration::from_millis(150)),
+            x: 70.0,
+            y: 50.0,
+        })
+        .then(fantoccini::actions::PointerAction::MoveBy {
+            duration: Some(Duration::from_millis(150)),
+            x: 70.0,
+            y: 50.0,
+        })
+        .then(fantoccini::actions::PointerAction::Up {
+            button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+        });
+    c.perform_actions(drag).await.unwrap();
+    wait_js(
+        &c,
+        "one drawn shape",
+        "shapes.length === 1",
+        Duration::from_secs(5),
+    )
+    .await;
+    c.find(fantoccini::Locator::Id("label"))
+        .await
+        .unwrap()
+        .select_by_value("ulcer")
+        .await
+        .unwrap();
+    // The operator's view while annotating: frozen frame, the drawn region, the label.
+    let drawing = c.screenshot().await.unwrap();
+    std::fs::write(output_dir().join("web-overlay-annotating.png"), &drawing).unwrap();
+    c.find(fantoccini::Locator::Id("send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let ann_key = wait_js(
+        &c,
+        "the annotation's key on the page",
+        "document.getElementById('last-key').textContent.endsWith('.annotation.json') && document.getElementById('last-key').textContent",
+        Duration::from_secs(10),
+    )
+    .await;
+    // Keep a picture of the page as the operator saw it.
+    let shot = c.screenshot().await.unwrap();
+    let shot_path = output_dir().join("web-overlay.png");
+    std::fs::write(&shot_path, &shot).unwrap();
+    assert!(shot.starts_with(b"\x89PNG"), "screenshot is a PNG");
+    println!("screenshot: {}", shot_path.display());
+    c.close().await.unwrap();
+
+    // The datalake has the frame, its record and the annotation beside it.
+    let lake = dir.path().join("lake");
+    let ann_path = lake.join(ann_key.as_str().unwrap());
+    agent.wait_for(
+        "the annotation in the datalake",
+        Duration::from_secs(10),
+        |_| ann_path.exists(),
+    );
+    let ann = read_json(&ann_path);
+    let stem = ann_key
+        .as_str()
+        .unwrap()
+        .trim_end_matches(".annotation.json");
+    let record_path = lake.join(format!("{stem}.json"));
+    let jpeg_path = lake.join(format!("{stem}.jpg"));
+    agent.wait_for(
+        "the annotated frame's record",
+        Duration::from_secs(10),
+        |_| record_path.exists(),
+    );
+    let record = read_json(&record_path);
+    assert_eq!(record["selection"]["reason"], "operator_annotated");
+    assert_eq!(record["operator"]["marked"], true);
+    assert_eq!(record["operator"]["label"], "ulcer");
+    assert_eq!(record["session"], session.as_str());
+    assert_eq!(ann["session"], session.as_str());
+    assert_eq!(ann["label"], "ulcer");
+    assert_eq!(ann["operator_marked"], true);
+    assert_eq!(ann["categories"][1]["name"], "ulcer");
+    let jpeg = image::load_from_memory(&std::fs::read(&jpeg_path).unwrap())
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(
+        (jpeg.width() as u64, jpeg.height() as u64),
+        (
+            ann["images"][0]["width"].as_u64().unwrap(),
+            ann["images"][0]["height"].as_u64().unwrap()
+        )
+    );
+    assert_eq!(record["frame"]["width"], ann["images"][0]["width"]);
+    // The rectangle, converted from the drawn CSS pixels to cropped-frame pixels.
+    let a = ann["annotations"].as_array().unwrap();
+    assert_eq!(a.len(), 1, "{ann}");
+    assert_eq!(a[0]["shape"], "rect");
+    assert_eq!(a[0]["category_id"], 2);
+    let sx = frozen["width"].as_f64().unwrap() / css_w;
+    let sy = frozen["height"].as_f64().unwrap() / css_h;
+    let bbox: Vec<f64> = a[0]["bbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let want = [
+        (css_w / 2.0 - 80.0) * sx,
+        (css_h / 2.0 - 60.0) * sy,
+        140.0 * sx,
+        100.0 * sy,
+    ];
+    for (got, want) in bbox.iter().zip(want) {
+        assert!(
+            (got - want).abs() <= 3.0 * sx.max(sy),
+            "bbox {bbox:?}, expected about {want:?}"
+        );
+    }
+    let m = agent.metrics();
+    assert_eq!(m.value("endo_agent_operator_annotations_total"), 1.0);
+    assert_eq!(
+        m.value("endo_agent_operator_sessions_total{event=\"start\"}"),
+        1.0
+    );
+    let status = agent.status();
+    assert_eq!(status["procedure"]["counters"]["annotations"], 1);
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn keep_marks_below_threshold_sessions_rotate_and_bad_annotations_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Blurred throughout: the selector forwards nothing on its own.
+    let cfg = with_common(dir.path(), &phantom("defocus 600s sigma=3", 15));
+    let agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for("scored frames", Duration::from_secs(30), |a| {
+        a.metrics().value("endo_agent_frames_scored_total") > 10.0
+    });
+    let lake = dir.path().join("lake");
+
+    let (code, kept) = post(&agent, "/api/mark", None, None);
+    assert_eq!(code, 201, "{kept}");
+    assert!(kept["quality"].as_f64().unwrap() < 0.5, "{kept}");
+    let first_session = kept["session"].as_str().unwrap().to_string();
+    agent.wait_for("the marked frame", Duration::from_secs(10), |_| {
+        !records_with_reason(&lake, "operator_marked").is_empty()
+    });
+    let (path, rec) = records_with_reason(&lake, "operator_marked").remove(0);
+    assert_eq!(rec["key"], kept["key"]);
+    assert_eq!(rec["operator"]["action"], "keep");
+    assert!(rec["score"]["quality"].as_f64().unwrap() < 0.5);
+    assert!(path.with_extension("jpg").exists());
+    assert!(records_with_reason(&lake, "best_in_window").is_empty());
+
+    // Sessions: start rotates the id; its keys start again at sequence 0.
+    let (code, _) = post(&agent, "/api/session/end", None, None);
+    assert_eq!(code, 409, "ending when no procedure runs is a conflict");
+    let (code, p) = post(&agent, "/api/session/start", None, None);
+    assert_eq!(code, 201);
+    let session = p["session"].as_str().unwrap().to_string();
+    assert_ne!(session, first_session);
+    assert_eq!(agent.status()["procedure"]["counters"]["kept"], 0);
+    // The score thread picks the new session up with the next frame.
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, kept2) = post(&agent, "/api/mark", None, None);
+    assert_eq!(code, 201, "{kept2}");
+    assert_eq!(kept2["session"], session.as_str());
+    assert_eq!(kept2["sequence"], 0);
+    assert!(kept2["key"].as_str().unwrap().contains(&session));
+    assert_eq!(agent.status()["procedure"]["counters"]["marks"], 1);
+    let (code, ended) = post(&agent, "/api/session/end", None, None);
+    assert_eq!(code, 200);
+    assert_ne!(ended["session"], session.as_str());
+
+    // Annotations that cannot be stored are refused with the reason.
+    agent.wait_for("a preview", Duration::from_secs(10), |a| {
+        a.status()["procedure"].is_object()
+            && post(a, "/api/freeze", Some(json!({})), None).0 == 200
+    });
+    let (code, f) = post(&agent, "/api/freeze", Some(json!({})), None);
+    assert_eq!(code, 200, "{f}");
+    let id = f["frame"].as_u64().unwrap();
+    let (w, h) = (f["width"].as_f64().unwrap(), f["height"].as_f64().unwrap());
+    let rect = |x: f64, y: f64, ww: f64, hh: f64| json!({"type": "rect", "x": x, "y": y, "width": ww, "height": hh});
+    let cases = [
+        (
+            json!({"frame": id, "label": "tumour", "shapes": [rect(1.0, 1.0, 5.0, 5.0)]}),
+            400,
+            "\"tumour\" is not one of the configured labels",
+        ),
+        (
+            json!({"frame": id, "label": "ulcer", "shapes": [rect(w - 5.0, 1.0, 20.0, 5.0)]}),
+            400,
+            "inside the",
+        ),
+        (
+            json!({"frame": id, "label": "ulcer", "shapes": []}),
+            400,
+            "0 shapes",
+        ),
+        (
+            json!({"frame": 999_999, "label": "ulcer", "shapes": [rect(1.0, 1.0, 5.0, 5.0)]}),
+            404,
+            "no longer held",
+        ),
+        (
+            json!({"frame": id, "label": "ulcer", "shape": []}),
+            400,
+            "request body",
+        ),
+    ];
+    for (body, want, text) in cases {
+        let (code, e) = post(&agent, "/api/annotations", Some(body.clone()), None);
+        assert_eq!(code, want, "{body} → {e}");
+        assert!(
+            e["error"].as_str().unwrap_or("").contains(text),
+            "{body} → {e}"
+        );
+    }
+    // A polygon and a rectangle together are fine.
+    let (code, k) = post(
+        &agent,
+        "/api/annotations",
+        Some(json!({"frame": id, "label": "polyp", "shapes": [
+            rect(10.0, 10.0, w / 4.0, h / 4.0),
+            {"type": "polygon", "points": [[w / 2.0, h / 2.0], [w / 2.0 + 40.0, h / 2.0], [w / 2.0, h / 2.0 + 30.0]]}
+        ]})),
+        None,
+    );
+    assert_eq!(code, 201, "{k}");
+    let ann_path = lake.join(k["annotation"].as_str().unwrap());
+    agent.wait_for("the annotation", Duration::from_secs(10), |_| {
+        ann_path.exists()
+    });
+    let ann = read_json(&ann_path);
+    assert_eq!(ann["annotations"][1]["shape"], "polygon");
+    assert_eq!(ann["annotations"][1]["area"], 600.0);
+    assert_eq!(ann["categories"][2]["name"], "polyp");
+    let m = agent.metrics();
+    assert_eq!(m.value("endo_agent_operator_marks_total"), 2.0);
+    assert_eq!(m.value("endo_agent_operator_annotations_total"), 1.0);
+    assert_eq!(m.value("endo_agent_operator_annotation_shapes_total"), 2.0);
+    assert_eq!(
+        m.value("endo_agent_operator_sessions_total{event=\"end\"}"),
+        1.0
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn off_loopback_the_operator_api_needs_the_token() {
+    const TOKEN: &str = "test-token-0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let base = phantom("good 600s", 10);
+    // Without a token, a listener reachable from other machines is refused at start.
+    let open = with_common(dir.path(), &base).replace("127.0.0.1:0", "0.0.0.0:0");
+    std::fs::write(dir.path().join("open.toml"), &open).unwrap();
+    let out = Command::new(common::bin())
+        .arg("check-config")
+        .arg(dir.path().join("open.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("http.token") && err.contains("open.toml"),
+        "{err}"
+    );
+
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let cfg = open.replace(
+        "listen = \"0.0.0.0:0\"",
+        &format!(
+            "listen = \"0.0.0.0:0\"\ntoken_file = \"{}\"",
+            token_file.display()
+        ),
+    );
+    let agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for("a preview", Duration::from_secs(30), |a| {
+        a.status()["latest"].is_object()
+    });
+    for path in ["/api/operator", "/api/events", "/api/frames/1/preview.jpg"] {
+        assert_eq!(
+            get_with(&agent, path, None),
+            401,
+            "GET {path} without a token"
+        );
+        assert_eq!(
+            get_with(&agent, path, Some("wrong-token-0123456789")),
+            401,
+            "GET {path}"
+        );
+    }
+    for path in ["/api/mark", "/api/freeze", "/api/session/start"] {
+        let (code, e) = post(&agent, path, None, None);
+        assert_eq!(code, 401, "POST {path} without a token: {e}");
+    }
+    assert_eq!(agent.status()["procedure"]["counters"]["marks"], 0);
+    assert_eq!(get_with(&agent, "/api/operator", Some(TOKEN)), 200);
+    let (code, kept) = post(&agent, "/api/mark", None, Some(TOKEN));
+    assert_eq!(code, 201, "{kept}");
+    let (code, _) = post(&agent, "/api/session/start", None, Some(TOKEN));
+    assert_eq!(code, 201);
+    // What Prometheus and the health checks use stays open; the page itself is static.
+    for path in ["/metrics", "/healthz", "/", "/api/status"] {
+        assert_eq!(get_with(&agent, path, None), 200, "GET {path}");
+    }
+    assert!(agent.metrics().value("endo_agent_http_unauthorized_total") >= 9.0);
+    assert!(agent.stop().success());
+}
