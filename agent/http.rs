@@ -203,9 +203,8 @@ async fn events(
     let clients = metrics::gauge!("endo_agent_web_clients");
     clients.increment(1.0);
     let guard = ClientGuard(clients);
-    let stream = futures_util::stream::unfold(
-        (s, None::<String>, guard),
-        |(s, last, guard)| async move {
+    let stream =
+        futures_util::stream::unfold((s, None::<String>, guard), |(s, last, guard)| async move {
             loop {
                 if s.stop.load(Ordering::Relaxed) {
                     return None;
@@ -217,8 +216,7 @@ async fn events(
                 }
                 tokio::time::sleep(EVENT_TICK).await;
             }
-        },
-    );
+        });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
 }
 
@@ -231,7 +229,13 @@ impl Drop for ClientGuard {
 }
 
 async fn preview(State(s): State<AppState>, Path(file): Path<u64>) -> Response {
-    let frame = s.shared.operator.recent.lock().expect("recent lock").get(file);
+    let frame = s
+        .shared
+        .operator
+        .recent
+        .lock()
+        .expect("recent lock")
+        .get(file);
     match frame {
         Some(f) => (
             [
@@ -252,10 +256,10 @@ async fn wait_reply(
         Ok(Ok(Ok(kept))) => (StatusCode::CREATED, Json(kept)).into_response(),
         Ok(Ok(Err(e))) => e.into_response(),
         Ok(Err(_)) => OperatorError::Unavailable("the agent is stopping".into()).into_response(),
-        Err(_) => OperatorError::Unavailable(
-            "the scorer did not answer in time (source stalled?)".into(),
-        )
-        .into_response(),
+        Err(_) => {
+            OperatorError::Unavailable("the scorer did not answer in time (source stalled?)".into())
+                .into_response()
+        }
     }
 }
 

@@ -323,7 +323,9 @@ impl AnnotationRequest {
             return bad("note: at most 1000 bytes".into());
         }
         let (w, h) = (w as f64, h as f64);
-        let inside = |x: f64, y: f64| x.is_finite() && y.is_finite() && (0.0..=w).contains(&x) && (0.0..=h).contains(&y);
+        let inside = |x: f64, y: f64| {
+            x.is_finite() && y.is_finite() && (0.0..=w).contains(&x) && (0.0..=h).contains(&y)
+        };
         for (i, s) in self.shapes.iter().enumerate() {
             match s {
                 Shape::Rect {

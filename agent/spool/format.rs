@@ -187,7 +187,10 @@ mod tests {
         let mut annotated = rec();
         annotated.annotation = br#"{"annotations":[]}"#.to_vec();
         let bytes = encode(&annotated);
-        assert_eq!(bytes.len(), encode(&rec()).len() + 4 + annotated.annotation.len());
+        assert_eq!(
+            bytes.len(),
+            encode(&rec()).len() + 4 + annotated.annotation.len()
+        );
         assert_eq!(decode(&bytes).unwrap(), annotated);
     }
 
