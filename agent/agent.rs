@@ -66,6 +66,8 @@ pub struct Shared {
     pub capture: Arc<CaptureStats>,
     /// Procedure sessions, marks, annotations and the recent frames of the web view.
     pub operator: Arc<Operator>,
+    /// What the on-screen overlay shows (when `display.enabled`).
+    pub overlay: Option<Arc<crate::overlay::OverlayState>>,
     pub fov_locked: AtomicBool,
     /// `select.threshold_low` and `threshold_high`, for the overlay's colours.
     pub thresholds: (f32, f32),
@@ -287,6 +289,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         prometheus,
         capture: stats.clone(),
         operator: operator.clone(),
+        overlay: cfg.display.enabled.then(|| {
+            crate::overlay::OverlayState::new(cfg.select.threshold_low, cfg.select.threshold_high)
+        }),
         fov_locked: AtomicBool::new(false),
         thresholds: (cfg.select.threshold_low, cfg.select.threshold_high),
         selected: AtomicU64::new(0),
@@ -369,8 +374,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
 
     let cap_cfg = cfg.clone();
     let cap_stop = stop.clone();
+    let cap_overlay = shared.overlay.clone();
     let capture_thread = spawn("capture")
-        .spawn(move || capture::run_supervised(&cap_cfg, frame_tx, frame_rx, stats, cap_stop, None))
+        .spawn(move || {
+            capture::run_supervised(&cap_cfg, frame_tx, frame_rx, stats, cap_stop, cap_overlay)
+        })
         .map_err(thread_err("capture"))?;
 
     crate::notify::status("waiting for the first frame");
@@ -692,6 +700,9 @@ fn score_loop(
         shared.selected.fetch_add(1, Ordering::Relaxed);
         let kept = op.counters.kept.fetch_add(1, Ordering::Relaxed) + 1;
         session_selected_g.set(kept as f64);
+        if let Some(o) = &shared.overlay {
+            o.set_kept(kept);
+        }
         true
     };
     let handle_step = |step: crate::select::Step<Item>, keys: &mut Keys| {
@@ -739,6 +750,9 @@ fn score_loop(
             generation = g;
             keys.session = Arc::from(op.procedure().session);
             keys.seq = 0;
+            if let Some(o) = &shared.overlay {
+                o.set_kept(op.counters.kept.load(Ordering::Relaxed));
+            }
         }
         let view = frame.view();
         let current = match locator.observe(&view) {
@@ -793,6 +807,14 @@ fn score_loop(
                 Some(a) => bad[a.index()].increment(1),
                 None => bad_unexplained.increment(1),
             }
+        }
+        if let Some(o) = &shared.overlay {
+            let bad = score.quality < cfg.select.threshold_low;
+            o.set_score(
+                score.quality,
+                score.primary_reason().filter(|_| bad),
+                frame.arrived,
+            );
         }
         if let Ok(mut l) = shared.latest.try_lock() {
             *l = Some(Latest {

@@ -155,9 +155,14 @@ async fn operator_info(State(s): State<AppState>) -> Json<serde_json::Value> {
         "max_points": crate::operator::MAX_POINTS,
         "preview_fps": cfg.preview_fps,
         "mark_window_ms": cfg.mark_window_ms,
-        "threshold_low": low,
-        "threshold_high": high,
+        "threshold_low": round3(low),
+        "threshold_high": round3(high),
     }))
+}
+
+/// An f32 setting as the decimal a person wrote (0.6, not 0.6000000238).
+fn round3(v: f32) -> f64 {
+    (v as f64 * 1000.0).round() / 1000.0
 }
 
 /// The web view's live state: score, reasons, counters and the newest preview.
