@@ -283,11 +283,10 @@ struct FreezeRequest {
     frame: Option<u64>,
 }
 
-/// A JSON body, or a 400 that says what is wrong with it.
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
-    b.map(|Json(t)| t).map_err(|e| {
-        OperatorError::Invalid(format!("request body: {}", e.body_text())).into_response()
-    })
+/// A JSON body, or the 400 that says what is wrong with it.
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, OperatorError> {
+    b.map(|Json(t)| t)
+        .map_err(|e| OperatorError::Invalid(format!("request body: {}", e.body_text())))
 }
 
 async fn freeze(State(s): State<AppState>, b: Option<Json<FreezeRequest>>) -> Response {
@@ -323,7 +322,7 @@ async fn annotate(
 ) -> Response {
     let req = match body(b) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let op = &s.shared.operator;
     let Some(frame) = op.recent.lock().expect("recent lock").get(req.frame) else {

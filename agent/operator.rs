@@ -334,10 +334,11 @@ impl AnnotationRequest {
                     width,
                     height,
                 } => {
-                    if !(*width >= 1.0 && *height >= 1.0)
-                        || !inside(*x, *y)
-                        || !inside(x + width, y + height)
-                    {
+                    let fits = *width >= 1.0
+                        && *height >= 1.0
+                        && inside(*x, *y)
+                        && inside(x + width, y + height);
+                    if !fits {
                         return bad(format!(
                             "shape {i}: rectangle {x},{y} {width}x{height} must be at least 1x1 and inside the {w}x{h} frame"
                         ));

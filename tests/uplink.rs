@@ -253,6 +253,12 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
     agent.wait_for("frames over MQTT", Duration::from_secs(60), |a| {
         delivered(a, "mqtt") >= 5.0
     });
+    // An operator's mark and annotation take every route too, the annotation as a third
+    // object beside the frame.
+    let (code, kept) = agent.post("/api/mark", None, None);
+    assert_eq!(code, 201, "{kept}");
+    let annotated = agent.annotate_newest("ulcer");
+    let annotation_key = annotated["annotation"].as_str().unwrap().to_string();
 
     // The broker goes away for a while.
     broker.stop();
@@ -281,13 +287,16 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
 
     agent.wait_for("every frame delivered", Duration::from_secs(120), drained);
     let m = agent.metrics();
-    let selected = m.value("endo_agent_frames_selected_total");
-    assert!(selected >= 20.0, "{selected} frames selected");
+    let operator_kept = m.value("endo_agent_operator_marks_total")
+        + m.value("endo_agent_operator_annotations_total");
+    assert_eq!(operator_kept, 2.0);
+    let selected = m.value("endo_agent_frames_selected_total") + operator_kept;
+    assert!(selected >= 20.0, "{selected} frames forwarded");
     for sink in ["local", "mqtt", "s3"] {
         assert_eq!(
             delivered(&agent, sink),
             selected,
-            "{sink} delivered vs selected"
+            "{sink} delivered vs forwarded"
         );
     }
     for sink in ["mqtt", "s3"] {
@@ -300,7 +309,8 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
     assert!(agent.stop().success());
 
     let local = local_objects(d);
-    assert_eq!(local.len() as f64, 2.0 * selected);
+    assert_eq!(local.len() as f64, 2.0 * selected + 1.0);
+    assert!(local.contains_key(&annotation_key), "{annotation_key}");
     assert_eq!(
         compare(&store, "lake-s3", &local),
         (0, 0, 0),

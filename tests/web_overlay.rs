@@ -34,26 +34,6 @@ fn http() -> ureq::Agent {
         .new_agent()
 }
 
-/// POST a JSON body (or none) with an optional bearer token; (status, JSON answer).
-fn post(agent: &Agent, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
-    let mut req = http().post(&format!("http://{}{path}", agent.addr));
-    if let Some(t) = token {
-        req = req.header("Authorization", &format!("Bearer {t}"));
-    }
-    let resp = match body {
-        Some(b) => req
-            .header("Content-Type", "application/json")
-            .send(b.to_string().as_bytes()),
-        None => req.send_empty(),
-    };
-    let mut r = resp.unwrap_or_else(|e| panic!("POST {path}: {e}"));
-    let text = r.body_mut().read_to_string().unwrap_or_default();
-    (
-        r.status().as_u16(),
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 fn get_with(agent: &Agent, path: &str, token: Option<&str>) -> u16 {
     let mut req = http().get(&format!("http://{}{path}", agent.addr));
     if let Some(t) = token {
@@ -434,7 +414,7 @@ fn keep_marks_below_threshold_sessions_rotate_and_bad_annotations_are_refused() 
     });
     let lake = dir.path().join("lake");
 
-    let (code, kept) = post(&agent, "/api/mark", None, None);
+    let (code, kept) = agent.post("/api/mark", None, None);
     assert_eq!(code, 201, "{kept}");
     assert!(kept["quality"].as_f64().unwrap() < 0.5, "{kept}");
     let first_session = kept["session"].as_str().unwrap().to_string();
@@ -449,31 +429,30 @@ fn keep_marks_below_threshold_sessions_rotate_and_bad_annotations_are_refused() 
     assert!(records_with_reason(&lake, "best_in_window").is_empty());
 
     // Sessions: start rotates the id; its keys start again at sequence 0.
-    let (code, _) = post(&agent, "/api/session/end", None, None);
+    let (code, _) = agent.post("/api/session/end", None, None);
     assert_eq!(code, 409, "ending when no procedure runs is a conflict");
-    let (code, p) = post(&agent, "/api/session/start", None, None);
+    let (code, p) = agent.post("/api/session/start", None, None);
     assert_eq!(code, 201);
     let session = p["session"].as_str().unwrap().to_string();
     assert_ne!(session, first_session);
     assert_eq!(agent.status()["procedure"]["counters"]["kept"], 0);
     // The score thread picks the new session up with the next frame.
     std::thread::sleep(Duration::from_millis(300));
-    let (code, kept2) = post(&agent, "/api/mark", None, None);
+    let (code, kept2) = agent.post("/api/mark", None, None);
     assert_eq!(code, 201, "{kept2}");
     assert_eq!(kept2["session"], session.as_str());
     assert_eq!(kept2["sequence"], 0);
     assert!(kept2["key"].as_str().unwrap().contains(&session));
     assert_eq!(agent.status()["procedure"]["counters"]["marks"], 1);
-    let (code, ended) = post(&agent, "/api/session/end", None, None);
+    let (code, ended) = agent.post("/api/session/end", None, None);
     assert_eq!(code, 200);
     assert_ne!(ended["session"], session.as_str());
 
     // Annotations that cannot be stored are refused with the reason.
     agent.wait_for("a preview", Duration::from_secs(10), |a| {
-        a.status()["procedure"].is_object()
-            && post(a, "/api/freeze", Some(json!({})), None).0 == 200
+        a.status()["procedure"].is_object() && a.post("/api/freeze", Some(json!({})), None).0 == 200
     });
-    let (code, f) = post(&agent, "/api/freeze", Some(json!({})), None);
+    let (code, f) = agent.post("/api/freeze", Some(json!({})), None);
     assert_eq!(code, 200, "{f}");
     let id = f["frame"].as_u64().unwrap();
     let (w, h) = (f["width"].as_f64().unwrap(), f["height"].as_f64().unwrap());
@@ -506,7 +485,7 @@ fn keep_marks_below_threshold_sessions_rotate_and_bad_annotations_are_refused() 
         ),
     ];
     for (body, want, text) in cases {
-        let (code, e) = post(&agent, "/api/annotations", Some(body.clone()), None);
+        let (code, e) = agent.post("/api/annotations", Some(body.clone()), None);
         assert_eq!(code, want, "{body} → {e}");
         assert!(
             e["error"].as_str().unwrap_or("").contains(text),
@@ -514,9 +493,7 @@ fn keep_marks_below_threshold_sessions_rotate_and_bad_annotations_are_refused() 
         );
     }
     // A polygon and a rectangle together are fine.
-    let (code, k) = post(
-        &agent,
-        "/api/annotations",
+    let (code, k) = agent.post("/api/annotations",
         Some(json!({"frame": id, "label": "polyp", "shapes": [
             rect(10.0, 10.0, w / 4.0, h / 4.0),
             {"type": "polygon", "points": [[w / 2.0, h / 2.0], [w / 2.0 + 40.0, h / 2.0], [w / 2.0, h / 2.0 + 30.0]]}
@@ -589,14 +566,14 @@ fn off_loopback_the_operator_api_needs_the_token() {
         );
     }
     for path in ["/api/mark", "/api/freeze", "/api/session/start"] {
-        let (code, e) = post(&agent, path, None, None);
+        let (code, e) = agent.post(path, None, None);
         assert_eq!(code, 401, "POST {path} without a token: {e}");
     }
     assert_eq!(agent.status()["procedure"]["counters"]["marks"], 0);
     assert_eq!(get_with(&agent, "/api/operator", Some(TOKEN)), 200);
-    let (code, kept) = post(&agent, "/api/mark", None, Some(TOKEN));
+    let (code, kept) = agent.post("/api/mark", None, Some(TOKEN));
     assert_eq!(code, 201, "{kept}");
-    let (code, _) = post(&agent, "/api/session/start", None, Some(TOKEN));
+    let (code, _) = agent.post("/api/session/start", None, Some(TOKEN));
     assert_eq!(code, 201);
     // What Prometheus and the health checks use stays open; the page itself is static.
     for path in ["/metrics", "/healthz", "/", "/api/status"] {

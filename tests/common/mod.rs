@@ -109,6 +109,50 @@ impl Agent {
         }
     }
 
+    /// POST a JSON body (or none), with a bearer token if given: (status, JSON answer, or
+    /// the text as a JSON string).
+    pub fn post(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        let mut req = agent.post(&format!("http://{}{path}", self.addr));
+        if let Some(t) = token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = match body {
+            Some(b) => req
+                .header("Content-Type", "application/json")
+                .send(b.to_string().as_bytes()),
+            None => req.send_empty(),
+        };
+        let mut r = resp.unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (
+            r.status().as_u16(),
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// Annotate the newest preview frame through the operator API: one rectangle with
+    /// `label`. Returns the answer (key, annotation object name).
+    pub fn annotate_newest(&self, label: &str) -> serde_json::Value {
+        let (code, f) = self.post("/api/freeze", Some(serde_json::json!({})), None);
+        assert_eq!(code, 200, "freeze: {f}");
+        let (w, h) = (f["width"].as_f64().unwrap(), f["height"].as_f64().unwrap());
+        let body = serde_json::json!({"frame": f["frame"], "label": label, "shapes": [
+            {"type": "rect", "x": w / 4.0, "y": h / 4.0, "width": w / 3.0, "height": h / 3.0}]});
+        let (code, k) = self.post("/api/annotations", Some(body), None);
+        assert_eq!(code, 201, "annotate: {k}");
+        k
+    }
+
     pub fn status(&self) -> serde_json::Value {
         serde_json::from_str(&self.get("/api/status").1).unwrap()
     }
