@@ -15,7 +15,8 @@
 //! 7. [`uplink`] — one worker per sink (local directory, MQTT, S3) delivers from the
 //!    spool and acknowledges; [`ingest`] is the cloud end of the MQTT route.
 //!
-//! Alongside: [`config`], [`metrics`], [`http`] (metrics, health), [`phantom`] (the synthetic
+//! Alongside: [`overlay`] (the on-screen quality overlay, an optional display branch of the
+//! capture pipeline), [`config`], [`metrics`], [`http`] (metrics, health), [`phantom`] (the synthetic
 //! NBI video generator used by the demo, tests and benchmarks) and [`agent`], which wires the
 //! stages together for `endo-agent run`.
 
@@ -29,6 +30,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
+pub mod overlay;
 pub mod phantom;
 pub mod record;
 pub mod score;

@@ -35,6 +35,10 @@
 //! | `endo_agent_stage_duration_seconds` | histogram | `stage` = classical, preprocess, inference, encode, write |
 //! | `endo_agent_fov_locked` | gauge 0/1 | |
 //! | `endo_agent_session_frames_selected` | gauge | (this procedure session) |
+//! | `endo_agent_overlay_frames_rendered_total` | counter | frames that got the on-screen overlay |
+//! | `endo_agent_overlay_render_seconds` | histogram | time in the overlay's draw callback, re-render included |
+//! | `endo_agent_overlay_delay_seconds` | histogram | delay the display branch adds to the video (branch entry → video sink) |
+//! | `endo_agent_overlay_score_age_seconds` | histogram | age of the displayed score (its frame's arrival → draw) |
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -175,6 +179,25 @@ fn describe() {
     describe_gauge!(
         "endo_agent_session_frames_selected",
         "Frames forwarded in the current procedure session."
+    );
+    describe_counter!(
+        "endo_agent_overlay_frames_rendered_total",
+        "Frames that got the on-screen quality overlay."
+    );
+    describe_histogram!(
+        "endo_agent_overlay_render_seconds",
+        Unit::Seconds,
+        "Time in the overlay's draw callback per frame, re-rendering the panel included."
+    );
+    describe_histogram!(
+        "endo_agent_overlay_delay_seconds",
+        Unit::Seconds,
+        "Delay the display branch adds to the video: from entering the branch to the video sink."
+    );
+    describe_histogram!(
+        "endo_agent_overlay_score_age_seconds",
+        Unit::Seconds,
+        "Age of the displayed score when drawn: from its frame's arrival at the appsink."
     );
 }
 

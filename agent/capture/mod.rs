@@ -12,6 +12,13 @@
 //! error, an end of stream or a stall (no frame for `STALL`) tears it down and starts it
 //! again after a [`backoff::Backoff`] delay — the process does not exit. The state is
 //! in `endo_agent_source_state` / `endo_agent_source_up` and in the logs.
+//!
+//! With `[display] enabled = true` a `tee` after the source feeds a second, display branch
+//! (its own leaky queue → `overlaycomposition` → the configured video sink) that draws the
+//! quality overlay ([`crate::overlay`]); the scoring branch is unchanged and never waits for
+//! it. When the display branch fails (e.g. no display on a headless tower), the supervisor
+//! logs that the display sink failed and rebuilds the pipeline without the display branch
+//! until the agent is restarted, so capture and scoring go on.
 
 pub mod backoff;
 pub mod devices;
@@ -30,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, OnEos, SourceKind};
 use crate::frame::I420View;
+use crate::overlay::{self, OverlayState};
 use crate::phantom::{self, Phantom};
 use backoff::Backoff;
 
@@ -50,6 +58,8 @@ pub enum CaptureError {
     },
     #[error("GStreamer could not be initialised: {0}")]
     Init(String),
+    #[error("display.sink = {sink:?} cannot be used for the on-screen overlay: {reason}")]
+    Display { sink: String, reason: String },
 }
 
 /// A frame handed from capture to the scorer: a mapped, refcounted GStreamer buffer.
@@ -131,8 +141,13 @@ pub enum Ended {
     EndOfStream,
 }
 
-/// The full pipeline description: the source from the template plus the agent's tail.
+/// The full pipeline description: the source from the template plus the agent's tail,
+/// and the display branch when `display.enabled`.
 pub fn launch_description(cfg: &Config) -> Result<(String, String), CaptureError> {
+    describe(cfg, cfg.display.enabled)
+}
+
+fn describe(cfg: &Config, display: bool) -> Result<(String, String), CaptureError> {
     let src = template::render_source(cfg)?;
     let live = cfg.source.kind.is_live();
     let tail = format!(
@@ -141,19 +156,51 @@ pub fn launch_description(cfg: &Config) -> Result<(String, String), CaptureError
         if live { "downstream" } else { "no" },
         if live { "false" } else { "true" },
     );
+    if display {
+        // The tee sits right after the source: the display shows the source's own frames
+        // (no conversion to I420 on its way) and the scoring branch is unchanged.
+        return Ok((
+            src.origin,
+            format!(
+                "{} ! tee name=agent_tee{tail}  {}",
+                src.launch,
+                overlay::branch_description(&cfg.display)
+            ),
+        ));
+    }
     Ok((src.origin, format!("{}{tail}", src.launch)))
 }
 
 /// Parse the pipeline without starting it (no device is opened). Used by `check-config`.
 pub fn check_pipeline(cfg: &Config) -> Result<(), CaptureError> {
     gst::init().map_err(|e| CaptureError::Init(e.to_string()))?;
-    let p = build(cfg)?;
+    let p = build(cfg, cfg.display.enabled)?;
     let _ = p.set_state(gst::State::Null);
     Ok(())
 }
 
-fn build(cfg: &Config) -> Result<gst::Pipeline, CaptureError> {
-    let (origin, launch) = launch_description(cfg)?;
+/// The display branch's elements exist: the overlay plugin and the configured sink
+/// (created, not started: no display is opened).
+fn check_display(cfg: &Config) -> Result<(), CaptureError> {
+    let bad = |reason: String| CaptureError::Display {
+        sink: cfg.display.sink.clone(),
+        reason,
+    };
+    if gst::ElementFactory::find("overlaycomposition").is_none() {
+        return Err(bad(
+            "the overlaycomposition element is missing (GStreamer plugins base >= 1.20)".into(),
+        ));
+    }
+    let sink = gst::parse::launch(&cfg.display.sink).map_err(|e| bad(e.to_string()))?;
+    let _ = sink.set_state(gst::State::Null);
+    Ok(())
+}
+
+fn build(cfg: &Config, display: bool) -> Result<gst::Pipeline, CaptureError> {
+    if display {
+        check_display(cfg)?;
+    }
+    let (origin, launch) = describe(cfg, display)?;
     let parse_err = |reason: String| CaptureError::Parse {
         origin: origin.clone(),
         launch: launch.clone(),
@@ -172,6 +219,9 @@ fn build(cfg: &Config) -> Result<gst::Pipeline, CaptureError> {
         return Err(parse_err(
             "a phantom template needs an `appsrc name=phantom`".into(),
         ));
+    }
+    if display && pipeline.by_name(overlay::OVERLAY_ELEMENT).is_none() {
+        return Err(parse_err("the display branch's overlay is missing".into()));
     }
     Ok(pipeline)
 }
@@ -288,12 +338,16 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
 /// Run the capture pipeline until `stop` is set (or the source ends and the config says
 /// stop), restarting it with backoff after errors, ends of stream and stalls.
 /// Returns an error only for problems a restart cannot fix (a template that does not parse).
+///
+/// `overlay` is what the display branch shows (`[display] enabled`); with `None` and the
+/// display enabled the overlay shows "no score yet".
 pub fn run_supervised(
     cfg: &Config,
     tx: Sender<CapturedFrame>,
     rx: Receiver<CapturedFrame>,
     stats: Arc<CaptureStats>,
     stop: Arc<AtomicBool>,
+    overlay: Option<Arc<OverlayState>>,
 ) -> Result<Ended, CaptureError> {
     // Every cause exists from the start (at 0), so rates and alerts see a series.
     for cause in ["eos", "stall", "error"] {
@@ -315,10 +369,20 @@ pub fn run_supervised(
         p
     });
     let mut phantom_next = 0u64;
+    let overlay = overlay.or_else(|| {
+        cfg.display
+            .enabled
+            .then(|| OverlayState::new(cfg.select.threshold_low, cfg.select.threshold_high))
+    });
+    // Cleared when the display branch fails: capture goes on without it.
+    let mut display = cfg.display.enabled;
     loop {
         set_source_state("starting", &stats);
-        let pipeline = build(cfg)?;
+        let pipeline = build(cfg, display)?;
         attach_sink(&pipeline, tx.clone(), rx.clone(), stats.clone());
+        if let (true, Some(state)) = (display, &overlay) {
+            overlay::attach(&pipeline, state.clone(), &cfg.display);
+        }
         let feed = phantom.as_ref().map(|p| {
             let appsrc = pipeline
                 .by_name("phantom")
@@ -375,6 +439,17 @@ pub fn run_supervised(
                 metrics::counter!("endo_agent_source_restarts_total", "cause" => "stall")
                     .increment(1);
                 tracing::warn!(ran_for = ?ran_for, "source delivered no frame for {STALL:?}; restarting");
+            }
+            Outcome::Error(msg) if display && overlay::is_display_error(&msg) => {
+                metrics::counter!("endo_agent_source_restarts_total", "cause" => "error")
+                    .increment(1);
+                display = false;
+                tracing::error!(
+                    ran_for = ?ran_for,
+                    "the display sink failed (display.sink = {:?}): {msg}; capture restarts \
+                     without the on-screen overlay until the agent is restarted",
+                    cfg.display.sink
+                );
             }
             Outcome::Error(msg) => {
                 metrics::counter!("endo_agent_source_restarts_total", "cause" => "error")

@@ -12,7 +12,7 @@
 //! [`output`] (stills + CSV, video files, live `appsrc` feed).
 
 mod blur;
-mod osd;
+pub(crate) mod osd;
 pub mod output;
 mod render;
 pub mod schedule;

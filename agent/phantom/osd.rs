@@ -54,7 +54,8 @@ const GLYPHS: &[(u8, [u8; 7])] = &[
 ];
 
 /// The glyph of a character; lower case is drawn as upper case, unknown characters as blank.
-fn glyph(c: u8) -> [u8; 7] {
+/// Also the font of the on-screen quality overlay ([`crate::overlay`]).
+pub(crate) fn glyph(c: u8) -> [u8; 7] {
     let c = c.to_ascii_uppercase();
     GLYPHS
         .iter()
