@@ -6,6 +6,11 @@
 //!
 //!   cargo bench --bench e2e -- --seconds 20 [--width 1920 --height 1080 --fps 60] [--model F]
 //!
+//! `--display` runs the agent twice back to back, without and then with the on-screen
+//! overlay's display branch (`--display-sink`, default `fakesink sync=false`), and prints
+//! the two side by side plus the delay the branch added to the video and the displayed
+//! score's age (p50/p99, exact over the last 8192 frames) and the frames rendered.
+//!
 //! Without `--bench` (as under `cargo test --all-targets`) it runs a 2-second smoke at
 //! 320×240 and checks that frames flowed.
 
@@ -35,6 +40,33 @@ fn peak_rss_mb() -> f64 {
     ru.ru_maxrss as f64 / 1024.0
 }
 
+/// What one run measured.
+struct Run {
+    elapsed: Duration,
+    summary: endo_agent::agent::Summary,
+    cpu: Duration,
+    dropped_busy: f64,
+    fov_pending: f64,
+}
+
+/// Sum of the current values of every series starting with `name`.
+fn series(name: &str) -> f64 {
+    endo_agent::metrics::install()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+fn dropped() -> (f64, f64) {
+    (
+        series("endo_agent_frames_dropped_total{reason=\"scorer_busy\"}")
+            + series("endo_agent_frames_dropped_total{reason=\"convert_busy\"}"),
+        series("endo_agent_frames_dropped_total{reason=\"fov_pending\"}"),
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bench = args.iter().any(|a| a == "--bench");
@@ -48,6 +80,54 @@ fn main() {
     } else {
         (2, 320, 240, 30)
     };
+    // The smoke run (no `--bench`) exercises the display branch too.
+    let display = !bench || args.iter().any(|a| a == "--display");
+    let sink: String = arg(&args, "--display-sink", "fakesink sync=false".to_string());
+    let plain = run(&args, secs, (w, h, fps), None);
+    print_run(&plain, (w, h, fps), "without display");
+    if display {
+        let with = run(&args, secs, (w, h, fps), Some(&sink));
+        print_run(&with, (w, h, fps), &format!("with display ({sink})"));
+        print_display(&plain, &with);
+    }
+    println!("  peak RSS (incl. generator) {:.1} MB", peak_rss_mb());
+}
+
+fn cpu_per_frame(r: &Run) -> f64 {
+    r.cpu.saturating_sub(r.summary.generator_cpu).as_secs_f64() * 1e3
+        / r.summary.scored.max(1) as f64
+}
+
+fn print_display(plain: &Run, with: &Run) {
+    let Some(st) = endo_agent::overlay::last_attached() else {
+        println!("display: no overlay was attached");
+        return;
+    };
+    let ms = |d: Option<Duration>| {
+        d.map_or("-".to_string(), |d| format!("{:.3}", d.as_secs_f64() * 1e3))
+    };
+    println!("display branch");
+    println!("  frames rendered           {}", st.frames_rendered());
+    println!(
+        "  added delay p50 / p99     {} ms / {} ms",
+        ms(st.delay_quantile(0.5)),
+        ms(st.delay_quantile(0.99))
+    );
+    println!(
+        "  score age p50 / p99       {} ms / {} ms",
+        ms(st.score_age_quantile(0.5)),
+        ms(st.score_age_quantile(0.99))
+    );
+    println!(
+        "  agent CPU per frame       {:.3} ms without, {:.3} ms with display (+{:.3} ms)",
+        cpu_per_frame(plain),
+        cpu_per_frame(with),
+        cpu_per_frame(with) - cpu_per_frame(plain)
+    );
+    assert!(st.frames_rendered() > 0, "the display branch drew nothing");
+}
+
+fn run(args: &[String], secs: u64, (w, h, fps): (u32, u32, u32), display: Option<&str>) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = Config::default();
     cfg.source.kind = SourceKind::Phantom;
@@ -57,11 +137,16 @@ fn main() {
     cfg.capture.on_eos = OnEos::Stop;
     cfg.fov.shape = FovShape::Circle;
     // --model models/quality-ref.onnx measures the earlier reference model for comparison.
-    let model: String = arg(&args, "--model", "models/quality-int8.onnx".to_string());
+    let model: String = arg(args, "--model", "models/quality-int8.onnx".to_string());
     cfg.model.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(model);
     cfg.datalake.dir = dir.path().join("lake");
     cfg.spool.dir = dir.path().join("spool");
     cfg.http.listen = "127.0.0.1:0".into();
+    if let Some(sink) = display {
+        cfg.display.enabled = true;
+        cfg.display.sink = sink.into();
+    }
+    let (busy0, pending0) = dropped();
 
     let stop = Arc::new(AtomicBool::new(false));
     let stopper = stop.clone();
@@ -74,21 +159,29 @@ fn main() {
     let summary = endo_agent::agent::run(cfg, stop).expect("agent run");
     let elapsed = t0.elapsed();
     let cpu = cpu_time() - cpu0;
-    let metrics = endo_agent::metrics::install().render();
-    let series = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-            .sum()
-    };
-    let dropped_busy = series("endo_agent_frames_dropped_total{reason=\"scorer_busy\"}")
-        + series("endo_agent_frames_dropped_total{reason=\"convert_busy\"}");
-    let fov_pending = series("endo_agent_frames_dropped_total{reason=\"fov_pending\"}");
+    let (busy1, pending1) = dropped();
+    assert!(summary.scored > 0, "no frame was scored");
+    Run {
+        elapsed,
+        summary,
+        cpu,
+        dropped_busy: busy1 - busy0,
+        fov_pending: pending1 - pending0,
+    }
+}
+
+fn print_run(r: &Run, (w, h, fps): (u32, u32, u32), what: &str) {
+    let Run {
+        elapsed,
+        summary,
+        cpu,
+        dropped_busy,
+        fov_pending,
+    } = r;
     let agent_cpu = cpu.saturating_sub(summary.generator_cpu);
     let scored = summary.scored.max(1);
     println!(
-        "e2e: phantom {w}x{h}@{fps} live for {:.1} s",
+        "e2e: phantom {w}x{h}@{fps} live for {:.1} s, {what}",
         elapsed.as_secs_f64()
     );
     println!("  frames captured           {}", summary.captured);
@@ -115,6 +208,4 @@ fn main() {
         summary.latency_p50.as_secs_f64() * 1e3,
         summary.latency_p99.as_secs_f64() * 1e3
     );
-    println!("  peak RSS (incl. generator) {:.1} MB", peak_rss_mb());
-    assert!(summary.scored > 0, "no frame was scored");
 }
