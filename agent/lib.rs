@@ -16,7 +16,9 @@
 //!    spool and acknowledges; [`ingest`] is the cloud end of the MQTT route.
 //!
 //! Alongside: [`overlay`] (the on-screen quality overlay, an optional display branch of the
-//! capture pipeline), [`config`], [`metrics`], [`http`] (metrics, health), [`phantom`] (the synthetic
+//! capture pipeline), [`operator`] (keep-frame marks, annotations of lesion regions,
+//! procedure sessions), [`config`], [`metrics`], [`http`] (metrics, health, the web overlay
+//! and the operator API), [`phantom`] (the synthetic
 //! NBI video generator used by the demo, tests and benchmarks) and [`agent`], which wires the
 //! stages together for `endo-agent run`.
 
@@ -30,6 +32,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
+pub mod operator;
 pub mod overlay;
 pub mod phantom;
 pub mod record;
