@@ -49,6 +49,9 @@ pub struct AppState {
 }
 
 pub fn router(shared: Arc<Shared>, token: Option<String>, stop: Arc<AtomicBool>) -> Router {
+    // Both exist from the start, so dashboards and alerts see a series.
+    metrics::gauge!("endo_agent_web_clients").set(0.0);
+    metrics::counter!("endo_agent_http_unauthorized_total").increment(0);
     let state = AppState {
         shared,
         token: token.map(Arc::from),

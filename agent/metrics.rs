@@ -32,13 +32,19 @@
 //! | `endo_agent_spool_recovered_total` | counter | `outcome` = record, torn, corrupt (at start) |
 //! | `endo_agent_quality_score` | histogram | |
 //! | `endo_agent_capture_to_score_seconds` | histogram | |
-//! | `endo_agent_stage_duration_seconds` | histogram | `stage` = classical, preprocess, inference, encode, write |
+//! | `endo_agent_stage_duration_seconds` | histogram | `stage` = classical, preprocess, inference, encode, write, preview |
 //! | `endo_agent_fov_locked` | gauge 0/1 | |
 //! | `endo_agent_session_frames_selected` | gauge | (this procedure session) |
 //! | `endo_agent_overlay_frames_rendered_total` | counter | frames that got the on-screen overlay |
 //! | `endo_agent_overlay_render_seconds` | histogram | time in the overlay's draw callback, re-render included |
 //! | `endo_agent_overlay_delay_seconds` | histogram | delay the display branch adds to the video (branch entry → video sink) |
 //! | `endo_agent_overlay_score_age_seconds` | histogram | age of the displayed score (its frame's arrival → draw) |
+//! | `endo_agent_operator_marks_total` | counter | frames kept by an operator's "keep this frame" (docs/operator.md) |
+//! | `endo_agent_operator_annotations_total` | counter | annotations stored (frame + COCO-style record) |
+//! | `endo_agent_operator_annotation_shapes_total` | counter | regions in those annotations |
+//! | `endo_agent_operator_sessions_total` | counter | `event` = start, end (procedure sessions) |
+//! | `endo_agent_web_clients` | gauge | open web overlay event streams |
+//! | `endo_agent_http_unauthorized_total` | counter | operator API requests refused for a missing or wrong token |
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -179,6 +185,30 @@ fn describe() {
     describe_gauge!(
         "endo_agent_session_frames_selected",
         "Frames forwarded in the current procedure session."
+    );
+    describe_counter!(
+        "endo_agent_operator_marks_total",
+        "Frames forwarded because an operator pressed \"keep this frame\"."
+    );
+    describe_counter!(
+        "endo_agent_operator_annotations_total",
+        "Operator annotations stored (frame plus COCO-style annotation record)."
+    );
+    describe_counter!(
+        "endo_agent_operator_annotation_shapes_total",
+        "Regions (rectangles, polygons) in the stored annotations."
+    );
+    describe_counter!(
+        "endo_agent_operator_sessions_total",
+        "Procedure sessions started and ended by an operator."
+    );
+    describe_gauge!(
+        "endo_agent_web_clients",
+        "Open event streams of the web overlay."
+    );
+    describe_counter!(
+        "endo_agent_http_unauthorized_total",
+        "Operator API requests refused for a missing or wrong bearer token."
     );
     describe_counter!(
         "endo_agent_overlay_frames_rendered_total",
