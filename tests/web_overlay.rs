@@ -26,16 +26,8 @@ fn output_dir() -> PathBuf {
     d
 }
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .new_agent()
-}
-
 fn get_with(agent: &Agent, path: &str, token: Option<&str>) -> u16 {
-    let mut req = http().get(&format!("http://{}{path}", agent.addr));
+    let mut req = common::http_client().get(&format!("http://{}{path}", agent.addr));
     if let Some(t) = token {
         req = req.header("Authorization", &format!("Bearer {t}"));
     }
@@ -297,6 +289,46 @@ async fn chromium_sees_the_score_change_and_annotates_a_frozen_frame() {
         Duration::from_secs(5),
     )
     .await;
+    // And a triangle: three clicks, then "Close polygon".
+    c.find(fantoccini::Locator::Id("mode"))
+        .await
+        .unwrap()
+        .select_by_value("polygon")
+        .await
+        .unwrap();
+    let mut clicks = fantoccini::actions::MouseActions::new("mouse".into());
+    for (x, y) in [(100.0, -100.0), (160.0, -100.0), (130.0, -40.0)] {
+        clicks = clicks
+            .then(fantoccini::actions::PointerAction::MoveToElement {
+                element: canvas.clone(),
+                duration: None,
+                x,
+                y,
+            })
+            .then(fantoccini::actions::PointerAction::Down {
+                button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+            })
+            .then(fantoccini::actions::PointerAction::Up {
+                button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+            })
+            .then(fantoccini::actions::PointerAction::Pause {
+                duration: Duration::from_millis(400),
+            });
+    }
+    c.perform_actions(clicks).await.unwrap();
+    c.find(fantoccini::Locator::Id("close-polygon"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "two drawn shapes",
+        "shapes.length === 2",
+        Duration::from_secs(5),
+    )
+    .await;
     c.find(fantoccini::Locator::Id("label"))
         .await
         .unwrap()
@@ -369,11 +401,24 @@ async fn chromium_sees_the_score_change_and_annotates_a_frozen_frame() {
     assert_eq!(record["frame"]["width"], ann["images"][0]["width"]);
     // The rectangle, converted from the drawn CSS pixels to cropped-frame pixels.
     let a = ann["annotations"].as_array().unwrap();
-    assert_eq!(a.len(), 1, "{ann}");
+    assert_eq!(a.len(), 2, "{ann}");
     assert_eq!(a[0]["shape"], "rect");
+    assert_eq!(a[1]["shape"], "polygon");
+    assert_eq!(
+        a[1]["segmentation"][0].as_array().unwrap().len(),
+        6,
+        "{ann}"
+    );
     assert_eq!(a[0]["category_id"], 2);
     let sx = frozen["width"].as_f64().unwrap() / css_w;
     let sy = frozen["height"].as_f64().unwrap() / css_h;
+    // The triangle: half of 60 × 60 CSS pixels.
+    let area = a[1]["area"].as_f64().unwrap();
+    let want_area = 60.0 * 60.0 / 2.0 * sx * sy;
+    assert!(
+        (area - want_area).abs() < want_area * 0.1,
+        "area {area}, expected about {want_area}"
+    );
     let bbox: Vec<f64> = a[0]["bbox"]
         .as_array()
         .unwrap()

@@ -37,6 +37,15 @@ pub fn with_common(dir: &std::path::Path, config: &str) -> String {
     )
 }
 
+/// An HTTP client that returns error statuses as responses, for asserting on them.
+pub fn http_client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent()
+}
+
 /// A running agent. Killed (SIGKILL) on drop if the test did not stop it.
 pub struct Agent {
     child: Child,
@@ -96,11 +105,7 @@ impl Agent {
 
     pub fn get(&self, path: &str) -> (u16, String) {
         let url = format!("http://{}{path}", self.addr);
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        match agent.get(&url).call() {
+        match http_client().get(&url).call() {
             Ok(mut r) => (
                 r.status().as_u16(),
                 r.body_mut().read_to_string().unwrap_or_default(),
@@ -117,12 +122,7 @@ impl Agent {
         body: Option<serde_json::Value>,
         token: Option<&str>,
     ) -> (u16, serde_json::Value) {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .new_agent();
-        let mut req = agent.post(&format!("http://{}{path}", self.addr));
+        let mut req = http_client().post(&format!("http://{}{path}", self.addr));
         if let Some(t) = token {
             req = req.header("Authorization", &format!("Bearer {t}"));
         }
