@@ -728,22 +728,19 @@ fn score_loop(
     };
 
     loop {
-        let frame = crossbeam_channel::select! {
+        let event = crossbeam_channel::select! {
             recv(io.frames) -> f => match f {
-                Ok(f) => f,
+                Ok(f) => Ok(f),
                 Err(_) => break,
             },
-            recv(io.commands) -> c => {
-                if let Ok(c) = c {
-                    let reply = handle_command(c, cfg, op, best.as_ref(), mark_window, &mut keys, &forward);
-                    if let Err(e) = &reply.1 {
-                        tracing::info!("operator {}: {e}", reply.0);
-                    }
-                }
-                continue;
-            }
+            recv(io.commands) -> c => match c {
+                Ok(c) => Err(c),
+                Err(_) => continue,
+            },
         };
-        // A new procedure session: the pending window belongs to the old one.
+        // A new procedure session (checked before frames and commands alike, so a mark
+        // right after a start gets the new session): the pending window belongs to the
+        // old one.
         let g = op.generation();
         if g != generation {
             handle_step(selector.flush(), &mut keys);
@@ -754,6 +751,17 @@ fn score_loop(
                 o.set_kept(op.counters.kept.load(Ordering::Relaxed));
             }
         }
+        let frame = match event {
+            Ok(frame) => frame,
+            Err(c) => {
+                let (action, outcome) =
+                    handle_command(c, cfg, op, best.as_ref(), mark_window, &mut keys, &forward);
+                if let Err(e) = outcome {
+                    tracing::info!("operator {action}: {e}");
+                }
+                continue;
+            }
+        };
         let view = frame.view();
         let current = match locator.observe(&view) {
             Locate::Pending => {

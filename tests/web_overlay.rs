@@ -481,8 +481,7 @@ fn keep_marks_below_threshold_sessions_rotate_and_bad_annotations_are_refused() 
     let session = p["session"].as_str().unwrap().to_string();
     assert_ne!(session, first_session);
     assert_eq!(agent.status()["procedure"]["counters"]["kept"], 0);
-    // The score thread picks the new session up with the next frame.
-    std::thread::sleep(Duration::from_millis(300));
+    // The very next request already gets the new session.
     let (code, kept2) = agent.post("/api/mark", None, None);
     assert_eq!(code, 201, "{kept2}");
     assert_eq!(kept2["session"], session.as_str());
