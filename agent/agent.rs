@@ -23,6 +23,7 @@ use crate::config::SinkKind;
 use crate::encode;
 use crate::fov::{Fov, FovLocator, Locate};
 use crate::frame::I420View;
+use crate::metrics::DurationWindow;
 use crate::operator::{Command, Kept, Operator, OperatorError, RecentFrame};
 use crate::record::{self, Record};
 use crate::score::artifact::Artifact;
@@ -172,43 +173,12 @@ pub struct Summary {
     pub scored: u64,
     pub selected: u64,
     pub delivered: u64,
-    /// Capture→score latency over the last frames (up to [`LatencyWindow::LEN`]).
+    /// Capture→score latency over the last frames (up to [`DurationWindow::LEN`]).
     pub latency_p50: Duration,
     pub latency_p99: Duration,
     /// Phantom source only: the generator's CPU time and the frame slots it skipped.
     pub generator_cpu: Duration,
     pub generator_skipped: u64,
-}
-
-/// The last few thousand capture→score latencies, for exact percentiles in the summary
-/// and the benchmark (the histogram's buckets are too coarse for that). Fixed size.
-pub struct LatencyWindow {
-    samples: Box<[u32; LatencyWindow::LEN]>,
-    n: usize,
-}
-
-impl LatencyWindow {
-    pub const LEN: usize = 8192;
-    fn new() -> Self {
-        LatencyWindow {
-            samples: Box::new([0; Self::LEN]),
-            n: 0,
-        }
-    }
-    fn push(&mut self, d: Duration) {
-        self.samples[self.n % Self::LEN] = d.as_micros().min(u32::MAX as u128) as u32;
-        self.n += 1;
-    }
-    /// The q-quantile (0..1) of the samples held.
-    pub fn quantile(&self, q: f64) -> Duration {
-        let len = self.n.min(Self::LEN);
-        if len == 0 {
-            return Duration::ZERO;
-        }
-        let mut v = self.samples[..len].to_vec();
-        v.sort_unstable();
-        Duration::from_micros(v[((len - 1) as f64 * q).round() as usize] as u64)
-    }
 }
 
 /// A frame to encode: live from capture (selected or operator-marked) or an owned recent
@@ -409,8 +379,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         scored,
         selected: shared.selected.load(Ordering::Relaxed),
         delivered: shared.delivered_everywhere(),
-        latency_p50: latencies.quantile(0.5),
-        latency_p99: latencies.quantile(0.99),
+        latency_p50: latencies.quantile(0.5).unwrap_or_default(),
+        latency_p99: latencies.quantile(0.99).unwrap_or_default(),
         generator_cpu: Duration::from_nanos(
             shared.capture.generator_cpu_ns.load(Ordering::Relaxed),
         ),
@@ -648,8 +618,8 @@ fn score_loop(
     mut scorer: Scorer,
     io: ScoreIo,
     shared: &Shared,
-) -> (u64, LatencyWindow) {
-    let mut latencies = LatencyWindow::new();
+) -> (u64, DurationWindow) {
+    let latencies = DurationWindow::default();
     let scored = counter!("endo_agent_frames_scored_total");
     let fov_pending = counter!("endo_agent_frames_dropped_total", "reason" => "fov_pending");
     let score_failed = counter!("endo_agent_frames_dropped_total", "reason" => "score_failed");

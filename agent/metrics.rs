@@ -237,3 +237,47 @@ pub fn set_state(name: &'static str, all: &[&'static str], current: &str) {
         metrics::gauge!(name, "state" => *s).set(if *s == current { 1.0 } else { 0.0 });
     }
 }
+
+/// The last [`DurationWindow::LEN`] durations of something measured per frame (capture →
+/// score latency, the overlay's added delay and score age), for exact percentiles in run
+/// summaries and benchmarks; the histograms' buckets are too coarse for that. Fixed size,
+/// no allocation per sample; `push` takes `&self` so a GStreamer streaming thread can write
+/// while another thread reads.
+pub struct DurationWindow {
+    ns: Box<[std::sync::atomic::AtomicU64]>,
+    n: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for DurationWindow {
+    fn default() -> Self {
+        DurationWindow {
+            ns: (0..Self::LEN)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+            n: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+impl DurationWindow {
+    pub const LEN: usize = 8192;
+
+    pub fn push(&self, d: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = self.n.fetch_add(1, Relaxed);
+        self.ns[i % Self::LEN].store(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    /// The q-quantile (0..1) of the durations held, or None before the first.
+    pub fn quantile(&self, q: f64) -> Option<std::time::Duration> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let len = self.n.load(Relaxed).min(Self::LEN);
+        if len == 0 {
+            return None;
+        }
+        let mut v: Vec<u64> = self.ns[..len].iter().map(|a| a.load(Relaxed)).collect();
+        v.sort_unstable();
+        let i = ((len - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        Some(std::time::Duration::from_nanos(v[i]))
+    }
+}

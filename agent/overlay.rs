@@ -14,6 +14,7 @@
 
 use crate::config::{DisplayConfig, OverlayPosition};
 use crate::frame::Rect;
+use crate::metrics::DurationWindow;
 use crate::phantom::osd::glyph;
 use crate::score::artifact::Artifact;
 use gstreamer as gst;
@@ -54,9 +55,6 @@ const PANEL_H: u32 = PAD + GLYPH_H + GAP + BAR_H + GAP + GLYPH_H + GAP + GLYPH_H
 /// Distance of the panel from the frame's edges.
 const EDGE: u32 = 8;
 
-/// Samples kept for the exact percentiles of [`OverlayState::delay_quantile`] and
-/// [`OverlayState::score_age_quantile`].
-const SAMPLES: usize = 8192;
 /// Buffers in flight in the display branch that the delay probes can match by PTS.
 const INFLIGHT: usize = 16;
 
@@ -67,38 +65,6 @@ fn epoch() -> Instant {
 
 fn ns_since_epoch(t: Instant) -> u64 {
     t.saturating_duration_since(epoch()).as_nanos() as u64
-}
-
-/// A fixed ring of durations (ns) written from one thread at a time, read rarely.
-struct Samples {
-    v: Box<[AtomicU64]>,
-    n: AtomicUsize,
-}
-
-impl Samples {
-    fn new() -> Self {
-        Samples {
-            v: (0..SAMPLES).map(|_| AtomicU64::new(0)).collect(),
-            n: AtomicUsize::new(0),
-        }
-    }
-    fn push(&self, d: Duration) {
-        let i = self.n.fetch_add(1, Ordering::Relaxed);
-        self.v[i % SAMPLES].store(d.as_nanos() as u64, Ordering::Relaxed);
-    }
-    fn quantile(&self, q: f64) -> Option<Duration> {
-        let len = self.n.load(Ordering::Relaxed).min(SAMPLES);
-        if len == 0 {
-            return None;
-        }
-        let mut v: Vec<u64> = self.v[..len]
-            .iter()
-            .map(|a| a.load(Ordering::Relaxed))
-            .collect();
-        v.sort_unstable();
-        let i = ((len - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
-        Some(Duration::from_nanos(v[i]))
-    }
 }
 
 /// Entry times of the last few buffers that entered the display branch, keyed by PTS.
@@ -149,8 +115,8 @@ pub struct OverlayState {
     arrived_ns: AtomicU64,
     kept: AtomicU64,
     rendered: AtomicU64,
-    delay: Samples,
-    age: Samples,
+    delay: DurationWindow,
+    age: DurationWindow,
     inflight: Inflight,
 }
 
@@ -190,8 +156,8 @@ impl OverlayState {
             arrived_ns: AtomicU64::new(0),
             kept: AtomicU64::new(0),
             rendered: AtomicU64::new(0),
-            delay: Samples::new(),
-            age: Samples::new(),
+            delay: DurationWindow::default(),
+            age: DurationWindow::default(),
             inflight: Inflight::new(),
         })
     }
