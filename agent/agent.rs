@@ -179,6 +179,20 @@ pub struct Summary {
     /// Phantom source only: the generator's CPU time and the frame slots it skipped.
     pub generator_cpu: Duration,
     pub generator_skipped: u64,
+    /// The on-screen overlay's figures, when `display.enabled`.
+    pub overlay: Option<OverlaySummary>,
+}
+
+/// What the display branch did in a run (exact percentiles over its last frames).
+#[derive(Debug, Clone, Default)]
+pub struct OverlaySummary {
+    pub frames_rendered: u64,
+    /// Delay the branch added to the video (entering the branch → the video sink).
+    pub delay_p50: Option<Duration>,
+    pub delay_p99: Option<Duration>,
+    /// Age of the displayed score at draw time.
+    pub score_age_p50: Option<Duration>,
+    pub score_age_p99: Option<Duration>,
 }
 
 /// A frame to encode: live from capture (selected or operator-marked) or an owned recent
@@ -385,6 +399,13 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
             shared.capture.generator_cpu_ns.load(Ordering::Relaxed),
         ),
         generator_skipped: shared.capture.generator_skipped.load(Ordering::Relaxed),
+        overlay: shared.overlay.as_ref().map(|o| OverlaySummary {
+            frames_rendered: o.frames_rendered(),
+            delay_p50: o.delay_quantile(0.5),
+            delay_p99: o.delay_quantile(0.99),
+            score_age_p50: o.score_age_quantile(0.5),
+            score_age_p99: o.score_age_quantile(0.99),
+        }),
     };
     tracing::info!(?summary, "stopped");
     ended?;

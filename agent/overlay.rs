@@ -486,14 +486,6 @@ fn fmt_into<'a>(buf: &'a mut [u8; 16], args: std::fmt::Arguments) -> &'a [u8] {
     &buf[..n]
 }
 
-/// The state attached last in this process (for the in-process benchmark's figures).
-static LAST_ATTACHED: Mutex<Option<Arc<OverlayState>>> = Mutex::new(None);
-
-/// The [`OverlayState`] most recently passed to [`attach`] in this process, if any.
-pub fn last_attached() -> Option<Arc<OverlayState>> {
-    LAST_ATTACHED.lock().ok().and_then(|g| g.clone())
-}
-
 /// Connect the overlay to the `overlaycomposition` element named `agent_overlay` in
 /// `pipeline` ("caps-changed" and "draw"), and the delay probes around the display branch.
 /// Does nothing (but log) when the pipeline has no such element. Keeps nothing the caller
@@ -503,9 +495,6 @@ pub fn attach(pipeline: &gst::Pipeline, state: Arc<OverlayState>, cfg: &DisplayC
         tracing::warn!("no {OVERLAY_ELEMENT} element in the pipeline; the overlay is not drawn");
         return;
     };
-    if let Ok(mut g) = LAST_ATTACHED.lock() {
-        *g = Some(state.clone());
-    }
     let rendered = metrics::counter!("endo_agent_overlay_frames_rendered_total");
     let render_time = metrics::histogram!("endo_agent_overlay_render_seconds");
     let delay_h = metrics::histogram!("endo_agent_overlay_delay_seconds");

@@ -99,24 +99,24 @@ fn cpu_per_frame(r: &Run) -> f64 {
 }
 
 fn print_display(plain: &Run, with: &Run) {
-    let Some(st) = endo_agent::overlay::last_attached() else {
-        println!("display: no overlay was attached");
+    let Some(st) = &with.summary.overlay else {
+        println!("display: the run had no display branch");
         return;
     };
     let ms = |d: Option<Duration>| {
         d.map_or("-".to_string(), |d| format!("{:.3}", d.as_secs_f64() * 1e3))
     };
     println!("display branch");
-    println!("  frames rendered           {}", st.frames_rendered());
+    println!("  frames rendered           {}", st.frames_rendered);
     println!(
         "  added delay p50 / p99     {} ms / {} ms",
-        ms(st.delay_quantile(0.5)),
-        ms(st.delay_quantile(0.99))
+        ms(st.delay_p50),
+        ms(st.delay_p99)
     );
     println!(
         "  score age p50 / p99       {} ms / {} ms",
-        ms(st.score_age_quantile(0.5)),
-        ms(st.score_age_quantile(0.99))
+        ms(st.score_age_p50),
+        ms(st.score_age_p99)
     );
     println!(
         "  agent CPU per frame       {:.3} ms without, {:.3} ms with display (+{:.3} ms)",
@@ -124,7 +124,7 @@ fn print_display(plain: &Run, with: &Run) {
         cpu_per_frame(with),
         cpu_per_frame(with) - cpu_per_frame(plain)
     );
-    assert!(st.frames_rendered() > 0, "the display branch drew nothing");
+    assert!(st.frames_rendered > 0, "the display branch drew nothing");
 }
 
 fn run(args: &[String], secs: u64, (w, h, fps): (u32, u32, u32), display: Option<&str>) -> Run {
