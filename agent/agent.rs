@@ -860,123 +860,120 @@ fn handle_command(
     forward: &dyn Fn(Job) -> bool,
 ) -> (&'static str, Result<(), OperatorError>) {
     let now = Utc::now();
-    let busy = || OperatorError::Unavailable("the encoder is backed up; try again".into());
-    match c {
-        Command::Mark { reply } => {
-            let result = match best {
-                Some((frame, fov, score)) if frame.arrived.elapsed() <= mark_window => {
-                    let (key, seq) = keys.next(frame.captured_at);
-                    let kept = Kept {
-                        key: key.clone(),
-                        session: keys.session.to_string(),
-                        sequence: seq,
-                        quality: score.quality,
-                        captured_at: record::format_time(frame.captured_at),
-                        annotation: None,
-                    };
-                    let job = Job {
-                        frame: JobFrame::Live(frame.clone()),
-                        fov: fov.clone(),
-                        score: *score,
-                        key,
-                        session: keys.session.clone(),
-                        seq,
-                        reason: "operator_marked",
-                        operator: Some(record::OperatorInfo {
-                            marked: true,
-                            action: "keep",
-                            at: record::format_time(now),
-                            label: None,
-                            annotation: None,
-                        }),
-                        annotation: Vec::new(),
-                    };
-                    if forward(job) {
-                        counter!("endo_agent_operator_marks_total").increment(1);
-                        op.counters.marks.fetch_add(1, Ordering::Relaxed);
-                        log_kept(&kept);
-                        Ok(kept)
-                    } else {
-                        Err(busy())
-                    }
-                }
-                _ => Err(OperatorError::Conflict(format!(
-                    "no frame was scored in the last {} ms (is the source running?)",
-                    mark_window.as_millis()
-                ))),
-            };
-            let log = result.as_ref().map(|_| ()).map_err(Clone::clone);
-            let _ = reply.send(result);
-            ("keep", log)
-        }
-        Command::Annotate {
+    // The frame under the session's next key, as a job for the encoder and the answer;
+    // a label makes it an annotation.
+    let mut job = |frame: JobFrame, fov: Arc<Fov>, score: Score, label: Option<String>| {
+        let captured_at = frame.captured_at();
+        let (key, seq) = keys.next(captured_at);
+        let annotation = label
+            .is_some()
+            .then(|| crate::uplink::annotation_name(&key));
+        let kept = Kept {
+            key: key.clone(),
+            session: keys.session.to_string(),
+            sequence: seq,
+            quality: score.quality,
+            captured_at: record::format_time(captured_at),
+            annotation: annotation.clone(),
+        };
+        let (reason, action) = match label {
+            Some(_) => ("operator_annotated", "annotate"),
+            None => ("operator_marked", "keep"),
+        };
+        let job = Job {
             frame,
-            request,
-            reply,
-        } => {
-            let (key, seq) = keys.next(frame.captured_at);
-            let (w, h) = frame.crop_size();
-            let doc = crate::operator::coco(
-                &request,
-                &cfg.operator.labels,
-                &crate::operator::AnnotationContext {
-                    key: &key,
-                    site: &cfg.agent.site,
-                    device: &cfg.agent.device,
-                    session: &keys.session,
-                    sequence: seq,
-                    captured_at: frame.captured_at,
-                    annotated_at: now,
-                    width: w,
-                    height: h,
-                },
-            );
-            let annotation_name = crate::uplink::annotation_name(&key);
-            let kept = Kept {
-                key: key.clone(),
-                session: keys.session.to_string(),
-                sequence: seq,
-                quality: frame.score.quality,
-                captured_at: record::format_time(frame.captured_at),
-                annotation: Some(annotation_name.clone()),
-            };
-            let shapes = request.shapes.len() as u64;
-            let job = Job {
-                fov: frame.fov.clone(),
-                score: frame.score,
-                frame: JobFrame::Recent(frame),
-                key,
-                session: keys.session.clone(),
-                seq,
-                reason: "operator_annotated",
-                operator: Some(record::OperatorInfo {
-                    marked: true,
-                    action: "annotate",
-                    at: record::format_time(now),
-                    label: Some(request.label.clone()),
-                    annotation: Some(annotation_name),
-                }),
-                annotation: serde_json::to_vec(&doc).expect("annotations serialise"),
-            };
-            let result = if forward(job) {
-                counter!("endo_agent_operator_annotations_total").increment(1);
-                op.counters.annotations.fetch_add(1, Ordering::Relaxed);
-                counter!("endo_agent_operator_annotation_shapes_total").increment(shapes);
-                log_kept(&kept);
-                Ok(kept)
-            } else {
-                Err(busy())
-            };
-            let log = result.as_ref().map(|_| ()).map_err(Clone::clone);
-            let _ = reply.send(result);
-            ("annotate", log)
+            fov,
+            score,
+            key,
+            session: keys.session.clone(),
+            seq,
+            reason,
+            operator: Some(record::OperatorInfo {
+                marked: true,
+                action,
+                at: record::format_time(now),
+                label,
+                annotation,
+            }),
+            annotation: Vec::new(),
+        };
+        (job, kept)
+    };
+    let (action, reply, prepared, shapes) =
+        match c {
+            Command::Mark { reply } => {
+                let prepared =
+                    match best {
+                        Some((frame, fov, score)) if frame.arrived.elapsed() <= mark_window => Ok(
+                            job(JobFrame::Live(frame.clone()), fov.clone(), *score, None),
+                        ),
+                        _ => Err(OperatorError::Conflict(format!(
+                            "no frame was scored in the last {} ms (is the source running?)",
+                            mark_window.as_millis()
+                        ))),
+                    };
+                ("keep", reply, prepared, 0)
+            }
+            Command::Annotate {
+                frame,
+                request,
+                reply,
+            } => {
+                let (w, h) = frame.crop_size();
+                let (fov, score, captured_at) = (frame.fov.clone(), frame.score, frame.captured_at);
+                let (mut job, kept) = job(
+                    JobFrame::Recent(frame),
+                    fov,
+                    score,
+                    Some(request.label.clone()),
+                );
+                let doc = crate::operator::coco(
+                    &request,
+                    &cfg.operator.labels,
+                    &crate::operator::AnnotationContext {
+                        key: &job.key,
+                        site: &cfg.agent.site,
+                        device: &cfg.agent.device,
+                        session: &job.session,
+                        sequence: job.seq,
+                        captured_at,
+                        annotated_at: now,
+                        width: w,
+                        height: h,
+                    },
+                );
+                job.annotation = serde_json::to_vec(&doc).expect("annotations serialise");
+                (
+                    "annotate",
+                    reply,
+                    Ok((job, kept)),
+                    request.shapes.len() as u64,
+                )
+            }
+        };
+    let result = prepared.and_then(|(job, kept)| {
+        if forward(job) {
+            Ok(kept)
+        } else {
+            Err(OperatorError::Unavailable(
+                "the encoder is backed up; try again".into(),
+            ))
         }
+    });
+    if let Ok(kept) = &result {
+        if action == "keep" {
+            counter!("endo_agent_operator_marks_total").increment(1);
+            op.counters.marks.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counter!("endo_agent_operator_annotations_total").increment(1);
+            counter!("endo_agent_operator_annotation_shapes_total").increment(shapes);
+            op.counters.annotations.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(key = %kept.key, quality = kept.quality, "operator {action}");
     }
-}
-
-/// Log an operator action that forwarded a frame.
-fn log_kept(kept: &Kept) {
-    tracing::info!(key = %kept.key, quality = kept.quality, annotation = ?kept.annotation, "operator kept a frame");
+    let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
+    let _ = reply.send(result);
+    (action, outcome)
 }
 
 /// The preview worker: copies a frame out of its capture buffer (so the buffer goes back
