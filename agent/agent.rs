@@ -1010,7 +1010,6 @@ fn preview_loop(cfg: &crate::config::OperatorConfig, rx: Receiver<PreviewJob>, o
             .lock()
             .expect("recent lock")
             .push(recent, cfg.recent_frames);
-        op.preview_id.store(id, Ordering::Release);
         preview_h.record(t0.elapsed().as_secs_f64());
     }
 }

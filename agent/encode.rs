@@ -29,13 +29,17 @@ pub fn redacted_rgb(frame: &I420View, fov: &Fov) -> Vec<u8> {
 /// JPEG of the redacted field of view.
 pub fn encode_jpeg(frame: &I420View, fov: &Fov, quality: u8) -> Result<Vec<u8>, EncodeError> {
     let rgb = redacted_rgb(frame, fov);
-    let (w, h) = (fov.rect.width, fov.rect.height);
+    jpeg(&rgb, fov.rect.width, fov.rect.height, quality)
+}
+
+/// JPEG of packed RGB8.
+fn jpeg(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(rgb.len() / 8);
     JpegEncoder::new_with_quality(&mut out, quality)
-        .encode(&rgb, w, h, ExtendedColorType::Rgb8)
+        .encode(rgb, width, height, ExtendedColorType::Rgb8)
         .map_err(|e| EncodeError {
-            width: w,
-            height: h,
+            width,
+            height,
             reason: e.to_string(),
         })?;
     Ok(out)
@@ -50,12 +54,7 @@ pub fn preview_jpeg(
 ) -> Result<(Vec<u8>, (u32, u32)), EncodeError> {
     let rgb = redacted_rgb(frame, fov);
     let (w, h) = (fov.rect.width, fov.rect.height);
-    let err = |reason: String| EncodeError {
-        width: w,
-        height: h,
-        reason,
-    };
-    let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| err("buffer size".into()))?;
+    let img = image::RgbImage::from_raw(w, h, rgb).expect("redacted_rgb is w × h × 3");
     let pw = width.min(w).max(1);
     let ph = ((h as u64 * pw as u64) / w.max(1) as u64).max(1) as u32;
     let small = if pw == w {
@@ -65,11 +64,7 @@ pub fn preview_jpeg(
         // and as good for a downscale.
         image::imageops::thumbnail(&img, pw, ph)
     };
-    let mut out = Vec::with_capacity((pw * ph) as usize / 4);
-    JpegEncoder::new_with_quality(&mut out, 75)
-        .encode(small.as_raw(), pw, ph, ExtendedColorType::Rgb8)
-        .map_err(|e| err(e.to_string()))?;
-    Ok((out, (pw, ph)))
+    Ok((jpeg(small.as_raw(), pw, ph, 75)?, (pw, ph)))
 }
 
 #[cfg(test)]
@@ -77,6 +72,22 @@ mod tests {
     use super::*;
     use crate::config::FovShape;
     use crate::frame::{I420Image, Rect};
+
+    #[test]
+    fn the_preview_is_the_scaled_redacted_crop() {
+        let img = I420Image::from_rgb(960, 540, &[200u8, 200, 200].repeat(960 * 540));
+        let fov = Fov::new(Rect::new(200, 0, 540, 540), FovShape::Circle, &[], 960, 540);
+        let (jpeg, size) = preview_jpeg(&img.view(), &fov, 270).unwrap();
+        assert_eq!(size, (270, 270));
+        let dec = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+        assert_eq!(dec.dimensions(), size);
+        // Outside the circle is black (no patient text), inside is the frame.
+        assert!(dec.get_pixel(1, 1).0.iter().all(|&c| c < 20));
+        assert!(dec.get_pixel(135, 135).0[0] > 150);
+        // Never scaled up.
+        let (_, size) = preview_jpeg(&img.view(), &fov, 1920).unwrap();
+        assert_eq!(size, (540, 540));
+    }
 
     #[test]
     fn jpeg_has_fov_size_and_black_corners() {

@@ -185,8 +185,6 @@ pub struct Operator {
     generation: AtomicU64,
     pub counters: Counters,
     pub recent: Mutex<Recent>,
-    /// Id of the newest preview (0 = none yet).
-    pub preview_id: AtomicU64,
     commands: Sender<Command>,
 }
 
@@ -209,7 +207,6 @@ impl Operator {
             generation: AtomicU64::new(0),
             counters: Counters::default(),
             recent: Mutex::new(Recent::default()),
-            preview_id: AtomicU64::new(0),
             commands: tx,
         };
         (op, rx)
