@@ -13,7 +13,8 @@ mod common;
 
 use common::services::{free_port, tool, wait_port};
 use common::{files, with_common, Agent};
-use fantoccini::actions::InputSource;
+use fantoccini::actions::{InputSource, PointerAction};
+use fantoccini::Locator;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -126,6 +127,44 @@ async fn browser(driver: &ChromeDriver, profile: &Path) -> fantoccini::Client {
         .expect("a Chromium session through chromedriver")
 }
 
+async fn click(c: &fantoccini::Client, id: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn select(c: &fantoccini::Client, id: &str, value: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .select_by_value(value)
+        .await
+        .unwrap();
+}
+
+/// Move the mouse to `(x, y)` from the element's centre.
+fn move_to(e: &fantoccini::elements::Element, x: f64, y: f64) -> PointerAction {
+    PointerAction::MoveToElement {
+        element: e.clone(),
+        duration: None,
+        x,
+        y,
+    }
+}
+
+/// Left button down (true) or up.
+fn button(down: bool) -> PointerAction {
+    let button = fantoccini::actions::MOUSE_BUTTON_LEFT;
+    if down {
+        PointerAction::Down { button }
+    } else {
+        PointerAction::Up { button }
+    }
+}
+
 /// Poll a page condition (a JS expression) until it is true.
 async fn wait_js(c: &fantoccini::Client, what: &str, expr: &str, timeout: Duration) -> Value {
     let end = Instant::now() + timeout;
@@ -218,12 +257,7 @@ async fn chromium_sees_the_score_change_and_annotates_a_frozen_frame() {
 
     // A procedure: the session id changes and the counters restart.
     let before = agent.status()["session"].as_str().unwrap().to_string();
-    c.find(fantoccini::Locator::Id("session-start"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "session-start").await;
     let session = wait_js(
         &c,
         "the new session on the page",
@@ -242,12 +276,7 @@ async fn chromium_sees_the_score_change_and_annotates_a_frozen_frame() {
         Duration::from_secs(30),
     )
     .await;
-    c.find(fantoccini::Locator::Id("freeze"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "freeze").await;
     wait_js(
         &c,
         "the frozen view",
@@ -256,31 +285,23 @@ async fn chromium_sees_the_score_change_and_annotates_a_frozen_frame() {
     )
     .await;
     let frozen = c.execute("return frozen", vec![]).await.unwrap();
-    let canvas = c.find(fantoccini::Locator::Id("preview")).await.unwrap();
+    let canvas = c.find(Locator::Id("preview")).await.unwrap();
     let (_, _, css_w, css_h) = canvas.rectangle().await.unwrap();
+    // Drag a rectangle from (-80, -60) to (+60, +50) around the canvas's centre.
     let drag = fantoccini::actions::MouseActions::new("mouse".into())
-        .then(fantoccini::actions::PointerAction::MoveToElement {
-            element: canvas.clone(),
-            duration: None,
-            x: -80.0,
-            y: -60.0,
-        })
-        .then(fantoccini::actions::PointerAction::Down {
-            button: fantoccini::actions::MOUSE_BUTTON_LEFT,
-        })
-        .then(fantoccini::actions::PointerAction::MoveBy {
+        .then(move_to(&canvas, -80.0, -60.0))
+        .then(button(true))
+        .then(PointerAction::MoveBy {
             duration: Some(Duration::from_millis(150)),
             x: 70.0,
             y: 50.0,
         })
-        .then(fantoccini::actions::PointerAction::MoveBy {
+        .then(PointerAction::MoveBy {
             duration: Some(Duration::from_millis(150)),
             x: 70.0,
             y: 50.0,
         })
-        .then(fantoccini::actions::PointerAction::Up {
-            button: fantoccini::actions::MOUSE_BUTTON_LEFT,
-        });
+        .then(button(false));
     c.perform_actions(drag).await.unwrap();
     wait_js(
         &c,
@@ -290,38 +311,19 @@ async fn chromium_sees_the_score_change_and_annotates_a_frozen_frame() {
     )
     .await;
     // And a triangle: three clicks, then "Close polygon".
-    c.find(fantoccini::Locator::Id("mode"))
-        .await
-        .unwrap()
-        .select_by_value("polygon")
-        .await
-        .unwrap();
+    select(&c, "mode", "polygon").await;
     let mut clicks = fantoccini::actions::MouseActions::new("mouse".into());
     for (x, y) in [(100.0, -100.0), (160.0, -100.0), (130.0, -40.0)] {
         clicks = clicks
-            .then(fantoccini::actions::PointerAction::MoveToElement {
-                element: canvas.clone(),
-                duration: None,
-                x,
-                y,
-            })
-            .then(fantoccini::actions::PointerAction::Down {
-                button: fantoccini::actions::MOUSE_BUTTON_LEFT,
-            })
-            .then(fantoccini::actions::PointerAction::Up {
-                button: fantoccini::actions::MOUSE_BUTTON_LEFT,
-            })
-            .then(fantoccini::actions::PointerAction::Pause {
+            .then(move_to(&canvas, x, y))
+            .then(button(true))
+            .then(button(false))
+            .then(PointerAction::Pause {
                 duration: Duration::from_millis(400),
             });
     }
     c.perform_actions(clicks).await.unwrap();
-    c.find(fantoccini::Locator::Id("close-polygon"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "close-polygon").await;
     wait_js(
         &c,
         "two drawn shapes",
@@ -329,21 +331,11 @@ async fn chromium_sees_the_score_change_and_annotates_a_frozen_frame() {
         Duration::from_secs(5),
     )
     .await;
-    c.find(fantoccini::Locator::Id("label"))
-        .await
-        .unwrap()
-        .select_by_value("ulcer")
-        .await
-        .unwrap();
+    select(&c, "label", "ulcer").await;
     // The operator's view while annotating: frozen frame, the drawn region, the label.
     let drawing = c.screenshot().await.unwrap();
     std::fs::write(output_dir().join("web-overlay-annotating.png"), &drawing).unwrap();
-    c.find(fantoccini::Locator::Id("send"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "send").await;
     let ann_key = wait_js(
         &c,
         "the annotation's key on the page",
@@ -493,8 +485,8 @@ fn keep_marks_below_threshold_sessions_rotate_and_bad_annotations_are_refused() 
     assert_ne!(ended["session"], session.as_str());
 
     // Annotations that cannot be stored are refused with the reason.
-    agent.wait_for("a preview", Duration::from_secs(10), |a| {
-        a.status()["procedure"].is_object() && a.post("/api/freeze", Some(json!({})), None).0 == 200
+    agent.wait_for("a preview to freeze", Duration::from_secs(10), |a| {
+        a.post("/api/freeze", Some(json!({})), None).0 == 200
     });
     let (code, f) = agent.post("/api/freeze", Some(json!({})), None);
     assert_eq!(code, 200, "{f}");
@@ -594,7 +586,7 @@ fn off_loopback_the_operator_api_needs_the_token() {
         ),
     );
     let agent = Agent::start(dir.path(), &cfg);
-    agent.wait_for("a preview", Duration::from_secs(30), |a| {
+    agent.wait_for("a scored frame", Duration::from_secs(30), |a| {
         a.status()["latest"].is_object()
     });
     for path in ["/api/operator", "/api/events", "/api/frames/1/preview.jpg"] {
@@ -615,6 +607,12 @@ fn off_loopback_the_operator_api_needs_the_token() {
     }
     assert_eq!(agent.status()["procedure"]["counters"]["marks"], 0);
     assert_eq!(get_with(&agent, "/api/operator", Some(TOKEN)), 200);
+    // A preview that exists: 200 with the token, 401 without it.
+    let (code, f) = agent.post("/api/freeze", Some(json!({})), Some(TOKEN));
+    assert_eq!(code, 200, "{f}");
+    let preview = f["preview"].as_str().unwrap();
+    assert_eq!(get_with(&agent, preview, Some(TOKEN)), 200);
+    assert_eq!(get_with(&agent, preview, None), 401);
     let (code, kept) = agent.post("/api/mark", None, Some(TOKEN));
     assert_eq!(code, 201, "{kept}");
     let (code, _) = agent.post("/api/session/start", None, Some(TOKEN));
