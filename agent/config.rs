@@ -622,7 +622,8 @@ pub struct OperatorConfig {
     pub preview_width: u32,
     /// How many recent preview frames can be frozen and annotated (full resolution, in memory).
     pub recent_frames: usize,
-    /// "Keep this frame" takes the best frame of this many recent milliseconds.
+    /// "Keep this frame" takes the best recent frame, at most this old (a running best
+    /// that starts over when it ages out).
     pub mark_window_ms: u64,
     /// Most shapes in one annotation.
     pub max_shapes: usize,
@@ -1164,5 +1165,43 @@ mod tests {
         let e =
             parse("[source]\nkind = \"v4l2\"\ncaps = \"video/x-raw ! fakesink\"\n").unwrap_err();
         assert!(e.to_string().contains("source.caps"), "{e}");
+    }
+
+    #[test]
+    fn the_operator_sections_refuse_what_cannot_work_and_name_the_key() {
+        let key_of = |text: &str| match parse(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{text:?} gave {other:?}"),
+        };
+        // Reachable from other machines: a token is required, and must be a real one.
+        assert_eq!(key_of("[http]\nlisten = \"0.0.0.0:9464\"\n"), "http.token");
+        assert!(parse("[http]\nlisten = \"0.0.0.0:9464\"\ntoken = \"0123456789abcdef\"\n").is_ok());
+        assert!(parse("[http]\nlisten = \"0.0.0.0:9464\"\ntoken_file = \"tok\"\n").is_ok());
+        assert_eq!(key_of("[http]\ntoken = \"short\"\n"), "http.token");
+        assert_eq!(
+            key_of("[http]\ntoken = \"0123456789abcdef\"\ntoken_file = \"tok\"\n"),
+            "http.token"
+        );
+        // Loopback needs none.
+        assert!(parse("[http]\nlisten = \"[::1]:9464\"\n").is_ok());
+        assert_eq!(key_of("[operator]\nlabels = []\n"), "operator.labels");
+        assert_eq!(
+            key_of("[operator]\nlabels = [\"a\", \"a\"]\n"),
+            "operator.labels"
+        );
+        assert_eq!(
+            key_of("[operator]\nlabels = [\"a/b\"]\n"),
+            "operator.labels"
+        );
+        assert_eq!(
+            key_of("[operator]\npreview_fps = 0.0\n"),
+            "operator.preview_fps"
+        );
+        assert_eq!(
+            key_of("[display]\nenabled = true\nsink = \"queue ! fakesink\"\n"),
+            "display.sink"
+        );
+        let e = parse("[display]\nposition = \"middle\"\n").unwrap_err();
+        assert!(e.to_string().contains("middle"), "{e}");
     }
 }

@@ -1,7 +1,8 @@
 //! Operator marks, annotations and procedure sessions: what the people beside the
 //! endoscope can tell the agent, through the web overlay ([`crate::http`]).
 //!
-//! - **Keep this frame**: the best frame of the last `operator.mark_window_ms` is forwarded
+//! - **Keep this frame**: the best recent frame (a running best, at most
+//!   `operator.mark_window_ms` old) is forwarded
 //!   even if below threshold, flagged as operator-marked (`selection.reason =
 //!   "operator_marked"`).
 //! - **Annotate**: one of the recent preview frames (held at full resolution, see
