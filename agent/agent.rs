@@ -735,6 +735,8 @@ fn score_loop(
         let g = op.generation();
         if g != generation {
             handle_step(selector.flush(), &mut keys);
+            // The new procedure's sharpness reference starts from its own frames.
+            scorer.reset();
             generation = g;
             keys.session = Arc::from(op.procedure().session);
             keys.seq = 0;
@@ -766,6 +768,8 @@ fn score_loop(
             .is_none_or(|cached| cached.rect != current.rect)
         {
             fov = Some(Arc::new(current.clone()));
+            // Sharpness measured over another crop is no reference for this one.
+            scorer.reset();
             shared.fov_locked.store(true, Ordering::Relaxed);
             fov_locked_g.set(1.0);
         }

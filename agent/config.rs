@@ -299,10 +299,16 @@ pub struct ScoringConfig {
     pub dark_level: u8,
     /// Dark fraction of the field of view at which dark = 0 / dark = 1.
     pub dark_fraction: [f32; 2],
+    /// Mean luma of the field of view at which dark = 1 / dark = 0 (a dim frame with no
+    /// black area is as unusable as one with a black half).
+    pub dark_mean_luma: [f32; 2],
     /// Luma at or above this counts as clipped.
     pub clip_level: u8,
     /// Clipped fraction at which overexposed = 0 / = 1.
     pub clipped_fraction: [f32; 2],
+    /// Mean luma of the field of view at which overexposed = 0 / = 1 (washed out before
+    /// much of it clips).
+    pub overexposed_mean_luma: [f32; 2],
     /// Specular (clipped and colourless) fraction at which glare = 0 / = 1.
     pub specular_fraction: [f32; 2],
     /// Mean Cb − mean Cr (blue over red cast) at which outside = 0 / = 1.
@@ -311,23 +317,37 @@ pub struct ScoringConfig {
     pub reason_threshold: f32,
     /// Row step of the sharpness measure (1 = every row, 2 = every other row).
     pub sharpness_row_step: u32,
+    /// Sharpness relative to the session's reference at which defocus = 1 / = 0.
+    pub relative_sharpness: [f32; 2],
+    /// The session's sharpness reference is taken over this many recent well-exposed frames.
+    pub reference_frames: u32,
+    /// ... once at least this many were seen (before that, only the absolute ramp counts).
+    pub reference_min_frames: u32,
+    /// ... as this percentile of their sharpness (0..1).
+    pub reference_percentile: f32,
 }
 
 impl Default for ScoringConfig {
     fn default() -> Self {
         ScoringConfig {
-            sharpness_good: 0.66,
-            sharpness_bad: 0.56,
-            isotropy_good: 0.75,
-            isotropy_bad: 0.55,
+            sharpness_good: 0.41,
+            sharpness_bad: 0.38,
+            isotropy_good: 0.2,
+            isotropy_bad: 0.1,
             dark_level: 40,
             dark_fraction: [0.25, 0.6],
+            dark_mean_luma: [40.0, 65.0],
             clip_level: 235,
-            clipped_fraction: [0.15, 0.4],
+            clipped_fraction: [0.05, 0.3],
+            overexposed_mean_luma: [150.0, 200.0],
             specular_fraction: [0.01, 0.03],
             outside_cast: [0.0, 12.0],
             reason_threshold: 0.5,
             sharpness_row_step: 2,
+            relative_sharpness: [0.65, 0.85],
+            reference_frames: 300,
+            reference_min_frames: 8,
+            reference_percentile: 0.9,
         }
     }
 }
@@ -841,6 +861,9 @@ impl Config {
             ("scoring.clipped_fraction", sc.clipped_fraction),
             ("scoring.specular_fraction", sc.specular_fraction),
             ("scoring.outside_cast", sc.outside_cast),
+            ("scoring.relative_sharpness", sc.relative_sharpness),
+            ("scoring.dark_mean_luma", sc.dark_mean_luma),
+            ("scoring.overexposed_mean_luma", sc.overexposed_mean_luma),
         ] {
             if a >= b {
                 return bad(
@@ -854,6 +877,18 @@ impl Config {
         }
         if sc.sharpness_row_step == 0 || sc.sharpness_row_step > 8 {
             return bad("scoring.sharpness_row_step", "must be within 1..8".into());
+        }
+        if sc.reference_frames == 0 || sc.reference_frames > 100_000 {
+            return bad("scoring.reference_frames", "must be within 1..100000".into());
+        }
+        if sc.reference_min_frames == 0 || sc.reference_min_frames > sc.reference_frames {
+            return bad(
+                "scoring.reference_min_frames",
+                "must be within 1..scoring.reference_frames".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&sc.reference_percentile) {
+            return bad("scoring.reference_percentile", "must be within 0..1".into());
         }
         let se = &self.select;
         if !(0.0..=1.0).contains(&se.threshold_high) || !(0.0..=1.0).contains(&se.threshold_low) {

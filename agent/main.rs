@@ -301,6 +301,8 @@ fn score(
         let img = load_image(path)?;
         let view = img.view();
         let fov = still_fov(&fov_cfg, &view, path);
+        // Stills are unrelated: none is a sharpness reference for the next.
+        scorer.reset();
         let (s, _) = scorer.score(&view, &fov)?;
         if json {
             let info = endo_agent::record::ScoreInfo::from_score(&s);

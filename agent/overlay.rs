@@ -141,6 +141,7 @@ pub fn reason_label(a: Artifact) -> &'static str {
         Artifact::Overexposed => "OVEREXPOSED",
         Artifact::Glare => "GLARE",
         Artifact::Outside => "OUTSIDE BODY",
+        Artifact::Noise => "NOISY",
     }
 }
 

@@ -17,15 +17,22 @@ pub enum Artifact {
     Glare,
     /// The scope is outside the body (room, light, drape).
     Outside,
+    /// Sensor noise or compression artefacts (a noisy sensor at high gain, an MJPEG
+    /// capture card at low quality): texture that is not the mucosa's.
+    Noise,
 }
 
 impl Artifact {
-    pub const ALL: [Artifact; 5] = [
+    /// How many artifacts there are: the length of every per-artifact array.
+    pub const COUNT: usize = 6;
+
+    pub const ALL: [Artifact; Artifact::COUNT] = [
         Artifact::Blur,
         Artifact::Dark,
         Artifact::Overexposed,
         Artifact::Glare,
         Artifact::Outside,
+        Artifact::Noise,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +42,7 @@ impl Artifact {
             Artifact::Overexposed => "overexposed",
             Artifact::Glare => "glare",
             Artifact::Outside => "outside",
+            Artifact::Noise => "noise",
         }
     }
 

@@ -42,6 +42,8 @@ pub struct Measures {
     pub clipped_fraction: f32,
     pub specular_fraction: f32,
     pub cast: f32,
+    /// The session's sharpness reference this frame was judged against (0: none yet).
+    pub sharpness_reference: f32,
 }
 
 /// Linear ramp: 0 at `lo`, 1 at `hi`, clamped.
@@ -171,15 +173,40 @@ fn exposure(crop: &I420View, fov: &Fov, dark_level: u8, clip_level: u8, m: &mut 
     m.cast = (cb - cr) as f32 / nf;
 }
 
+/// Whether a frame's exposure lets its sharpness speak for the session: no exposure,
+/// glare or outside artifact at half strength or more.
+pub fn well_exposed(a: &[f32; Artifact::COUNT]) -> bool {
+    [
+        Artifact::Dark,
+        Artifact::Overexposed,
+        Artifact::Glare,
+        Artifact::Outside,
+    ]
+    .iter()
+    .all(|x| a[x.index()] < 0.5)
+}
+
 /// Artifact values in 0..1 from the measures, indexed by [`Artifact::index`].
-pub fn artifacts(m: &Measures, cfg: &ScoringConfig) -> [f32; 5] {
-    let mut a = [0.0; 5];
-    a[Artifact::Dark.index()] = ramp(m.dark_fraction, cfg.dark_fraction[0], cfg.dark_fraction[1]);
+/// `reference`: the session's sharpness reference, if it has one (see the module header).
+pub fn artifacts(
+    m: &Measures,
+    cfg: &ScoringConfig,
+    reference: Option<f32>,
+) -> [f32; Artifact::COUNT] {
+    let mut a = [0.0; Artifact::COUNT];
+    let dim = 1.0 - ramp(m.mean_luma, cfg.dark_mean_luma[0], cfg.dark_mean_luma[1]);
+    a[Artifact::Dark.index()] =
+        ramp(m.dark_fraction, cfg.dark_fraction[0], cfg.dark_fraction[1]).max(dim);
     let over = ramp(
         m.clipped_fraction,
         cfg.clipped_fraction[0],
         cfg.clipped_fraction[1],
-    );
+    )
+    .max(ramp(
+        m.mean_luma,
+        cfg.overexposed_mean_luma[0],
+        cfg.overexposed_mean_luma[1],
+    ));
     a[Artifact::Overexposed.index()] = over;
     // Large colourless clipped areas are over-exposure, not glare.
     a[Artifact::Glare.index()] = ramp(
@@ -190,7 +217,11 @@ pub fn artifacts(m: &Measures, cfg: &ScoringConfig) -> [f32; 5] {
     a[Artifact::Outside.index()] = ramp(m.cast, cfg.outside_cast[0], cfg.outside_cast[1]);
     // Focus is only judged on a well-exposed view of mucosa: glare blobs, a washed-out or
     // dark frame, or the room outside have no texture to be sharp with.
-    let defocus = 1.0 - ramp(m.sharpness, cfg.sharpness_bad, cfg.sharpness_good);
+    let mut defocus = 1.0 - ramp(m.sharpness, cfg.sharpness_bad, cfg.sharpness_good);
+    if let Some(r) = reference.filter(|r| *r > 0.0) {
+        let [bad, good] = cfg.relative_sharpness;
+        defocus = defocus.max(1.0 - ramp(m.sharpness / r, bad, good));
+    }
     let motion = 1.0 - ramp(m.isotropy, cfg.isotropy_bad, cfg.isotropy_good);
     let other = a.iter().fold(0.0f32, |x, &y| x.max(y));
     a[Artifact::Blur.index()] = defocus.max(motion) * (1.0 - other);
@@ -277,7 +308,7 @@ mod tests {
         assert!((m.clipped_fraction - 0.5).abs() < 0.03, "{m:?}");
         assert!((m.specular_fraction - 0.5).abs() < 0.03, "{m:?}");
         assert!((m.dark_fraction - 0.5).abs() < 0.03, "{m:?}");
-        let a = artifacts(&m, &ScoringConfig::default());
+        let a = artifacts(&m, &ScoringConfig::default(), None);
         assert_eq!(
             a[Artifact::Overexposed.index()],
             1.0,
@@ -294,7 +325,7 @@ mod tests {
             ..m
         };
         assert_eq!(
-            artifacts(&small, &ScoringConfig::default())[Artifact::Glare.index()],
+            artifacts(&small, &ScoringConfig::default(), None)[Artifact::Glare.index()],
             1.0
         );
     }

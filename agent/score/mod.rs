@@ -4,10 +4,16 @@
 //! # Combination rule
 //!
 //! * Classical measures ([`classical`]) give one value in 0..1 per artifact;
-//!   `classical_quality = Π (1 − artifact)`.
+//!   `classical_quality = Π (1 − artifact)`. Their ramps are soft where the measure
+//!   depends on what the scope looks at (sharpness: an absolute ramp that only flags
+//!   frames smooth whatever the content, plus a ramp relative to the session's own recent
+//!   best, [`SharpnessReference`]) and firm where it is physics (dark, clipped, specular
+//!   pixel shares).
 //! * The model ([`model`]) gives `model_quality` and its own artifact values.
-//! * `quality = min(classical_quality, model_quality)`: a frame is only as good as the more
-//!   sceptical judge says. Each artifact value is the maximum of the two sources.
+//! * `quality = model_quality × classical_quality`: both judges rank, neither gates alone.
+//!   A frame both judge slightly worse ranks below one either judges slightly worse, and
+//!   a frame either judge calls unusable (≈ 0) is unusable. Each artifact value is the
+//!   maximum of the two sources.
 //! * Every artifact at or above `scoring.reason_threshold` is a reason code; reasons are
 //!   ordered by value, the first is the primary reason shown to the operator.
 //!
@@ -36,7 +42,7 @@ pub struct Score {
     pub classical_quality: f32,
     pub model_quality: Option<f32>,
     /// Per artifact, indexed by [`Artifact::index`].
-    pub artifacts: [f32; 5],
+    pub artifacts: [f32; Artifact::COUNT],
     /// Bit i set = `Artifact::ALL[i]` is a reason.
     reason_mask: u8,
     pub measures: Measures,
@@ -54,6 +60,7 @@ impl Score {
             Artifact::Overexposed,
             Artifact::Dark,
             Artifact::Glare,
+            Artifact::Noise,
             Artifact::Blur,
         ];
         order.sort_by(|a, b| self.artifacts[b.index()].total_cmp(&self.artifacts[a.index()]));
@@ -98,6 +105,63 @@ pub struct Scorer {
     cfg: ScoringConfig,
     model: Option<ModelRunner>,
     pre: Preprocessor,
+    reference: SharpnessReference,
+}
+
+/// The session's own sharpness reference: a high percentile of the sharpness of its
+/// recent well-exposed frames. Absolute sharpness depends on what the scope looks at (a
+/// mucosa's texture, a processor's sharpening); a frame much less sharp than the same
+/// procedure's recent best is defocused or smeared whatever the texture. Pure state, no
+/// allocation after construction.
+#[derive(Debug, Clone)]
+pub struct SharpnessReference {
+    ring: Vec<f32>,
+    scratch: Vec<f32>,
+    len: usize,
+    next: usize,
+    min_frames: usize,
+    percentile: f32,
+}
+
+impl SharpnessReference {
+    pub fn new(window: usize, min_frames: usize, percentile: f32) -> SharpnessReference {
+        let window = window.max(1);
+        SharpnessReference {
+            ring: vec![0.0; window],
+            scratch: vec![0.0; window],
+            len: 0,
+            next: 0,
+            min_frames: min_frames.clamp(1, window),
+            percentile: percentile.clamp(0.0, 1.0),
+        }
+    }
+
+    /// Forget every frame (a new procedure, a new field of view, an unrelated still).
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.next = 0;
+    }
+
+    pub fn push(&mut self, sharpness: f32) {
+        if !sharpness.is_finite() {
+            return;
+        }
+        self.ring[self.next] = sharpness;
+        self.next = (self.next + 1) % self.ring.len();
+        self.len = (self.len + 1).min(self.ring.len());
+    }
+
+    /// The reference, once at least `min_frames` frames were seen.
+    pub fn reference(&mut self) -> Option<f32> {
+        if self.len < self.min_frames {
+            return None;
+        }
+        let v = &mut self.scratch[..self.len];
+        v.copy_from_slice(&self.ring[..self.len]);
+        let k = ((self.len - 1) as f32 * self.percentile).round() as usize;
+        let (_, x, _) = v.select_nth_unstable_by(k, f32::total_cmp);
+        Some(*x)
+    }
 }
 
 impl Scorer {
@@ -107,10 +171,21 @@ impl Scorer {
             .map(|m| m.manifest().input.clone())
             .unwrap_or_else(default_spec);
         Scorer {
+            reference: SharpnessReference::new(
+                cfg.reference_frames as usize,
+                cfg.reference_min_frames as usize,
+                cfg.reference_percentile,
+            ),
             cfg,
             pre: Preprocessor::new(&spec),
             model,
         }
+    }
+
+    /// Start a new sharpness reference: a new procedure session or field of view, or
+    /// (for stills) an image unrelated to the previous one.
+    pub fn reset(&mut self) {
+        self.reference.reset();
     }
 
     /// Score the part of `frame` inside `fov`.
@@ -119,7 +194,13 @@ impl Scorer {
         let t0 = Instant::now();
         let crop = frame.crop(fov.rect);
         let measures = classical::measure(&crop, fov, &self.cfg);
-        let classical_artifacts = classical::artifacts(&measures, &self.cfg);
+        let reference = self.reference.reference();
+        let mut measures = measures;
+        measures.sharpness_reference = reference.unwrap_or(0.0);
+        let classical_artifacts = classical::artifacts(&measures, &self.cfg, reference);
+        if classical::well_exposed(&classical_artifacts) {
+            self.reference.push(measures.sharpness);
+        }
         let t1 = Instant::now();
         t.classical = t1 - t0;
         self.pre.run(frame, fov.rect);
@@ -147,7 +228,7 @@ impl Scorer {
 pub fn combine(
     cfg: &ScoringConfig,
     measures: Measures,
-    classical: [f32; 5],
+    classical: [f32; Artifact::COUNT],
     model: Option<model::ModelOutput>,
     dhash: u64,
 ) -> Score {
@@ -155,7 +236,7 @@ pub fn combine(
     let mut artifacts = classical;
     let mut quality = classical_quality;
     if let Some(m) = model {
-        quality = quality.min(m.quality);
+        quality *= m.quality;
         for (a, b) in artifacts.iter_mut().zip(m.artifacts) {
             *a = a.max(b);
         }
@@ -183,11 +264,11 @@ mod tests {
     use model::ModelOutput;
 
     #[test]
-    fn the_more_sceptical_judge_wins_and_reasons_are_ordered() {
+    fn both_judges_rank_and_reasons_are_ordered() {
         let cfg = ScoringConfig::default();
-        let mut classical = [0.0; 5];
+        let mut classical = [0.0; Artifact::COUNT];
         classical[Artifact::Dark.index()] = 0.6;
-        let mut m = [0.0; 5];
+        let mut m = [0.0; Artifact::COUNT];
         m[Artifact::Blur.index()] = 0.9;
         let s = combine(
             &cfg,
@@ -200,7 +281,7 @@ mod tests {
             0,
         );
         assert!((s.classical_quality - 0.4).abs() < 1e-6);
-        assert_eq!(s.quality, 0.2);
+        assert!((s.quality - 0.08).abs() < 1e-6, "{}", s.quality);
         assert_eq!(
             s.reasons().collect::<Vec<_>>(),
             vec![Artifact::Blur, Artifact::Dark]
@@ -213,11 +294,51 @@ mod tests {
         let s = combine(
             &ScoringConfig::default(),
             Measures::default(),
-            [0.1; 5],
+            [0.1; Artifact::COUNT],
             None,
             0,
         );
         assert!(s.primary_reason().is_none());
-        assert!((s.quality - 0.9f32.powi(5)).abs() < 1e-6);
+        assert!((s.quality - 0.9f32.powi(Artifact::COUNT as i32)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_sharpness_reference_is_a_high_percentile_of_recent_frames_and_resets() {
+        let mut r = SharpnessReference::new(10, 4, 0.9);
+        for s in [0.5, 0.6, 0.7] {
+            r.push(s);
+        }
+        assert_eq!(r.reference(), None, "fewer than min_frames");
+        r.push(0.4);
+        assert_eq!(r.reference(), Some(0.7));
+        // A long blurred stretch: the reference follows once sharp frames leave the window.
+        for _ in 0..9 {
+            r.push(0.3);
+        }
+        assert_eq!(r.reference(), Some(0.3), "window of 10: 0.4 and nine 0.3");
+        r.push(0.9);
+        assert_eq!(r.reference(), Some(0.9), "the top tenth of ten frames");
+        r.push(f32::NAN);
+        assert_eq!(r.reference(), Some(0.9), "NaN ignored");
+        r.reset();
+        assert_eq!(r.reference(), None);
+    }
+
+    #[test]
+    fn a_frame_much_less_sharp_than_the_reference_is_blurred_whatever_its_texture() {
+        let cfg = ScoringConfig::default();
+        // Absolutely sharp enough, but far below what this session has shown.
+        let m = Measures {
+            sharpness: cfg.sharpness_good + 0.01,
+            isotropy: 1.0,
+            ..Measures::default()
+        };
+        let none = classical::artifacts(&m, &cfg, None);
+        assert_eq!(none[Artifact::Blur.index()], 0.0);
+        let reference = m.sharpness / (cfg.relative_sharpness[0] - 0.01);
+        let rel = classical::artifacts(&m, &cfg, Some(reference));
+        assert_eq!(rel[Artifact::Blur.index()], 1.0);
+        let same = classical::artifacts(&m, &cfg, Some(m.sharpness));
+        assert_eq!(same[Artifact::Blur.index()], 0.0);
     }
 }

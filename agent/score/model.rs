@@ -136,7 +136,7 @@ impl InputSpec {
 pub struct ModelOutput {
     pub quality: f32,
     /// Indexed by [`Artifact::index`]; artifacts the model does not output are 0.
-    pub artifacts: [f32; 5],
+    pub artifacts: [f32; Artifact::COUNT],
 }
 
 type Plan = Arc<TypedRunnableModel>;
@@ -358,7 +358,7 @@ impl ModelRunner {
                 self.labels.len()
             )));
         }
-        let mut artifacts = [0.0; 5];
+        let mut artifacts = [0.0; Artifact::COUNT];
         for (v, l) in a.iter().zip(&self.labels) {
             artifacts[l.index()] = v.clamp(0.0, 1.0);
         }

@@ -9,7 +9,7 @@ input shape) and `labels.csv` (the phantom's columns; at least `file,expected,se
 Targets (the rule documented in models/README.md):
   quality   = 1 - severity            (severity: 0 good .. 1 unusable)
   artifacts = one-hot of `expected` scaled by severity (blur, dark, overexposed, glare,
-              outside); a good frame has all zeros.
+              outside, noise); a good frame has all zeros.
 """
 import csv
 import os
@@ -18,7 +18,7 @@ import subprocess
 
 import numpy as np
 
-LABELS = ["blur", "dark", "overexposed", "glare", "outside"]
+LABELS = ["blur", "dark", "overexposed", "glare", "outside", "noise"]
 
 
 def agent_bin():
@@ -147,4 +147,35 @@ def real_dataset(images_dir, labels_csv, manifest, out_dir, config=None):
         w.writeheader()
         for r in rows:
             w.writerow({k: r[k] for k in ["file", "expected", "severity"]})
+    return out_dir
+
+
+def realset_dataset(split_dir, manifest, out_dir, first=0, last=None):
+    """A split of the real-image set (models/realset/make.py) as a dataset dir: each
+    composition's frames go through `endo-agent model-input` with its true field of view
+    fixed in [fov], as a live stream locks it. `first`/`last`: a slice of its rows (whole
+    compositions), to convert a split that is still being written in parts."""
+    import tempfile
+    os.makedirs(out_dir, exist_ok=True)
+    rows = read_labels(os.path.join(split_dir, "labels.csv"))[first:last]
+    out = os.path.join(out_dir, "inputs.f32")
+    if os.path.exists(out):
+        os.remove(out)
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    ordered = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = os.path.join(tmp, "fov.toml")
+        for g, rs in groups.items():
+            r0 = rs[0]
+            with open(cfg, "w") as f:
+                f.write(f'[fov]\nmode = "fixed"\nshape = "circle"\nrect = [{r0["fov_x"]}, {r0["fov_y"]}, {r0["fov_w"]}, {r0["fov_h"]}]\n')
+            cmd = [agent_bin(), "model-input", "--config", cfg, "--manifest", manifest, "--out", out]
+            subprocess.run(cmd + [os.path.join(split_dir, r["file"]) for r in rs], check=True)
+            ordered += rs
+    with open(os.path.join(out_dir, "labels.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(ordered[0].keys()))
+        w.writeheader()
+        w.writerows(ordered)
     return out_dir

@@ -13,7 +13,7 @@ docs/scoring.md. Two branches:
                    native pixel (4×4 blocks, no gaps), enough to learn the high-pass
                    filters that tell σ = 1.5 px defocus from sharp. (A 3×3/2 1→8 start at
                    112² scored a little better but took ~1.0 ms in tract instead of ~0.65.)
-  head:            [96] → Gemm 32 → ReLU → Gemm 6 → Sigmoid → quality [1,1], artifacts [1,5]
+  head:            [96] → Gemm 32 → ReLU → Gemm 7 → Sigmoid → quality [1,1], artifacts [1,6]
 
 Every conv is followed by batch norm (folded into the conv at export) and ReLU.
 """
@@ -27,7 +27,7 @@ SIZE = 224
 OV = [(3, 8, 4, 4, 0), (8, 16, 3, 2, 1), (16, 32, 3, 2, 1)]
 DE = [(1, 16, 4, 4, 0), (16, 32, 3, 2, 1), (32, 32, 3, 2, 1), (32, 32, 3, 2, 1)]
 HIDDEN = 32
-N_OUT = 6
+N_OUT = 7
 
 
 def conv_stack(spec):
@@ -98,12 +98,12 @@ def to_onnx(net, name="endo-quality"):
     z = node("Gemm", [h, const("fc2_w", net.fc2.weight.detach().numpy()), const("fc2_b", net.fc2.bias.detach().numpy())], "logits", transB=1)
     y = node("Sigmoid", [z], "probs")
     node("Slice", [y, "s0", const("s1", [1], np.int64), "ax1"], "quality")
-    node("Slice", [y, "s1", const("s6", [6], np.int64), "ax1"], "artifacts")
+    node("Slice", [y, "s1", const("s_end", [N_OUT], np.int64), "ax1"], "artifacts")
     graph = helper.make_graph(
         nodes, name,
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 4, SIZE, SIZE])],
         [helper.make_tensor_value_info("quality", TensorProto.FLOAT, [1, 1]),
-         helper.make_tensor_value_info("artifacts", TensorProto.FLOAT, [1, 5])],
+         helper.make_tensor_value_info("artifacts", TensorProto.FLOAT, [1, N_OUT - 1])],
         init,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="endo-agent models/train")

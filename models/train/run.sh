@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Regenerate the shipped quality model from scratch: phantom data → train → ONNX float32 →
-# int8 (weight-only, shipped; static QDQ, measured) → evaluation → manifests, references
-# and the metrics in models/README.md. Offline only; never run in CI.
+# Regenerate the shipped quality model from scratch: phantom data + the real-image set
+# (models/realset) → train → ONNX float32 → int8 (weight-only, shipped; static QDQ,
+# measured) → evaluation (phantom and real) → manifests, references and the metrics in
+# models/README.md. Offline only; never run in CI.
 #
 #   models/train/run.sh [WORK_DIR]        (default WORK_DIR: ~/.cache/endo-agent/train/work)
 #
@@ -28,13 +29,16 @@ import json, sys; sys.path.insert(0, '$here'); import package
 json.dump(dict(name='spec', version='0', file='none.onnx', sha256='0', quantization='f32',
   input=package.INPUT, outputs=package.OUTPUTS), open('$work/spec.manifest.json', 'w'))"
 
+realset="${REALSET:-$HOME/.cache/endo-agent/realset}"
+python3 "$repo/models/realset/make.py" --work "$realset" --splits train,val,test
 cd "$here"
-python3 prepare.py "$work" "$work/spec.manifest.json"
-python3 train.py --train "$work"/train/run_* --val "$work"/val/run_* --out "$work/out" --epochs 14 --seed 1 | tee "$work/out/train.out"
+python3 prepare.py "$work" "$work/spec.manifest.json" "$realset"
+python3 train.py --train "$work"/train/run_* "$work/real_train" --val "$work"/val/run_* "$work/real_val" --out "$work/out" --epochs 16 --seed 1 | tee "$work/out/train.out"
 python3 quantize.py "$work/out/quality.onnx" "$work/out" "$work"/val/run_*
 python3 package.py "$work" "$repo/models" "$version"
 python3 evaluate.py "$work" "$repo/models" "$work/out/metrics.json" test
 python3 evaluate.py "$work" "$repo/models" "$work/out/metrics720.json" test720
+ENDO_AGENT="$ENDO_AGENT" python3 "$repo/models/realset/evaluate.py" --work "$realset" --split test --fov --json "$work/out/metrics_real.json" | tee "$work/out/metrics_real.txt"
 python3 bench_ort.py "$repo/models/quality.onnx" "$repo/models/quality-int8.onnx" "$work/out/quality-qdq.onnx" | tee "$work/out/bench_ort.txt"
 python3 card.py "$work/out/metrics.json" "$work/out/bench_ort.txt" "$repo/models/README.md" "$work/out/metrics720.json"
 # tract, single thread (the agent's runner): the shipped files and the QDQ candidate.

@@ -1,0 +1,134 @@
+//! The agent's own scorer (classical measures + the shipped int8 model, the defaults) on a
+//! small committed subset of the real-image test split (models/realset/subset/: real
+//! photographs composed into endoscope frames by models/realset/make.py, never seen in
+//! training). Each composition is scored clean and degraded, with its true field of view
+//! fixed as a live stream locks it:
+//!
+//! * every clean frame passes `select.threshold_high`;
+//! * every clearly bad variant (severity ≥ 0.6) fails it and scores below its clean frame;
+//! * overall, clean frames rank above their degraded variants.
+//!
+//! The full evaluation (all 900 test frames, every scorer side by side) is
+//! `models/realset/evaluate.py`; its table is in models/README.md and docs/scoring.md.
+
+use endo_agent::config::{Config, FovShape};
+use endo_agent::fov::Fov;
+use endo_agent::frame::{I420Image, Rect};
+use endo_agent::score::model::ModelRunner;
+use endo_agent::score::Scorer;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+struct Frame {
+    file: String,
+    group: String,
+    kind: String,
+    severity: f32,
+    clearly_bad: bool,
+    fov: Rect,
+}
+
+fn subset_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/realset/subset")
+}
+
+fn read_labels() -> Vec<Frame> {
+    let text = std::fs::read_to_string(subset_dir().join("labels.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (file, group, kind, sev, bad) = (
+        col("file"),
+        col("group"),
+        col("kind"),
+        col("severity"),
+        col("clearly_bad"),
+    );
+    let fov: Vec<usize> = ["fov_x", "fov_y", "fov_w", "fov_h"]
+        .iter()
+        .map(|c| col(c))
+        .collect();
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let n = |i: usize| f[fov[i]].parse::<u32>().unwrap();
+            Frame {
+                file: f[file].into(),
+                group: f[group].into(),
+                kind: f[kind].into(),
+                severity: f[sev].parse().unwrap(),
+                clearly_bad: f[bad] == "1",
+                fov: Rect::new(n(0), n(1), n(2), n(3)),
+            }
+        })
+        .collect()
+}
+
+fn load(path: &Path) -> I420Image {
+    let img = image::open(path).unwrap().to_rgb8();
+    let (w, h) = (img.width() & !1, img.height() & !1);
+    let img = image::imageops::crop_imm(&img, 0, 0, w, h).to_image();
+    I420Image::from_rgb(w, h, img.as_raw())
+}
+
+#[test]
+fn real_clean_frames_pass_and_rank_above_their_degraded_variants() {
+    let cfg = Config::default();
+    let model = ModelRunner::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(&cfg.model.path),
+    )
+    .unwrap();
+    let mut scorer = Scorer::new(cfg.scoring.clone(), Some(model));
+    let threshold = cfg.select.threshold_high;
+    let frames = read_labels();
+    assert!(frames.len() >= 12, "subset has {} frames", frames.len());
+    let mut quality = BTreeMap::new();
+    for f in &frames {
+        let img = load(&subset_dir().join(&f.file));
+        let fov = Fov::new(f.fov, FovShape::Circle, &[], img.width, img.height);
+        scorer.reset();
+        let (s, _) = scorer.score(&img.view(), &fov).unwrap();
+        eprintln!(
+            "{:<44} severity {:.2} quality {:.3} (classical {:.3}, model {:.3}) reason {:?}",
+            f.file,
+            f.severity,
+            s.quality,
+            s.classical_quality,
+            s.model_quality.unwrap_or(f32::NAN),
+            s.primary_reason().map(|a| a.as_str())
+        );
+        quality.insert(f.file.clone(), s.quality);
+    }
+    let mut pairs = (0usize, 0usize);
+    let mut failures = Vec::new();
+    for clean in frames.iter().filter(|f| f.kind == "clean") {
+        let qc = quality[&clean.file];
+        if qc < threshold {
+            failures.push(format!(
+                "clean {} scored {qc:.3} < threshold_high {threshold}",
+                clean.file
+            ));
+        }
+        for v in frames
+            .iter()
+            .filter(|v| v.group == clean.group && v.kind != "clean")
+        {
+            let qv = quality[&v.file];
+            pairs.0 += 1;
+            pairs.1 += (qc > qv) as usize;
+            if v.clearly_bad && (qv >= threshold || qv >= qc) {
+                failures.push(format!(
+                    "{} (severity {:.2}) scored {qv:.3}: clean {qc:.3}, threshold_high {threshold}",
+                    v.file, v.severity
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        pairs.1 as f32 >= 0.95 * pairs.0 as f32,
+        "clean above its variant in only {}/{} pairs",
+        pairs.1,
+        pairs.0
+    );
+}
