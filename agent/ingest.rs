@@ -67,13 +67,13 @@ pub fn frame_of(p: &Publish) -> Result<FrameMsg<'_>, String> {
     if !is_safe_key(key) {
         return Err(format!("unsafe key {key:?}"));
     }
-    let (jpeg, record, annotation): (&[u8], Cow<[u8]>, Cow<[u8]>) = if wire::is_framed(&p.payload)
-    {
+    let (jpeg, record, annotation): (&[u8], Cow<[u8]>, Cow<[u8]>) = if wire::is_framed(&p.payload) {
         let f = wire::decode(&p.payload)?;
         (f.jpeg, f.record.into(), f.annotation.into())
     } else {
         // Before the framed payload: record and annotation as user properties.
-        let record = get("record").ok_or("neither a framed payload nor a `record` user property")?;
+        let record =
+            get("record").ok_or("neither a framed payload nor a `record` user property")?;
         let annotation = get("annotation").unwrap_or_default();
         (
             &p.payload,
@@ -337,7 +337,10 @@ mod tests {
     fn a_framed_message_yields_the_exact_objects() {
         let k = "frames/s/d/2026/11/21/sess/0000000001";
         let rec = format!(r#"{{"key":"{k}","sequence":1}}"#);
-        let ann = format!(r#"{{"annotations":[{}]}}"#, "[1.5,2.5],".repeat(8000) + "[0,0]");
+        let ann = format!(
+            r#"{{"annotations":[{}]}}"#,
+            "[1.5,2.5],".repeat(8000) + "[0,0]"
+        );
         let p = framed(k, b"\xff\xd8jpeg", &rec, &ann);
         let f = frame_of(&p).unwrap();
         assert_eq!(f.key, k);
@@ -367,7 +370,11 @@ mod tests {
         let old = msg(k, &format!(r#"{{"key":"{k}"}}"#));
         let f = frame_of(&old).unwrap();
         assert_eq!(f.key, k);
-        assert_eq!(f.jpeg, [0xff, 0xd8], "the old format: the payload is the JPEG");
+        assert_eq!(
+            f.jpeg,
+            [0xff, 0xd8],
+            "the old format: the payload is the JPEG"
+        );
         assert!(f.record.starts_with(b"{"));
         assert!(
             frame_of(&msg("../etc/passwd", r#"{"key":"../etc/passwd"}"#))

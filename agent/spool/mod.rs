@@ -510,7 +510,11 @@ mod tests {
         for i in 0..3 {
             s.append(&rec(i, 0.9)).unwrap();
         }
-        assert_eq!(s.dead_letter(0, "mqtt").unwrap(), None, "local still owes it");
+        assert_eq!(
+            s.dead_letter(0, "mqtt").unwrap(),
+            None,
+            "local still owes it"
+        );
         assert_eq!(s.first_pending("mqtt").unwrap(), Some(1));
         assert_eq!(s.next_pending("mqtt", None).unwrap(), Some(1));
         assert_eq!(s.pending("local").unwrap(), vec![0, 1, 2]);
@@ -525,7 +529,10 @@ mod tests {
         assert_eq!(s.dead_letter(1, "mqtt").unwrap(), None);
         let kept = s.dead_letter(1, "local").unwrap().expect("kept");
         assert_eq!(kept, d.path().join("dead-letter/00000000000000000001.rec"));
-        assert_eq!(format::decode(&fs::read(&kept).unwrap()).unwrap(), rec(1, 0.9));
+        assert_eq!(
+            format::decode(&fs::read(&kept).unwrap()).unwrap(),
+            rec(1, 0.9)
+        );
         assert_eq!(s.len().0, 1);
         assert_eq!(s.pending("mqtt").unwrap(), vec![2]);
         let left: Vec<_> = fs::read_dir(d.path())

@@ -223,7 +223,10 @@ pub fn run_sink(
                     }
                 }
                 Err(SinkError::Undeliverable {
-                    key, reason, detail, ..
+                    key,
+                    reason,
+                    detail,
+                    ..
                 }) => {
                     // Retrying cannot help: take it out of this sink's queue.
                     counter!("endo_agent_uplink_dead_letter_total", "sink" => name, "reason" => reason)

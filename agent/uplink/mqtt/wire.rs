@@ -72,7 +72,10 @@ pub fn decode(payload: &[u8]) -> Result<FrameParts<'_>, String> {
         return Err("payload does not start with the frame magic".into());
     }
     if payload[4] != VERSION {
-        return Err(format!("frame payload version {} (known: {VERSION})", payload[4]));
+        return Err(format!(
+            "frame payload version {} (known: {VERSION})",
+            payload[4]
+        ));
     }
     let len = |i: usize| {
         let b = &payload[5 + 4 * i..9 + 4 * i];
@@ -117,7 +120,8 @@ pub enum Oversize {
 
 impl Oversize {
     /// Every value [`Oversize::reason`] can take.
-    pub const REASONS: [&'static str; 3] = ["topic_too_long", "property_too_long", "packet_too_large"];
+    pub const REASONS: [&'static str; 3] =
+        ["topic_too_long", "property_too_long", "packet_too_large"];
 
     pub fn reason(&self) -> &'static str {
         match self {
@@ -195,8 +199,8 @@ pub fn check_publish(
         }
     }
     let pkid = if qos == QoS::AtMostOnce { 0 } else { 2 };
-    let remaining = (2 + topic.len() + pkid + varint_len(props_len) + props_len)
-        .saturating_add(payload_len);
+    let remaining =
+        (2 + topic.len() + pkid + varint_len(props_len) + props_len).saturating_add(payload_len);
     let size = (1 + varint_len(remaining)).saturating_add(remaining);
     if size > MAX_PROTOCOL_PACKET {
         return Err(Oversize::Packet {
@@ -275,13 +279,26 @@ mod tests {
     #[test]
     fn the_size_check_agrees_with_rumqttc_on_the_packet_size() {
         for (topic, users, payload) in [
-            ("endo/s/d/frames", vec![("key".to_string(), "k".repeat(60))], 100),
+            (
+                "endo/s/d/frames",
+                vec![("key".to_string(), "k".repeat(60))],
+                100,
+            ),
             ("t", vec![], 0),
-            ("endo/s/d/frames", vec![("a".into(), "b".repeat(20_000))], 300_000),
-            ("endo/s/d/frames", vec![("key".into(), "x".into()); 40], 3_000_000),
+            (
+                "endo/s/d/frames",
+                vec![("a".into(), "b".repeat(20_000))],
+                300_000,
+            ),
+            (
+                "endo/s/d/frames",
+                vec![("key".into(), "x".into()); 40],
+                3_000_000,
+            ),
         ] {
             let p = props(users);
-            let mut publish = Publish::new(topic, QoS::AtLeastOnce, vec![0u8; payload], Some(p.clone()));
+            let mut publish =
+                Publish::new(topic, QoS::AtLeastOnce, vec![0u8; payload], Some(p.clone()));
             publish.pkid = 1;
             assert_eq!(
                 check_publish(topic, QoS::AtLeastOnce, Some(&p), payload, None),
@@ -290,7 +307,10 @@ mod tests {
             );
         }
         let p = Publish::new("s", QoS::AtMostOnce, vec![1u8; 10], None);
-        assert_eq!(check_publish("s", QoS::AtMostOnce, None, 10, None), Ok(p.size()));
+        assert_eq!(
+            check_publish("s", QoS::AtMostOnce, None, 10, None),
+            Ok(p.size())
+        );
     }
 
     #[test]
@@ -326,7 +346,10 @@ mod tests {
         let p = props(vec![("key".into(), "k".into())]);
         let size = check_publish("t", QoS::AtLeastOnce, Some(&p), 1000, None).unwrap();
         let max = Some(size as u32);
-        assert_eq!(check_publish("t", QoS::AtLeastOnce, Some(&p), 1000, max), Ok(size));
+        assert_eq!(
+            check_publish("t", QoS::AtLeastOnce, Some(&p), 1000, max),
+            Ok(size)
+        );
         let e = check_publish("t", QoS::AtLeastOnce, Some(&p), 1001, max).unwrap_err();
         assert_eq!(e.reason(), "packet_too_large");
         assert!(e.to_string().contains("maximum_packet_size"), "{e}");
@@ -340,6 +363,13 @@ mod tests {
         let ann = "[1234.56,789.01],".repeat(32 * 256);
         let payload = encode(&vec![0u8; 400_000], &[b'r'; 3000], ann.as_bytes());
         let p = props(vec![("key".into(), "k".repeat(80))]);
-        assert!(check_publish("endo/s/d/frames", QoS::AtLeastOnce, Some(&p), payload.len(), None).is_ok());
+        assert!(check_publish(
+            "endo/s/d/frames",
+            QoS::AtLeastOnce,
+            Some(&p),
+            payload.len(),
+            None
+        )
+        .is_ok());
     }
 }
