@@ -8,6 +8,11 @@
 //! therefore be stored twice (same key, same bytes), never lost. A message that can never
 //! be stored (no key, unsafe key, record not matching the key) is logged, counted as
 //! rejected and acknowledged, so it cannot block the queue.
+//!
+//! Two message formats are accepted ([`frame_of`]): the framed payload (JPEG, record and
+//! annotation in the payload, format in [`crate::uplink::mqtt`]) that agents send, and the
+//! format before it (payload = the JPEG, record and annotation as user properties), so
+//! that messages queued at the broker by an agent not yet upgraded are still stored.
 
 use crossbeam_channel::{bounded, Receiver};
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
@@ -20,7 +25,7 @@ use std::time::Duration;
 
 use crate::capture::backoff::Backoff;
 use crate::config::Config;
-use crate::uplink::mqtt::mqtt_options;
+use crate::uplink::mqtt::{mqtt_options, wire};
 use crate::uplink::s3::S3Client;
 use crate::uplink::{is_safe_key, SinkError};
 
@@ -37,32 +42,60 @@ pub struct IngestStats {
     pub rejected: u64,
 }
 
-/// The key, record and annotation (empty when none) carried by a frame message, checked.
-pub fn frame_of(p: &Publish) -> Result<(String, Vec<u8>, Vec<u8>), String> {
+/// A frame message, checked: its key and the three objects to store under it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FrameMsg<'a> {
+    pub key: String,
+    pub jpeg: &'a [u8],
+    pub record: std::borrow::Cow<'a, [u8]>,
+    /// Empty when the frame was not annotated.
+    pub annotation: std::borrow::Cow<'a, [u8]>,
+}
+
+/// Decode and check a frame message, in either format (see the module docs).
+pub fn frame_of(p: &Publish) -> Result<FrameMsg<'_>, String> {
+    use std::borrow::Cow;
     let props = p.properties.as_ref().ok_or("no MQTT 5 properties")?;
     let get = |name: &str| {
         props
             .user_properties
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.as_str())
     };
     let key = get("key").ok_or("no `key` user property")?;
-    let record = get("record").ok_or("no `record` user property")?;
-    if !is_safe_key(&key) {
+    if !is_safe_key(key) {
         return Err(format!("unsafe key {key:?}"));
     }
+    let (jpeg, record, annotation): (&[u8], Cow<[u8]>, Cow<[u8]>) = if wire::is_framed(&p.payload) {
+        let f = wire::decode(&p.payload)?;
+        (f.jpeg, f.record.into(), f.annotation.into())
+    } else {
+        // Before the framed payload: record and annotation as user properties.
+        let record =
+            get("record").ok_or("neither a framed payload nor a `record` user property")?;
+        let annotation = get("annotation").unwrap_or_default();
+        (
+            &p.payload,
+            Cow::Owned(record.as_bytes().to_vec()),
+            Cow::Owned(annotation.as_bytes().to_vec()),
+        )
+    };
     let doc: serde_json::Value =
-        serde_json::from_str(&record).map_err(|e| format!("record is not JSON: {e}"))?;
-    if doc.get("key").and_then(|k| k.as_str()) != Some(key.as_str()) {
+        serde_json::from_slice(&record).map_err(|e| format!("record is not JSON: {e}"))?;
+    if doc.get("key").and_then(|k| k.as_str()) != Some(key) {
         return Err(format!("record's key differs from the message key {key:?}"));
     }
-    let annotation = get("annotation").unwrap_or_default();
     if !annotation.is_empty() {
-        serde_json::from_str::<serde_json::Value>(&annotation)
+        serde_json::from_slice::<serde_json::Value>(&annotation)
             .map_err(|e| format!("annotation is not JSON: {e}"))?;
     }
-    Ok((key, record.into_bytes(), annotation.into_bytes()))
+    Ok(FrameMsg {
+        key: key.to_string(),
+        jpeg,
+        record,
+        annotation,
+    })
 }
 
 /// Run until `stop` is set. Connection problems are retried forever with backoff.
@@ -220,8 +253,13 @@ fn store_loop(
                 tracing::error!(topic = %String::from_utf8_lossy(&p.topic), "dropping a frame message: {why}");
                 stats.rejected += 1;
             }
-            Ok((key, record, annotation)) => loop {
-                match store.put_frame(&key, &p.payload, &annotation, &record) {
+            Ok(FrameMsg {
+                key,
+                jpeg,
+                record,
+                annotation,
+            }) => loop {
+                match store.put_frame(&key, jpeg, &annotation, &record) {
                     Ok(()) => {
                         backoff.reset();
                         stats.stored += 1;
@@ -281,12 +319,63 @@ mod tests {
         assert_eq!((r.set.len(), r.order.len()), (2, 2));
     }
 
+    /// A message as agents send it now: everything in the framed payload.
+    fn framed(key: &str, jpeg: &[u8], record: &str, annotation: &str) -> Publish {
+        Publish::new(
+            "endo/s/d/frames",
+            QoS::AtLeastOnce,
+            wire::encode(jpeg, record.as_bytes(), annotation.as_bytes()),
+            Some(PublishProperties {
+                content_type: Some(wire::CONTENT_TYPE.into()),
+                user_properties: vec![("key".into(), key.into())],
+                ..Default::default()
+            }),
+        )
+    }
+
+    #[test]
+    fn a_framed_message_yields_the_exact_objects() {
+        let k = "frames/s/d/2026/11/21/sess/0000000001";
+        let rec = format!(r#"{{"key":"{k}","sequence":1}}"#);
+        let ann = format!(
+            r#"{{"annotations":[{}]}}"#,
+            "[1.5,2.5],".repeat(8000) + "[0,0]"
+        );
+        let p = framed(k, b"\xff\xd8jpeg", &rec, &ann);
+        let f = frame_of(&p).unwrap();
+        assert_eq!(f.key, k);
+        assert_eq!(f.jpeg, b"\xff\xd8jpeg");
+        assert_eq!(&*f.record, rec.as_bytes());
+        assert_eq!(&*f.annotation, ann.as_bytes());
+        let plain = framed(k, b"j", &rec, "");
+        let f = frame_of(&plain).unwrap();
+        assert!(f.annotation.is_empty());
+        // The same checks as for the old format.
+        assert!(frame_of(&framed(k, b"j", r#"{"key":"other"}"#, ""))
+            .unwrap_err()
+            .contains("differs"));
+        assert!(frame_of(&framed(k, b"j", &rec, "{"))
+            .unwrap_err()
+            .contains("annotation"));
+        let mut bad = framed(k, b"j", &rec, "");
+        let mut payload = bad.payload.to_vec();
+        payload.push(0);
+        bad.payload = payload.into();
+        assert!(frame_of(&bad).unwrap_err().contains("do not match"));
+    }
+
     #[test]
     fn a_frame_message_needs_a_safe_key_matching_its_record() {
         let k = "frames/s/d/2026/11/21/sess/0000000001";
-        let (key, rec, _) = frame_of(&msg(k, &format!(r#"{{"key":"{k}"}}"#))).unwrap();
-        assert_eq!(key, k);
-        assert!(rec.starts_with(b"{"));
+        let old = msg(k, &format!(r#"{{"key":"{k}"}}"#));
+        let f = frame_of(&old).unwrap();
+        assert_eq!(f.key, k);
+        assert_eq!(
+            f.jpeg,
+            [0xff, 0xd8],
+            "the old format: the payload is the JPEG"
+        );
+        assert!(f.record.starts_with(b"{"));
         assert!(
             frame_of(&msg("../etc/passwd", r#"{"key":"../etc/passwd"}"#))
                 .unwrap_err()

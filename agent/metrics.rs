@@ -22,6 +22,7 @@
 //! | `endo_agent_frames_evicted_total` | counter | `reason` = encode_queue_full, encode_failed, spool_full, spool_write_failed, spool_unreadable |
 //! | `endo_agent_frames_delivered_total` | counter | `sink` |
 //! | `endo_agent_sink_errors_total` | counter | `sink`, `reason` = io, disk_full, permission_denied, tls, connect, refused, timeout, setup |
+//! | `endo_agent_uplink_dead_letter_total` | counter | `sink`, `reason` = topic_too_long, property_too_long, packet_too_large (frames that sink can never take, taken out of its queue) |
 //! | `endo_agent_sink_sent_total` | counter | `sink` (sends, resends included) |
 //! | `endo_agent_sink_retries_total` | counter | `sink` (resends of a frame already sent once) |
 //! | `endo_agent_sink_up` | gauge 0/1 | `sink` (0 from a failure until the next delivery) |
@@ -137,6 +138,10 @@ fn describe() {
     describe_counter!(
         "endo_agent_sink_errors_total",
         "Failed sink writes, by sink and reason."
+    );
+    describe_counter!(
+        "endo_agent_uplink_dead_letter_total",
+        "Frames a sink can never take (too large for MQTT or the broker), removed from its queue, by sink and reason."
     );
     describe_counter!(
         "endo_agent_sink_sent_total",

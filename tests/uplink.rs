@@ -635,3 +635,192 @@ impl Watcher {
         );
     }
 }
+
+/// Freeze the newest preview and annotate it with the largest annotation the operator API
+/// accepts by default (docs/operator.md): `operator.max_shapes` = 32 polygons of 256
+/// points, coordinates with decimals. Its record is well over MQTT's 65,535-byte string
+/// limit. Returns the answer (key, annotation object name).
+fn annotate_largest(agent: &Agent) -> serde_json::Value {
+    let (code, f) = agent.post("/api/freeze", Some(serde_json::json!({})), None);
+    assert_eq!(code, 200, "freeze: {f}");
+    let (w, h) = (f["width"].as_f64().unwrap(), f["height"].as_f64().unwrap());
+    let r = (w / 16.0).min(h / 8.0) * 0.9;
+    let shapes: Vec<serde_json::Value> = (0..32)
+        .map(|i| {
+            let cx = w * ((i % 8) as f64 + 0.5) / 8.0;
+            let cy = h * ((i / 8) as f64 + 0.5) / 4.0;
+            let points: Vec<[f64; 2]> = (0..256)
+                .map(|k| {
+                    let a = k as f64 * std::f64::consts::TAU / 256.0;
+                    [cx + r * a.cos() + 0.123, cy + r * a.sin() + 0.456]
+                })
+                .collect();
+            serde_json::json!({"type": "polygon", "points": points})
+        })
+        .collect();
+    let body = serde_json::json!({"frame": f["frame"], "label": "ulcer", "shapes": shapes});
+    let (code, k) = agent.post("/api/annotations", Some(body), None);
+    assert_eq!(code, 201, "annotate: {k}");
+    k
+}
+
+fn dead_letters(a: &Agent) -> f64 {
+    a.metrics()
+        .sum("endo_agent_uplink_dead_letter_total", "sink=\"mqtt\"")
+}
+
+#[test]
+fn the_largest_annotation_reaches_ingest_intact_and_the_frames_behind_it_follow() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::generate(&d.join("pki"));
+    let broker = Mosquitto::start(&d.join("mosquitto"), &pki, false, false);
+    let store = Seaweed::start(&d.join("weed"), &pki);
+    make_bucket(&store, &pki, d, "lake-big");
+    let ingest = Ingest::start(
+        d,
+        &format!(
+            "{}\n{}",
+            mqtt_section(&broker, &pki.ca, None)
+                .replace("[mqtt]", "[mqtt]\nclient_id = \"ingest-big\""),
+            s3_section(&store, &pki, d, "lake-big")
+        ),
+    );
+    let agent = Agent::start(
+        d,
+        &agent_config(
+            d,
+            r#""local", "mqtt""#,
+            300,
+            &mqtt_section(&broker, &pki.ca, None),
+        ),
+    );
+    agent.wait_for("frames over MQTT", Duration::from_secs(60), |a| {
+        delivered(a, "mqtt") >= 2.0
+    });
+    let annotated = annotate_largest(&agent);
+    let annotation_key = annotated["annotation"].as_str().unwrap().to_string();
+    let selected_before = agent.metrics().value("endo_agent_frames_selected_total");
+
+    agent.wait_for("every frame delivered", Duration::from_secs(120), drained);
+    let m = agent.metrics();
+    let selected = m.value("endo_agent_frames_selected_total");
+    assert!(
+        selected > selected_before,
+        "frames were selected after the annotated one ({selected_before} → {selected})"
+    );
+    let forwarded = selected + m.value("endo_agent_operator_annotations_total");
+    assert_eq!(
+        delivered(&agent, "mqtt"),
+        forwarded,
+        "mqtt delivered vs forwarded"
+    );
+    assert_eq!(delivered(&agent, "local"), forwarded);
+    assert_eq!(dead_letters(&agent), 0.0, "nothing dead-lettered");
+    assert!(agent.stop().success());
+
+    let local = local_objects(d);
+    let ann = &local[&annotation_key];
+    assert!(
+        ann.len() > 65_535,
+        "the annotation ({} bytes) exceeds an MQTT string",
+        ann.len()
+    );
+    wait(
+        "ingest to store every frame",
+        Duration::from_secs(60),
+        || store.filer_list("lake-big").len() >= local.len(),
+    );
+    assert_eq!(
+        compare(&store, "lake-big", &local),
+        (0, 0, 0),
+        "mqtt + ingest route: missing, differing, extra"
+    );
+    let stats = ingest.stop();
+    assert!(stats.ends_with(" 0 rejected"), "{stats}");
+    assert!(
+        !broker.log_text().contains("malformed"),
+        "{}",
+        broker.log_text()
+    );
+}
+
+#[test]
+fn a_frame_larger_than_the_broker_accepts_is_dead_lettered_and_the_frames_behind_it_flow() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::generate(&d.join("pki"));
+    // Room for any phantom frame and its record, not for one with the largest annotation.
+    const MAX_PACKET: u32 = 100_000;
+    let broker = Mosquitto::start_with_max_packet(&d.join("mosquitto"), &pki, MAX_PACKET);
+    let agent = Agent::start(
+        d,
+        &agent_config(
+            d,
+            r#""local", "mqtt""#,
+            300,
+            &mqtt_section(&broker, &pki.ca, None),
+        ),
+    );
+    agent.wait_for("frames over MQTT", Duration::from_secs(60), |a| {
+        delivered(a, "mqtt") >= 2.0
+    });
+    let annotated = annotate_largest(&agent);
+    let key = annotated["key"].as_str().unwrap().to_string();
+    let selected_before = agent.metrics().value("endo_agent_frames_selected_total");
+
+    agent.wait_for("every frame delivered", Duration::from_secs(120), drained);
+    let m = agent.metrics();
+    let selected = m.value("endo_agent_frames_selected_total");
+    assert!(
+        selected > selected_before,
+        "frames were selected after the annotated one ({selected_before} → {selected})"
+    );
+    assert_eq!(
+        m.value("endo_agent_uplink_dead_letter_total{sink=\"mqtt\",reason=\"packet_too_large\"}"),
+        1.0,
+        "{}",
+        m.0
+    );
+    assert_eq!(dead_letters(&agent), 1.0, "and for no other reason");
+    // Every other frame went over MQTT, all of them to the local datalake.
+    let forwarded = selected + 1.0;
+    assert_eq!(delivered(&agent, "mqtt"), forwarded - 1.0);
+    assert_eq!(delivered(&agent, "local"), forwarded);
+    assert_eq!(
+        m.sum("endo_agent_sink_errors_total", "sink=\"mqtt\""),
+        0.0,
+        "the connection was never broken"
+    );
+    let log = agent.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("dead-lettered")
+            && l.contains(&key)
+            && l.contains("packet_too_large")),
+        "{log}"
+    );
+    assert!(agent.stop().success());
+
+    // The test's premise: every other frame fits the broker, the annotated one does not.
+    let local = local_objects(d);
+    let size = |stem: &str| {
+        local
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{stem}.")))
+            .map(|(_, v)| v.len())
+            .sum::<usize>()
+    };
+    assert!(size(&key) > MAX_PACKET as usize, "{}", size(&key));
+    let largest_other = local
+        .keys()
+        .filter_map(|k| k.strip_suffix(".jpg"))
+        .filter(|stem| *stem != key)
+        .map(size)
+        .max()
+        .unwrap();
+    assert!(largest_other + 500 < MAX_PACKET as usize, "{largest_other}");
+    // The local datalake stored it, so nothing is kept aside.
+    assert!(!d.join("spool/dead-letter").exists());
+}

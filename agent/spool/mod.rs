@@ -7,7 +7,13 @@
 //! `{dir}/{id:020}.rec` — one record per frame, format in [`format`]: written to
 //! `{id:020}.rec.tmp`, fsynced, renamed, directory fsynced.
 //! `{dir}/{id:020}.{sink}.ack` — an empty marker: `sink` acknowledged record `id`.
-//! When every sink has acknowledged a record, the record and its markers are deleted.
+//! `{dir}/{id:020}.{sink}.dead` — an empty marker: `sink` dead-lettered record `id` (it
+//! can never take it, e.g. larger than the broker accepts; [`Spool::dead_letter`]), so
+//! the record is no longer pending for that sink and cannot stall the frames behind it.
+//! When every sink is done with a record (acknowledged or dead-lettered), the record and
+//! its markers are deleted — unless no sink stored it: then the record is moved to
+//! `{dir}/dead-letter/` (kept for inspection or a manual resend; outside the spool's
+//! bounds, never sent again) so that a frame is never lost silently.
 //!
 //! # Recovery ([`Spool::open`])
 //!
@@ -85,12 +91,27 @@ pub struct Appended {
     pub evicted: Vec<u64>,
 }
 
+/// What one sink has done with one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Pending,
+    Acked,
+    DeadLettered,
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     quality: f32,
     created_ms: u64,
     bytes: u64,
-    acked: Vec<bool>,
+    /// Per configured sink, in order.
+    done: Vec<Done>,
+}
+
+impl Entry {
+    fn finished(&self) -> bool {
+        self.done.iter().all(|d| *d != Done::Pending)
+    }
 }
 
 pub struct Spool {
@@ -137,7 +158,7 @@ impl Spool {
                                 quality: r.quality,
                                 created_ms: r.created_ms,
                                 bytes: data.len() as u64,
-                                acked: vec![false; cfg.sinks.len()],
+                                done: vec![Done::Pending; cfg.sinks.len()],
                             },
                         );
                         bytes += data.len() as u64;
@@ -150,20 +171,26 @@ impl Spool {
                         rec.corrupt.push((path, why));
                     }
                 }
-            } else if let Some(rest) = name.strip_suffix(".ack") {
+            } else if let Some((rest, done)) = name
+                .strip_suffix(".ack")
+                .map(|r| (r, Done::Acked))
+                .or_else(|| name.strip_suffix(".dead").map(|r| (r, Done::DeadLettered)))
+            {
                 if let Some((id, sink)) = rest.split_once('.') {
                     if let Ok(id) = id.parse::<u64>() {
-                        acks.push((id, sink.to_string(), path));
+                        acks.push((id, sink.to_string(), done, path));
                     }
                 }
             }
         }
-        for (id, sink, path) in acks {
+        for (id, sink, done, path) in acks {
             match (
                 entries.get_mut(&id),
                 cfg.sinks.iter().position(|s| *s == sink),
             ) {
-                (Some(e), Some(i)) => e.acked[i] = true,
+                // Acknowledged wins over dead-lettered (a crash between the two markers).
+                (Some(e), Some(i)) if e.done[i] != Done::Acked => e.done[i] = done,
+                (Some(_), Some(_)) => {}
                 // A marker without its record (deleted before the marker) or for a sink no
                 // longer configured: nothing to keep.
                 _ => fs::remove_file(&path).map_err(io(&path))?,
@@ -176,15 +203,15 @@ impl Spool {
             bytes,
             next_id,
         };
-        // Records every (current) sink already acknowledged were about to be deleted.
+        // Records every (current) sink is done with were about to be deleted.
         let done: Vec<u64> = spool
             .entries
             .iter()
-            .filter(|(_, e)| e.acked.iter().all(|a| *a))
+            .filter(|(_, e)| e.finished())
             .map(|(k, _)| *k)
             .collect();
         for id in done {
-            spool.remove(id)?;
+            spool.finish(id)?;
         }
         Ok((spool, rec))
     }
@@ -195,6 +222,10 @@ impl Spool {
 
     fn ack_path(&self, id: u64, sink: &str) -> PathBuf {
         self.cfg.dir.join(format!("{id:020}.{sink}.ack"))
+    }
+
+    fn dead_path(&self, id: u64, sink: &str) -> PathBuf {
+        self.cfg.dir.join(format!("{id:020}.{sink}.dead"))
     }
 
     /// Records held, bytes held.
@@ -241,7 +272,7 @@ impl Spool {
                 quality: r.quality,
                 created_ms: r.created_ms,
                 bytes: size,
-                acked: vec![false; self.cfg.sinks.len()],
+                done: vec![Done::Pending; self.cfg.sinks.len()],
             },
         );
         self.bytes += size;
@@ -257,7 +288,7 @@ impl Spool {
         Ok(self
             .entries
             .iter()
-            .find(|(_, e)| !e.acked[i])
+            .find(|(_, e)| e.done[i] == Done::Pending)
             .map(|(k, _)| *k))
     }
 
@@ -268,7 +299,7 @@ impl Spool {
         Ok(self
             .entries
             .range(from..)
-            .find(|(_, e)| !e.acked[i])
+            .find(|(_, e)| e.done[i] == Done::Pending)
             .map(|(k, _)| *k))
     }
 
@@ -278,7 +309,7 @@ impl Spool {
         Ok(self
             .entries
             .iter()
-            .filter(|(_, e)| !e.acked[i])
+            .filter(|(_, e)| e.done[i] == Done::Pending)
             .map(|(k, _)| *k)
             .collect())
     }
@@ -292,20 +323,56 @@ impl Spool {
         format::decode(&data).map_err(|source| SpoolError::Corrupt { path, source })
     }
 
-    /// `sink` delivered record `id`. Deletes the record once every sink has.
+    /// `sink` delivered record `id`. Deletes the record once every sink is done with it.
     pub fn ack(&mut self, id: u64, sink: &str) -> Result<(), SpoolError> {
+        self.mark(id, sink, Done::Acked).map(|_| ())
+    }
+
+    /// `sink` can never take record `id`: it is no longer pending for that sink. Returns
+    /// where the record was kept when this was its last sink and none stored it
+    /// (`{dir}/dead-letter/`), else None.
+    pub fn dead_letter(&mut self, id: u64, sink: &str) -> Result<Option<PathBuf>, SpoolError> {
+        self.mark(id, sink, Done::DeadLettered)
+    }
+
+    fn mark(&mut self, id: u64, sink: &str, done: Done) -> Result<Option<PathBuf>, SpoolError> {
         let i = self.sink_index(sink)?;
         let entry = self.entries.get_mut(&id).ok_or(SpoolError::Missing(id))?;
-        if entry.acked[i] {
-            return Ok(());
+        if entry.done[i] != Done::Pending {
+            return Ok(None);
         }
-        entry.acked[i] = true;
-        if entry.acked.iter().all(|a| *a) {
-            return self.remove(id);
+        entry.done[i] = done;
+        if entry.finished() {
+            return self.finish(id);
         }
-        let marker = self.ack_path(id, sink);
+        let marker = match done {
+            Done::DeadLettered => self.dead_path(id, sink),
+            _ => self.ack_path(id, sink),
+        };
         File::create(&marker).map_err(io(&marker))?;
-        self.sync_dir()
+        self.sync_dir()?;
+        Ok(None)
+    }
+
+    /// Every sink is done with `id`: delete it, or, when no sink stored it, move it to
+    /// `dead-letter/` (returned).
+    fn finish(&mut self, id: u64) -> Result<Option<PathBuf>, SpoolError> {
+        let stored = self
+            .entries
+            .get(&id)
+            .is_some_and(|e| e.done.contains(&Done::Acked));
+        if stored {
+            return self.remove(id).map(|()| None);
+        }
+        let dir = self.cfg.dir.join("dead-letter");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let kept = dir.join(format!("{id:020}.rec"));
+        let path = self.rec_path(id);
+        fs::rename(&path, &kept).map_err(io(&path))?;
+        self.sync_dir()?;
+        // The record is gone from the spool now; remove() deletes only the markers.
+        self.remove(id)?;
+        Ok(Some(kept))
     }
 
     fn sink_index(&self, sink: &str) -> Result<usize, SpoolError> {
@@ -322,11 +389,16 @@ impl Spool {
         if let Some(e) = self.entries.remove(&id) {
             self.bytes -= e.bytes;
             let path = self.rec_path(id);
-            fs::remove_file(&path).map_err(io(&path))?;
+            match fs::remove_file(&path) {
+                // Already moved to dead-letter/ by finish().
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.map_err(io(&path))?,
+            }
             for sink in self.cfg.sinks.clone() {
-                let m = self.ack_path(id, &sink);
-                if m.exists() {
-                    fs::remove_file(&m).map_err(io(&m))?;
+                for m in [self.ack_path(id, &sink), self.dead_path(id, &sink)] {
+                    if m.exists() {
+                        fs::remove_file(&m).map_err(io(&m))?;
+                    }
                 }
             }
         }
@@ -429,6 +501,50 @@ mod tests {
             Some(3),
             "ids continue after a restart"
         );
+    }
+
+    #[test]
+    fn a_dead_lettered_record_no_longer_blocks_its_sink_and_is_kept_unless_stored() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(cfg(d.path(), 100, EvictPolicy::LowestQuality)).unwrap();
+        for i in 0..3 {
+            s.append(&rec(i, 0.9)).unwrap();
+        }
+        assert_eq!(
+            s.dead_letter(0, "mqtt").unwrap(),
+            None,
+            "local still owes it"
+        );
+        assert_eq!(s.first_pending("mqtt").unwrap(), Some(1));
+        assert_eq!(s.next_pending("mqtt", None).unwrap(), Some(1));
+        assert_eq!(s.pending("local").unwrap(), vec![0, 1, 2]);
+        drop(s);
+        let (mut s, _) = Spool::open(cfg(d.path(), 100, EvictPolicy::LowestQuality)).unwrap();
+        assert_eq!(s.pending("mqtt").unwrap(), vec![1, 2], "survives a restart");
+        // Another sink stored it: the datalake has it, nothing more to keep.
+        s.ack(0, "local").unwrap();
+        assert_eq!(s.len().0, 2);
+        assert!(!d.path().join("dead-letter").exists());
+        // No sink stored it: kept aside, out of the spool and its bounds.
+        assert_eq!(s.dead_letter(1, "mqtt").unwrap(), None);
+        let kept = s.dead_letter(1, "local").unwrap().expect("kept");
+        assert_eq!(kept, d.path().join("dead-letter/00000000000000000001.rec"));
+        assert_eq!(
+            format::decode(&fs::read(&kept).unwrap()).unwrap(),
+            rec(1, 0.9)
+        );
+        assert_eq!(s.len().0, 1);
+        assert_eq!(s.pending("mqtt").unwrap(), vec![2]);
+        let left: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("00000000000000000001"))
+            .collect();
+        assert!(left.is_empty(), "no markers left: {left:?}");
+        assert_eq!(s.dead_letter(2, "mqtt").unwrap(), None);
+        assert_eq!(s.dead_letter(2, "mqtt").unwrap(), None, "twice is once");
+        s.ack(2, "local").unwrap();
+        assert!(s.is_empty());
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub enum SinkError {
     /// Local setup: unreadable certificate, key or credentials file.
     #[error("{sink}: {detail}")]
     Setup { sink: &'static str, detail: String },
+    /// This frame can never be stored by this sink as it is (too large for the protocol
+    /// or the peer): retrying cannot help, so the worker dead-letters it.
+    #[error("{sink}: {key}: can never be sent: {detail}")]
+    Undeliverable {
+        sink: &'static str,
+        key: String,
+        /// One of [`SinkError::DEAD_LETTER_REASONS`].
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 impl SinkError {
@@ -69,6 +79,9 @@ impl SinkError {
         "setup",
     ];
 
+    /// Every reason a frame is dead-lettered for ([`SinkError::Undeliverable`]).
+    pub const DEAD_LETTER_REASONS: [&'static str; 3] = mqtt::wire::Oversize::REASONS;
+
     /// A bounded label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -82,6 +95,7 @@ impl SinkError {
             SinkError::Refused { .. } => "refused",
             SinkError::Timeout { .. } => "timeout",
             SinkError::Setup { .. } => "setup",
+            SinkError::Undeliverable { reason, .. } => reason,
         }
     }
 }
@@ -223,5 +237,14 @@ mod tests {
             assert!(SinkError::REASONS.contains(&e.reason()), "{}", e.reason());
         }
         assert!(e.to_string().contains("UnknownIssuer"));
+        let dead = SinkError::Undeliverable {
+            sink: "mqtt",
+            key: "frames/s/d/k".into(),
+            reason: "packet_too_large",
+            detail: String::new(),
+        };
+        assert!(SinkError::DEAD_LETTER_REASONS.contains(&dead.reason()));
+        assert!(!SinkError::REASONS.contains(&dead.reason()));
+        assert!(dead.to_string().contains("frames/s/d/k"), "names the key");
     }
 }

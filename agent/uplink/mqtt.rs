@@ -2,14 +2,45 @@
 //!
 //! # Topics (`{p}` = `mqtt.topic_prefix`)
 //!
-//! - `{p}/{site}/{device}/frames` — one message per frame, QoS 1, not retained. Payload:
-//!   the JPEG. Properties: content type `image/jpeg`, user properties `key` (the datalake
-//!   key stem), `record` (the JSON record, as text) and, for a frame an operator
-//!   annotated, `annotation` (the COCO-style annotation record, as text).
+//! - `{p}/{site}/{device}/frames` — one message per frame, QoS 1, not retained; the frame
+//!   message below.
 //! - `{p}/{site}/{device}/summary` — every `mqtt.summary_interval_s`, QoS 0: a JSON score
 //!   summary (frames scored, good ratio, selected, delivered, fps, spool depth).
 //! - `{p}/{site}/{device}/status` — retained, QoS 1: `{"state":"online",...}` after each
 //!   connect, `{"state":"offline",...}` on a clean stop and as the last will.
+//!
+//! # The frame message (framed payload, v1)
+//!
+//! Properties: content type `application/vnd.endo-agent.frame.v1`, one user property
+//! `key` (the datalake key stem, at most 512 bytes). The payload carries the three
+//! datalake objects byte for byte, so no MQTT string (65,535 bytes at most) ever holds
+//! a record or an annotation:
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "EAFR"
+//! 4       1     version = 1
+//! 5       4     J: JPEG length, u32 big-endian
+//! 9       4     R: record length, u32 big-endian
+//! 13      4     A: annotation length, u32 big-endian (0 = not annotated)
+//! 17      J     {key}.jpg
+//! 17+J    R     {key}.json (the JSON record)
+//! 17+J+R  A     {key}.annotation.json (the COCO-style annotation), if A > 0
+//! ```
+//!
+//! The lengths must add up to the payload exactly. Encoder, decoder and the size check
+//! are in [`wire`]. `ingest` also accepts the format before v1 (payload = the bare JPEG,
+//! user properties `key`, `record` and `annotation`), for messages still queued at the
+//! broker during an upgrade.
+//!
+//! # A message that can never be sent
+//!
+//! Before a publish is handed to rumqttc, [`wire::check_publish`] checks the topic and
+//! every property against MQTT's 65,535-byte string limit and the whole packet against
+//! the protocol and the broker's `maximum_packet_size` (from its CONNACK; until the first
+//! CONNACK of a connection, frames wait for it). A frame that fails is refused with
+//! [`SinkError::Undeliverable`], and the uplink worker dead-letters it for this sink
+//! instead of retrying it for ever ([`super::worker`]).
 //!
 //! # When is a frame delivered?
 //!
@@ -36,6 +67,11 @@ use tokio::sync::mpsc;
 
 use super::{tls, Encoded, Sink, SinkError};
 use crate::config::{Config, MqttConfig};
+
+pub mod wire;
+
+/// Seconds rumqttc may take to connect (TCP + TLS + CONNACK).
+const CONNECT_TIMEOUT_S: u64 = 10;
 
 const SINK: &str = "mqtt";
 
@@ -105,7 +141,8 @@ impl AckTracker {
 /// Events the driver task forwards from the rumqttc event loop.
 #[derive(Debug)]
 enum Ev {
-    ConnAck,
+    /// Connected; the broker's `maximum_packet_size`, if it announced one.
+    ConnAck(Option<u32>),
     Sent(u16),
     PubAck(u16, PubAckReason),
     Error(String),
@@ -117,7 +154,7 @@ pub fn mqtt_options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, Si
     let setup = |detail: String| SinkError::Setup { sink: SINK, detail };
     let mut o = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
     o.set_keep_alive(Duration::from_secs(cfg.keepalive_s));
-    o.set_connection_timeout(10);
+    o.set_connection_timeout(CONNECT_TIMEOUT_S);
     o.set_max_packet_size(Some(64 << 20));
     if cfg.tls {
         let client = tls::opt_path(&cfg.client_cert_file).zip(tls::opt_path(&cfg.client_key_file));
@@ -173,6 +210,10 @@ pub struct MqttSink {
     conn: Option<Conn>,
     tracker: AckTracker,
     connected: bool,
+    /// The broker's `maximum_packet_size` from the CONNACK of this connection.
+    broker_max: Option<u32>,
+    /// Frames acknowledged while `send` waited for a CONNACK, reported by the next `poll`.
+    early_acks: Vec<u64>,
     /// Last PUBACK (or send into an empty window): the ack timeout counts from here.
     last_progress: Instant,
     last_summary: Instant,
@@ -209,6 +250,8 @@ impl MqttSink {
             conn: None,
             tracker: AckTracker::default(),
             connected: false,
+            broker_max: None,
+            early_acks: Vec::new(),
             last_progress: Instant::now(),
             last_summary: Instant::now(),
         })
@@ -259,6 +302,16 @@ impl MqttSink {
         frame: Option<u64>,
     ) -> Result<(), SinkError> {
         let conn = self.conn.as_ref().expect("connected before publishing");
+        if frame.is_none() {
+            // Status and summary messages are small; one that is not is skipped (and
+            // said), never allowed to break the connection.
+            if let Err(e) =
+                wire::check_publish(topic, qos, props.as_ref(), payload.len(), self.broker_max)
+            {
+                tracing::warn!(topic, "not publishing: {e}");
+                return Ok(());
+            }
+        }
         let r = match props {
             Some(p) => conn
                 .client
@@ -273,11 +326,40 @@ impl MqttSink {
         Ok(())
     }
 
+    /// Wait until this connection's CONNACK has been handled (or it failed).
+    fn await_connack(&mut self) -> Result<(), SinkError> {
+        let deadline = Instant::now() + Duration::from_secs(CONNECT_TIMEOUT_S + 5);
+        while !self.connected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(SinkError::Timeout {
+                    sink: SINK,
+                    detail: format!("no CONNACK from {}:{}", self.cfg.host, self.cfg.port),
+                });
+            }
+            let conn = self.conn.as_mut().expect("connected");
+            let ev = self
+                .rt
+                .block_on(async { tokio::time::timeout(left, conn.events.recv()).await.ok() });
+            match ev {
+                Some(Some(ev)) => {
+                    let mut acked = Vec::new();
+                    self.handle(ev, &mut acked)?;
+                    self.early_acks.extend(acked);
+                }
+                Some(None) => return Err(classify("event loop ended".into())),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
     fn handle(&mut self, ev: Ev, acked: &mut Vec<u64>) -> Result<(), SinkError> {
         match ev {
-            Ev::ConnAck => {
+            Ev::ConnAck(max) => {
                 self.connected = true;
-                tracing::info!(host = %self.cfg.host, port = self.cfg.port, "mqtt connected");
+                self.broker_max = max;
+                tracing::info!(host = %self.cfg.host, port = self.cfg.port, broker_max_packet = ?max, "mqtt connected");
                 let status = self.status("online");
                 let topic = self.topic_status.clone();
                 self.publish(&topic, QoS::AtLeastOnce, true, status, None, None)?;
@@ -323,7 +405,9 @@ impl MqttSink {
 async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Ev>) {
     loop {
         let ev = match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => Ev::ConnAck,
+            Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                Ev::ConnAck(c.properties.and_then(|p| p.max_packet_size))
+            }
             Ok(Event::Incoming(Packet::PubAck(p))) => Ev::PubAck(p.pkid, p.reason),
             Ok(Event::Incoming(Packet::Disconnect(d))) => {
                 Ev::Error(format!("broker disconnected: {:?}", d.reason_code))
@@ -353,29 +437,37 @@ impl Sink for MqttSink {
 
     fn send(&mut self, id: u64, item: Encoded) -> Result<(), SinkError> {
         self.connect()?;
+        // The size check needs this connection's maximum_packet_size.
+        self.await_connack()?;
         if self.tracker.outstanding_frames() == 0 {
             self.last_progress = Instant::now();
         }
-        // The frame's own buffers become the message: no copy of the JPEG.
-        let record = String::from_utf8(item.record_json)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        let mut user_properties = vec![("key".into(), item.key), ("record".into(), record)];
-        if !item.annotation.is_empty() {
-            let ann = String::from_utf8(item.annotation)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            user_properties.push(("annotation".into(), ann));
-        }
+        let payload = wire::encode(&item.jpeg, &item.record_json, &item.annotation);
         let props = PublishProperties {
-            content_type: Some("image/jpeg".into()),
-            user_properties,
+            content_type: Some(wire::CONTENT_TYPE.into()),
+            user_properties: vec![("key".into(), item.key.clone())],
             ..Default::default()
         };
         let topic = self.topic_frames.clone();
+        if let Err(e) = wire::check_publish(
+            &topic,
+            QoS::AtLeastOnce,
+            Some(&props),
+            payload.len(),
+            self.broker_max,
+        ) {
+            return Err(SinkError::Undeliverable {
+                sink: SINK,
+                key: item.key,
+                reason: e.reason(),
+                detail: e.to_string(),
+            });
+        }
         self.publish(
             &topic,
             QoS::AtLeastOnce,
             false,
-            item.jpeg,
+            payload,
             Some(props),
             Some(id),
         )
@@ -383,7 +475,7 @@ impl Sink for MqttSink {
 
     fn poll(&mut self, timeout: Duration) -> Result<Vec<u64>, SinkError> {
         self.connect()?;
-        let mut acked = Vec::new();
+        let mut acked = std::mem::take(&mut self.early_acks);
         let deadline = Instant::now() + timeout;
         loop {
             let conn = self.conn.as_mut().expect("connected");
@@ -436,6 +528,8 @@ impl Sink for MqttSink {
         }
         self.tracker.clear();
         self.connected = false;
+        self.broker_max = None;
+        self.early_acks.clear();
     }
 
     fn close(&mut self) {

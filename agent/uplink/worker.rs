@@ -6,7 +6,13 @@
 //! After a failure it resets the sink, waits an exponential backoff with jitter
 //! (`uplink.backoff_initial_ms` doubling to `uplink.backoff_max_ms`, each wait drawn
 //! from its upper half; reset by a success), and sends again from the oldest
-//! unacknowledged record; records stay in the spool meanwhile. The worker ends when the
+//! unacknowledged record; records stay in the spool meanwhile.
+//!
+//! A frame the sink can never take ([`SinkError::Undeliverable`]: larger than the protocol
+//! or the broker allows) is not retried: it is dead-lettered for this sink
+//! ([`Spool::dead_letter`]; kept on disk when no other sink stored it), counted in
+//! `endo_agent_uplink_dead_letter_total{sink,reason}`, logged with its key, and the frames
+//! behind it flow on. The worker ends when the
 //! producer is done and nothing is pending — or, when the agent is stopping, at the first
 //! failure, leaving the rest durable in the spool for the next start.
 
@@ -16,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Encoded, Sink};
+use super::{Encoded, Sink, SinkError};
 use crate::capture::backoff::Backoff;
 use crate::spool::{Appended, Spool, SpoolError, SpoolRecord};
 use rand_core::{Rng, SeedableRng};
@@ -157,8 +163,12 @@ pub fn run_sink(
     let mut n = 0;
     set_up(true);
     // Every failure reason exists from the start (at 0), so rates and alerts see a series.
-    for reason in crate::uplink::SinkError::REASONS {
+    for reason in SinkError::REASONS {
         counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => reason).increment(0);
+    }
+    for reason in SinkError::DEAD_LETTER_REASONS {
+        counter!("endo_agent_uplink_dead_letter_total", "sink" => name, "reason" => reason)
+            .increment(0);
     }
     loop {
         // 1. Fill the window.
@@ -211,6 +221,29 @@ pub fn run_sink(
                     if window == 1 {
                         write_h.record(t0.elapsed().as_secs_f64());
                     }
+                }
+                Err(SinkError::Undeliverable {
+                    key,
+                    reason,
+                    detail,
+                    ..
+                }) => {
+                    // Retrying cannot help: take it out of this sink's queue.
+                    counter!("endo_agent_uplink_dead_letter_total", "sink" => name, "reason" => reason)
+                        .increment(1);
+                    let mut s = spool.spool.lock().expect("spool lock");
+                    match s.dead_letter(id, name) {
+                        Ok(Some(kept)) => tracing::error!(
+                            sink = name, %key, reason,
+                            "dead-lettered: {detail}; no sink stored it, kept as {}", kept.display()
+                        ),
+                        Ok(None) => tracing::error!(
+                            sink = name, %key, reason,
+                            "dead-lettered: {detail}; not sent to this sink"
+                        ),
+                        Err(e) => tracing::error!(sink = name, %key, "dead-lettering: {e}"),
+                    }
+                    spool.publish(&s);
                 }
                 Err(e) => {
                     failure = Some(e);

@@ -164,6 +164,28 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// `require_client_cert`: mTLS. `rogue`: serve the certificate of the untrusted CA.
     pub fn start(dir: &Path, pki: &Pki, require_client_cert: bool, rogue: bool) -> Mosquitto {
+        Mosquitto::start_with(dir, pki, require_client_cert, rogue, "")
+    }
+
+    /// A broker that announces `max_packet_size` in its CONNACK and refuses larger packets.
+    pub fn start_with_max_packet(dir: &Path, pki: &Pki, max_packet_size: u32) -> Mosquitto {
+        Mosquitto::start_with(
+            dir,
+            pki,
+            false,
+            false,
+            &format!("max_packet_size {max_packet_size}\n"),
+        )
+    }
+
+    /// As [`Mosquitto::start`], with `extra` lines appended to its configuration.
+    pub fn start_with(
+        dir: &Path,
+        pki: &Pki,
+        require_client_cert: bool,
+        rogue: bool,
+        extra: &str,
+    ) -> Mosquitto {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port(None);
         let (cert, key) = if rogue {
@@ -180,7 +202,7 @@ impl Mosquitto {
                  log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
                  max_queued_messages 100000\nmax_inflight_messages 64\n\
                  listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n\
-                 tls_version tlsv1.2\nrequire_certificate {require_client_cert}\n",
+                 tls_version tlsv1.2\nrequire_certificate {require_client_cert}\n{extra}",
                 dir.display(),
                 log.display(),
                 pki.ca.display(),
