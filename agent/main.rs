@@ -259,7 +259,10 @@ fn dispatch(cmd: Command) -> Result<()> {
 fn calibrate(a: CalibrateArgs) -> Result<()> {
     use endo_agent::calibrate;
     if !(0.01..=1.0).contains(&a.pass_share) {
-        bail!("--pass-share {}: expected a share within 0.01..1", a.pass_share);
+        bail!(
+            "--pass-share {}: expected a share within 0.01..1",
+            a.pass_share
+        );
     }
     let mut cfg = match &a.config {
         Some(p) => Config::load(p)?,

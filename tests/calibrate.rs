@@ -88,7 +88,10 @@ fn suggested_thresholds_separate_good_frames_from_defocused_ones() {
     let frames = &report["frames"];
     let scored = frames["scored"].as_u64().unwrap();
     assert!(scored >= n * 8 / 10, "{frames}");
-    assert!(frames["well_exposed"].as_u64().unwrap() >= scored * 9 / 10, "{frames}");
+    assert!(
+        frames["well_exposed"].as_u64().unwrap() >= scored * 9 / 10,
+        "{frames}"
+    );
     // The field of view the locator locked is the phantom's (a little inside it).
     let fov = &report["fov"][0]["rect"];
     let drawn = phantom.fov_rect();
@@ -155,17 +158,34 @@ fn suggested_thresholds_separate_good_frames_from_defocused_ones() {
             good.push(values);
         }
     }
-    assert!(good.len() > 100 && blurred.len() > 30, "{} {}", good.len(), blurred.len());
+    assert!(
+        good.len() > 100 && blurred.len() > 30,
+        "{} {}",
+        good.len(),
+        blurred.len()
+    );
     let sharpness = |v: &[(f64, f64)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
     let quality = |v: &[(f64, f64)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
     let good_sharp = share(&sharpness(&good), |s| s >= good_at);
     let blurred_dull = share(&sharpness(&blurred), |s| s <= bad_at);
-    assert!(good_sharp >= 0.9, "{good_sharp} of good frames at or above {good_at}");
-    assert!(blurred_dull >= 0.9, "{blurred_dull} of defocused frames at or below {bad_at}");
+    assert!(
+        good_sharp >= 0.9,
+        "{good_sharp} of good frames at or above {good_at}"
+    );
+    assert!(
+        blurred_dull >= 0.9,
+        "{blurred_dull} of defocused frames at or below {bad_at}"
+    );
     let good_pass = share(&quality(&good), |q| q >= high);
     let blurred_pass = share(&quality(&blurred), |q| q >= high);
-    assert!(good_pass >= 0.85, "{good_pass} of good frames pass threshold_high {high}");
-    assert!(blurred_pass <= 0.05, "{blurred_pass} of defocused frames pass {high}");
+    assert!(
+        good_pass >= 0.85,
+        "{good_pass} of good frames pass threshold_high {high}"
+    );
+    assert!(
+        blurred_pass <= 0.05,
+        "{blurred_pass} of defocused frames pass {high}"
+    );
 
     // The plot: one 480×300 panel per series (20), four to a row, under a header.
     let png = image::open(out.join("calibration.png")).unwrap();
@@ -209,7 +229,14 @@ fn a_black_recording_is_refused_with_the_reason() {
         "[source]\nkind = \"test\"\npattern = \"black\"\nwidth = 320\nheight = 240\n\
          [fov]\nmode = \"full\"\n",
     );
-    let (ok, stdout, stderr) = calibrate(&["--config", &config, "--frames", "40", "--out", out.to_str().unwrap()]);
+    let (ok, stdout, stderr) = calibrate(&[
+        "--config",
+        &config,
+        "--frames",
+        "40",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!ok, "{stdout}");
     assert!(
         stderr.contains("only 0 of") && stderr.contains("well exposed"),

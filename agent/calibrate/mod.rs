@@ -41,7 +41,7 @@ use crate::score::artifact::Artifact;
 use crate::score::model::{ModelError, ModelOutput, ModelRunner};
 use crate::score::preprocess::Preprocessor;
 use crate::score::{self, classical, Score, Scorer};
-use suggest::{Dists, Distribution, Frames, Params, Suggestion};
+use suggest::{Distribution, Dists, Frames, Params, Suggestion};
 
 pub const SCHEMA: &str = "endo-agent/calibration/v1";
 
@@ -59,7 +59,10 @@ pub enum CalibrateError {
     Model(#[from] ModelError),
     #[error("calibrate --input {path}: {reason}")]
     Input { path: PathBuf, reason: String },
-    #[error("no frame arrived from the source ({source_desc}) within {0:?}; see the log above", FIRST_FRAME_TIMEOUT)]
+    #[error(
+        "no frame arrived from the source ({source_desc}) within {0:?}; see the log above",
+        FIRST_FRAME_TIMEOUT
+    )]
     NoFrames { source_desc: String },
     #[error("refusing to suggest thresholds: {0}")]
     TooFew(String),
@@ -350,7 +353,7 @@ pub fn analyse(rec: &Recording, cfg: &Config, opts: &Options) -> Result<Analysis
     for name in &names {
         dists.insert((name.clone(), Frames::All), collect(name, &|_| true));
     }
-    let current = json!({"scoring": cfg.scoring, "select": cfg.select});
+    let current = suggest::tidy(&json!({"scoring": cfg.scoring, "select": cfg.select}));
     let mut notes = Vec::new();
 
     // 1. Exposure keys, from every frame.
@@ -484,7 +487,7 @@ pub fn report_json(rec: &Recording, an: &Analysis, cfg: &Config, opts: &Options)
         },
         "fov": rec.fovs.iter().map(|(r, n)| json!({"rect": r, "frames": n})).collect::<Vec<_>>(),
         "params": {"pass_share": opts.params.pass_share, "min_frames": opts.min_frames},
-        "current": {"scoring": cfg.scoring, "select": cfg.select},
+        "current": suggest::tidy(&json!({"scoring": cfg.scoring, "select": cfg.select})),
         "distributions": distributions,
         "suggestions": an.suggestions,
         "toml": suggest::toml_snippet(&an.suggestions),
@@ -554,7 +557,12 @@ pub fn write_report(
 fn fov_text(rec: &Recording) -> String {
     rec.fovs
         .iter()
-        .map(|(r, n)| format!("{}x{} at ({}, {}) for {n} frames", r.width, r.height, r.x, r.y))
+        .map(|(r, n)| {
+            format!(
+                "{}x{} at ({}, {}) for {n} frames",
+                r.width, r.height, r.x, r.y
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -601,7 +609,11 @@ pub fn summary_text(rec: &Recording, an: &Analysis, written: &[PathBuf]) -> Stri
         .iter()
         .flat_map(|n| an.dists.iter().filter(move |((m, _), _)| m == n))
     {
-        s.push_str(&format!("{name:<28} {:<12} {:>6}", frames.as_str(), d.len()));
+        s.push_str(&format!(
+            "{name:<28} {:<12} {:>6}",
+            frames.as_str(),
+            d.len()
+        ));
         for p in suggest::PERCENTILES {
             match d.percentile(p as f32) {
                 Some(v) => s.push_str(&format!(" {v:>8.3}")),

@@ -61,11 +61,8 @@ pub fn panels(an: &Analysis) -> Vec<Panel> {
                     .get(&(name.clone(), f))
                     .map(|d| d.values().to_vec())
             };
-            let own: Vec<&Suggestion> = an
-                .suggestions
-                .iter()
-                .filter(|s| s.series == name)
-                .collect();
+            let own: Vec<&Suggestion> =
+                an.suggestions.iter().filter(|s| s.series == name).collect();
             let subset = own
                 .iter()
                 .map(|s| s.frames)
@@ -108,7 +105,11 @@ pub fn panels(an: &Analysis) -> Vec<Panel> {
 
 fn numbers(v: &Value) -> Vec<f32> {
     match v {
-        Value::Array(xs) => xs.iter().filter_map(Value::as_f64).map(|x| x as f32).collect(),
+        Value::Array(xs) => xs
+            .iter()
+            .filter_map(Value::as_f64)
+            .map(|x| x as f32)
+            .collect(),
         x => x.as_f64().map(|x| x as f32).into_iter().collect(),
     }
 }
@@ -153,13 +154,8 @@ pub fn render(panels: &[Panel], header: &[String]) -> RgbImage {
 fn draw_panel(img: &mut RgbImage, x0: u32, y0: u32, p: &Panel) {
     let (w, h) = (PANEL_W, PANEL_H);
     outline(img, x0 + 4, y0 + 4, w - 8, h - 8, FRAME);
-    text(
-        img,
-        x0 + 12,
-        y0 + 10,
-        &format!("{}  n={}", p.title, p.all.len()),
-        INK,
-    );
+    let title = format!("{}  n={}", p.title, p.all.len());
+    text(img, x0 + 12, y0 + 10, &title, INK);
     // Plot area: below the title and one row per threshold label, above the tick labels.
     let label_rows = p.lines.len().min(4) as u32;
     let (px, pw) = (x0 + 16, w - 32);
@@ -214,13 +210,16 @@ fn draw_panel(img: &mut RgbImage, x0: u32, y0: u32, p: &Panel) {
         };
         text(img, tx, py + ph + 8, &s, INK);
     }
-    text(
-        img,
-        x0 + w - 12 - 8 * CHAR_W,
-        y0 + 10,
-        &format!("max {top:>4}"),
-        BARS,
-    );
+    // The tallest bar's count, where the title leaves room.
+    if (title.len() as u32 + 10) * CHAR_W + 24 <= w {
+        text(
+            img,
+            x0 + w - 12 - 8 * CHAR_W,
+            y0 + 10,
+            &format!("max {top:>4}"),
+            BARS,
+        );
+    }
     // Thresholds: current dashed, suggested solid, each label on its own row.
     for (i, l) in p.lines.iter().enumerate() {
         let x = to_x(l.value);
@@ -328,8 +327,16 @@ mod tests {
             all: (0..100).map(|i| 0.4 + i as f32 * 0.003).collect(),
             subset: None,
             lines: vec![
-                Line { value: 0.5, suggested: false, label: "sharpness_good 0.5".into() },
-                Line { value: 0.6, suggested: true, label: "sharpness_good 0.6".into() },
+                Line {
+                    value: 0.5,
+                    suggested: false,
+                    label: "sharpness_good 0.5".into(),
+                },
+                Line {
+                    value: 0.6,
+                    suggested: true,
+                    label: "sharpness_good 0.6".into(),
+                },
             ],
             unit_range: false,
         };
