@@ -20,9 +20,11 @@
 //! procedure sessions), [`config`], [`metrics`], [`http`] (metrics, health, the web overlay
 //! and the operator API), [`phantom`] (the synthetic
 //! NBI video generator used by the demo, tests and benchmarks) and [`agent`], which wires the
-//! stages together for `endo-agent run`.
+//! stages together for `endo-agent run`; [`calibrate`] runs capture and scoring on a site's
+//! own recording and suggests `[scoring]` / `[select]` values for it.
 
 pub mod agent;
+pub mod calibrate;
 pub mod capture;
 pub mod config;
 pub mod encode;

@@ -79,11 +79,43 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Score a recording from the site's own scope (a video file, or the configured live
+    /// source) and suggest `[scoring]` / `[select]` values: prints the distributions and a
+    /// TOML snippet, writes calibration.json, calibration.png and frames.jsonl.
+    Calibrate(CalibrateArgs),
     /// Print the agent's version and the model's.
     Version {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct CalibrateArgs {
+    /// The config file (its [source], [fov], [model], [scoring] and [select]); default: built-in defaults.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// A video file to replay through pipelines/file.pipeline; default: the configured source.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Stop after this many seconds (default for a live source: 120).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Directory for calibration.json, calibration.png and frames.jsonl.
+    #[arg(long, default_value = "calibration")]
+    out: PathBuf,
+    /// Share of the recording's frames that should pass select.threshold_high.
+    #[arg(long, default_value_t = 0.7)]
+    pass_share: f32,
+    /// Refuse when fewer frames than this are scored or well exposed.
+    #[arg(long, default_value_t = 30)]
+    min_frames: usize,
+    /// Score with classical measures only (overrides model.enabled).
+    #[arg(long)]
+    no_model: bool,
 }
 
 #[derive(clap::Args)]
@@ -195,6 +227,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             json,
         } => score(&images, config.as_deref(), model, no_model, json),
         Command::Phantom(args) => phantom_cmd(args),
+        Command::Calibrate(args) => calibrate(args),
         Command::ModelInput {
             images,
             manifest,
@@ -221,6 +254,37 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn calibrate(a: CalibrateArgs) -> Result<()> {
+    use endo_agent::calibrate;
+    if !(0.01..=1.0).contains(&a.pass_share) {
+        bail!(
+            "--pass-share {}: expected a share within 0.01..1",
+            a.pass_share
+        );
+    }
+    let mut cfg = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if a.no_model {
+        cfg.model.enabled = false;
+    }
+    let opts = calibrate::Options {
+        input: a.input,
+        seconds: a.seconds,
+        frames: a.frames,
+        params: calibrate::suggest::Params {
+            pass_share: a.pass_share,
+        },
+        min_frames: a.min_frames.max(1),
+    };
+    let rec = calibrate::record(&cfg, &opts)?;
+    let an = calibrate::analyse(&rec, &cfg, &opts)?;
+    let written = calibrate::write_report(&a.out, &rec, &an, &cfg, &opts)?;
+    print!("{}", calibrate::summary_text(&rec, &an, &written));
+    Ok(())
 }
 
 fn devices(json: bool) -> Result<()> {
