@@ -821,7 +821,8 @@ impl Config {
         // Geometry from input: x + width and y + height must not wrap (a wrapped mask
         // covered nothing). The frame size is only known at run time, where a rect that
         // misses the frame is refused and a mask partly outside it is clipped.
-        let fits = |[x, y, w, h]: [u32; 4]| x.checked_add(w).is_some() && y.checked_add(h).is_some();
+        let fits =
+            |[x, y, w, h]: [u32; 4]| x.checked_add(w).is_some() && y.checked_add(h).is_some();
         if let Some(r @ [_, _, w, h]) = f.rect {
             if w < 16 || h < 16 {
                 return bad("fov.rect", "width and height must be at least 16".into());
@@ -851,7 +852,10 @@ impl Config {
             return bad("fov.auto_frames", "must be at least 1".into());
         }
         if f.auto_margin > 64 {
-            return bad("fov.auto_margin", format!("{} is outside 0..64", f.auto_margin));
+            return bad(
+                "fov.auto_margin",
+                format!("{} is outside 0..64", f.auto_margin),
+            );
         }
         let sc = &self.scoring;
         if sc.sharpness_bad >= sc.sharpness_good {

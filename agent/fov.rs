@@ -406,7 +406,8 @@ impl Grid {
                 // A thin stroke: dark on both sides along the row or along the column.
                 // Tissue by a dark lumen has tissue on its other side.
                 let (x, y) = (gx as i64, gy as i64);
-                let across = (dark(x - 1, y) || dark(x - 2, y)) && (dark(x + 1, y) || dark(x + 2, y));
+                let across =
+                    (dark(x - 1, y) || dark(x - 2, y)) && (dark(x + 1, y) || dark(x + 2, y));
                 let down = (dark(x, y - 1) || dark(x, y - 2)) && (dark(x, y + 1) || dark(x, y + 2));
                 if across || down {
                     text += 1;
@@ -475,8 +476,12 @@ fn fit(
     (w, h): (u32, u32),
 ) -> Result<Rect, Reject> {
     const TOL: i32 = 3; // in (left + right) units: 1.5 cells
-    let cx2 = g.median(rows.iter().filter_map(|&e| sum(e))).ok_or(Reject::Dark)?;
-    let cy2 = g.median(cols.iter().filter_map(|&e| sum(e))).ok_or(Reject::Dark)?;
+    let cx2 = g
+        .median(rows.iter().filter_map(|&e| sum(e)))
+        .ok_or(Reject::Dark)?;
+    let cy2 = g
+        .median(cols.iter().filter_map(|&e| sum(e)))
+        .ok_or(Reject::Dark)?;
     let asym_cols = cols
         .iter()
         .filter_map(|&e| sum(e))
@@ -554,7 +559,8 @@ fn fit(
     if fw < 0.3 * w as f32 || fh < 0.4 * h as f32 {
         return Err(Reject::TooSmall);
     }
-    if (cxp - w as f32 / 2.0).abs() > 0.25 * w as f32 || (cyp - h as f32 / 2.0).abs() > 0.2 * h as f32
+    if (cxp - w as f32 / 2.0).abs() > 0.25 * w as f32
+        || (cyp - h as f32 / 2.0).abs() > 0.2 * h as f32
     {
         return Err(Reject::OffCentre);
     }
@@ -786,7 +792,10 @@ impl FovLocator {
             return;
         }
         self.since_check = 0;
-        let locked = self.locked.as_ref().map_or(Rect::new(0, 0, 0, 0), |f| f.rect);
+        let locked = self
+            .locked
+            .as_ref()
+            .map_or(Rect::new(0, 0, 0, 0), |f| f.rect);
         // Privacy first: text inside what is locked unlocks it at once.
         let levels = self.grid.levels(self.cfg.auto_threshold);
         let (text, visible) = self
@@ -867,9 +876,19 @@ impl FovLocator {
         self.tel.rejected[why as usize].increment(1);
         self.rejections += 1;
         if self.last_reject != Some(why) {
-            tracing::info!(reason = why.as_str(), frames = self.seen, "field of view not locked: {}", why.explain());
+            tracing::info!(
+                reason = why.as_str(),
+                frames = self.seen,
+                "field of view not locked: {}",
+                why.explain()
+            );
         } else if self.rejections.is_multiple_of(300) {
-            tracing::warn!(reason = why.as_str(), frames = self.seen, "field of view still not found: {}", why.explain());
+            tracing::warn!(
+                reason = why.as_str(),
+                frames = self.seen,
+                "field of view still not found: {}",
+                why.explain()
+            );
         }
         self.last_reject = Some(why);
     }
@@ -1253,7 +1272,10 @@ mod tests {
         assert!(matches!(loc.observe(&img.view()), Locate::Refused));
         assert_eq!(loc.last_rejection(), Some(Reject::OutsideFrame));
         let mut loc = FovLocator::new(&fixed([1270, 710, 100, 100]));
-        assert!(matches!(loc.observe(&img.view()), Locate::Refused), "10x10 left");
+        assert!(
+            matches!(loc.observe(&img.view()), Locate::Refused),
+            "10x10 left"
+        );
         let mut loc = FovLocator::new(&fixed([1000, 600, 1000, 1000]));
         let Locate::Locked(f) = loc.observe(&img.view()) else {
             panic!("a rect partly inside is clipped")
@@ -1265,7 +1287,10 @@ mod tests {
     #[test]
     fn a_mask_partly_outside_the_frame_is_clipped_not_dropped() {
         // Issue 12 item 3: the mask's x + width wrapped and it was dropped.
-        for m in [Rect::new(1, 0, u32::MAX, 200), Rect::new(1000, 0, 5000, 200)] {
+        for m in [
+            Rect::new(1, 0, u32::MAX, 200),
+            Rect::new(1000, 0, 5000, 200),
+        ] {
             let fov = Fov::new(Rect::new(0, 0, 1280, 720), FovShape::Rect, &[m], 1280, 720);
             assert_eq!(fov.masks.len(), 1, "{m:?}");
             assert!(!fov.visible(1100, 100) && fov.visible(1100, 300) && fov.visible(0, 0));

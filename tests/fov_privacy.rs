@@ -123,7 +123,11 @@ fn dark_then_partly_lit_then_lit_never_writes_text_and_locks_once_lit() {
     frames.extend([Lighting::Lit; 16]);
     let (written, m) = run_and_check(&frames);
     assert!(written >= 5, "only {written} frames written\n{}", m.0);
-    assert!(m.sum("endo_agent_fov_rejections_total", "") >= 10.0, "{}", m.0);
+    assert!(
+        m.sum("endo_agent_fov_rejections_total", "") >= 10.0,
+        "{}",
+        m.0
+    );
     assert!(
         m.value("endo_agent_frames_dropped_total{reason=\"fov_pending\"}") >= 20.0,
         "{}",
@@ -162,11 +166,15 @@ mode = "fixed"
 rect = [5000, 5000, 100, 100]
 "#;
     let agent = Agent::start(dir.path(), &with_common(dir.path(), config));
-    agent.wait_for("frames refused as fov_invalid", Duration::from_secs(30), |a| {
-        a.metrics()
-            .value("endo_agent_frames_dropped_total{reason=\"fov_invalid\"}")
-            >= 30.0
-    });
+    agent.wait_for(
+        "frames refused as fov_invalid",
+        Duration::from_secs(30),
+        |a| {
+            a.metrics()
+                .value("endo_agent_frames_dropped_total{reason=\"fov_invalid\"}")
+                >= 30.0
+        },
+    );
     let m = agent.metrics();
     assert_eq!(m.value("endo_agent_frames_scored_total"), 0.0);
     assert_eq!(

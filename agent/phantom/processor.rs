@@ -289,7 +289,8 @@ fn mucosa(x: u32, y: u32, seed: u32, depth: f32, rim: u8) -> u8 {
             (x % scale) as f32 / scale as f32,
             (y % scale) as f32 / scale as f32,
         );
-        let v = |i: u32, j: u32| (hash(i.wrapping_mul(31) ^ j.wrapping_mul(7331) ^ seed) % 256) as f32;
+        let v =
+            |i: u32, j: u32| (hash(i.wrapping_mul(31) ^ j.wrapping_mul(7331) ^ seed) % 256) as f32;
         let top = v(gx, gy) * (1.0 - fx) + v(gx + 1, gy) * fx;
         let bottom = v(gx, gy + 1) * (1.0 - fx) + v(gx + 1, gy + 1) * fx;
         top * (1.0 - fy) + bottom * fy - 128.0
