@@ -59,6 +59,25 @@ pub enum AgentError {
         name: &'static str,
         source: std::io::Error,
     },
+    #[error("the {name} thread died (see the log above); the agent stopped")]
+    ThreadDied { name: &'static str },
+}
+
+/// Stops the agent when an essential thread unwinds: the other threads wind down and
+/// [`run`] returns [`AgentError::ThreadDied`], so that systemd or k3s restart the agent
+/// instead of leaving it capturing without scoring.
+struct StopOnPanic {
+    name: &'static str,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            tracing::error!("the {} thread died: stopping the agent", self.name);
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What the HTTP server and the operator see of the running agent.
@@ -311,9 +330,14 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     let sc_cfg = cfg.clone();
     let sc_shared = shared.clone();
     let sc_rx = frame_rx.clone();
+    let sc_stop = stop.clone();
     let (preview_tx, preview_rx) = bounded::<PreviewJob>(1);
     let score_thread = spawn("score")
         .spawn(move || {
+            let _stop_on_panic = StopOnPanic {
+                name: "score",
+                stop: sc_stop,
+            };
             score_loop(
                 &sc_cfg,
                 scorer,
@@ -367,7 +391,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
 
     crate::notify::status("waiting for the first frame");
     let ended = capture_thread.join().expect("capture thread panicked");
-    let (scored, latencies) = score_thread.join().expect("score thread panicked");
+    let (scored, latencies, died) = match score_thread.join() {
+        Ok((n, l)) => (n, l, None),
+        Err(_) => (0, DurationWindow::default(), Some("score")),
+    };
     preview_thread.join().expect("preview thread panicked");
     encode_thread.join().expect("encode thread panicked");
     for t in uplink_threads {
@@ -408,6 +435,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
         }),
     };
     tracing::info!(?summary, "stopped");
+    if let Some(name) = died {
+        return Err(AgentError::ThreadDied { name });
+    }
     ended?;
     Ok(summary)
 }
@@ -649,8 +679,7 @@ fn score_loop(
     let stage = |s: &'static str| histogram!("endo_agent_stage_duration_seconds", "stage" => s);
     let (classical_h, preprocess_h, inference_h) =
         (stage("classical"), stage("preprocess"), stage("inference"));
-    let fov_locked_g = gauge!("endo_agent_fov_locked");
-    fov_locked_g.set(0.0);
+    let fov_invalid = counter!("endo_agent_frames_dropped_total", "reason" => "fov_invalid");
     let session_selected_g = gauge!("endo_agent_session_frames_selected");
     session_selected_g.set(0.0);
     let op = &shared.operator;
@@ -756,9 +785,17 @@ fn score_loop(
             }
         };
         let view = frame.view();
+        // The locator logs, counts and sets the FOV gauges itself; a FOV it hands out
+        // always fits the frame.
         let current = match locator.observe(&view) {
             Locate::Pending => {
                 fov_pending.increment(1);
+                shared.fov_locked.store(false, Ordering::Relaxed);
+                continue;
+            }
+            Locate::Refused => {
+                fov_invalid.increment(1);
+                shared.fov_locked.store(false, Ordering::Relaxed);
                 continue;
             }
             Locate::Locked(f) => f,
@@ -770,9 +807,8 @@ fn score_loop(
             fov = Some(Arc::new(current.clone()));
             // Sharpness measured over another crop is no reference for this one.
             scorer.reset();
-            shared.fov_locked.store(true, Ordering::Relaxed);
-            fov_locked_g.set(1.0);
         }
+        shared.fov_locked.store(true, Ordering::Relaxed);
         let fov_now = fov.clone().expect("set above");
         let (score, t) = match scorer.score(&view, &fov_now) {
             Ok(r) => r,

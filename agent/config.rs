@@ -222,19 +222,24 @@ pub enum OnEos {
 pub struct FovConfig {
     /// auto (find the field of view from the dark border) | fixed (use `rect`) | full (whole frame).
     pub mode: FovMode,
-    /// fixed: [x, y, width, height] in frame pixels.
+    /// fixed: [x, y, width, height] in frame pixels. Clipped to the frame; a rect that does
+    /// not overlap the frame by at least 16x16 is refused at run time (frames not scored).
     pub rect: Option<[u32; 4]>,
     /// rect | circle: with circle, pixels outside the ellipse inscribed in the rectangle are
     /// ignored by the measures and blacked out in every written frame.
     pub shape: FovShape,
-    /// Extra rectangles [x, y, width, height] (frame pixels) blacked out before anything is written.
+    /// Extra rectangles [x, y, width, height] (frame pixels) blacked out before anything is
+    /// written; a mask partly outside the frame is clipped to it.
     pub masks: Vec<[u32; 4]>,
-    /// auto: luma above this is "inside the image".
+    /// auto: luma above min(this, video black + 16) is "inside the image" (at least black + 8).
     pub auto_threshold: u8,
-    /// auto: frames to look at before the field of view is locked.
+    /// auto: frames to look at before the first attempt to lock the field of view.
     pub auto_frames: u32,
-    /// auto: pixels trimmed from each side of the detected rectangle.
+    /// auto: pixels trimmed from each side of the detected field of view (0..=64).
     pub auto_margin: u32,
+    /// auto: after the lock, look again every this many frames and re-lock when the field of
+    /// view changed (or unlock when text shows inside it); 0 = never.
+    pub auto_recheck_frames: u32,
 }
 
 impl Default for FovConfig {
@@ -247,6 +252,7 @@ impl Default for FovConfig {
             auto_threshold: 40,
             auto_frames: 8,
             auto_margin: 4,
+            auto_recheck_frames: 30,
         }
     }
 }
@@ -826,22 +832,50 @@ impl Config {
             );
         }
         let f = &self.fov;
-        if f.mode == FovMode::Fixed {
-            match f.rect {
-                None => {
-                    return bad(
-                        "fov.rect",
-                        "fov.mode = \"fixed\" needs fov.rect = [x, y, width, height]".into(),
-                    )
-                }
-                Some([_, _, w, h]) if w < 16 || h < 16 => {
-                    return bad("fov.rect", "width and height must be at least 16".into())
-                }
-                _ => {}
+        if f.mode == FovMode::Fixed && f.rect.is_none() {
+            return bad(
+                "fov.rect",
+                "fov.mode = \"fixed\" needs fov.rect = [x, y, width, height]".into(),
+            );
+        }
+        // Geometry from input: x + width and y + height must not wrap (a wrapped mask
+        // covered nothing). The frame size is only known at run time, where a rect that
+        // misses the frame is refused and a mask partly outside it is clipped.
+        let fits =
+            |[x, y, w, h]: [u32; 4]| x.checked_add(w).is_some() && y.checked_add(h).is_some();
+        if let Some(r @ [_, _, w, h]) = f.rect {
+            if w < 16 || h < 16 {
+                return bad("fov.rect", "width and height must be at least 16".into());
+            }
+            if !fits(r) {
+                return bad(
+                    "fov.rect",
+                    format!("{r:?}: x + width and y + height must fit in 32 bits"),
+                );
+            }
+        }
+        for (i, &m) in f.masks.iter().enumerate() {
+            if m[2] == 0 || m[3] == 0 {
+                return bad(
+                    "fov.masks",
+                    format!("mask {i} {m:?} is empty (width and height must be above 0)"),
+                );
+            }
+            if !fits(m) {
+                return bad(
+                    "fov.masks",
+                    format!("mask {i} {m:?}: x + width and y + height must fit in 32 bits"),
+                );
             }
         }
         if f.auto_frames == 0 {
             return bad("fov.auto_frames", "must be at least 1".into());
+        }
+        if f.auto_margin > 64 {
+            return bad(
+                "fov.auto_margin",
+                format!("{} is outside 0..64", f.auto_margin),
+            );
         }
         let sc = &self.scoring;
         if sc.sharpness_bad >= sc.sharpness_good {
@@ -1197,6 +1231,16 @@ mod tests {
         assert!(e.to_string().contains("agent.site"), "{e}");
         let e = parse("[fov]\nmode = \"fixed\"\n").unwrap_err();
         assert!(e.to_string().contains("fov.rect"), "{e}");
+        // Issue 12 item 3: x + width wrapped and the mask was silently not applied.
+        let e = parse("[fov]\nmasks = [[1, 0, 4294967295, 200]]\n").unwrap_err();
+        assert!(e.to_string().contains("fov.masks"), "{e}");
+        let e = parse("[fov]\nmasks = [[0, 0, 10, 10], [5, 5, 0, 10]]\n").unwrap_err();
+        assert!(e.to_string().contains("fov.masks"), "{e}");
+        let e = parse("[fov]\nmode = \"fixed\"\nrect = [4294967295, 0, 100, 100]\n").unwrap_err();
+        assert!(e.to_string().contains("fov.rect"), "{e}");
+        // Partly outside any frame is fine: it is clipped at run time.
+        assert!(parse("[fov]\nmasks = [[1000, 0, 5000, 200]]\n").is_ok());
+        assert!(parse("[fov]\nmode = \"fixed\"\nrect = [5000, 5000, 100, 100]\n").is_ok());
         let e =
             parse("[source]\nkind = \"v4l2\"\ncaps = \"video/x-raw ! fakesink\"\n").unwrap_err();
         assert!(e.to_string().contains("source.caps"), "{e}");

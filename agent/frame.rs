@@ -23,11 +23,22 @@ impl Rect {
             height,
         }
     }
+    /// `x + width`, saturating: geometry comes from config files and must never wrap
+    /// (a wrapped mask would silently cover nothing).
     pub fn right(&self) -> u32 {
-        self.x + self.width
+        self.x.saturating_add(self.width)
     }
+    /// `y + height`, saturating.
     pub fn bottom(&self) -> u32 {
-        self.y + self.height
+        self.y.saturating_add(self.height)
+    }
+    /// Whether `x + width` and `y + height` fit in a u32 (config validation refuses others).
+    pub fn fits_u32(&self) -> bool {
+        self.x.checked_add(self.width).is_some() && self.y.checked_add(self.height).is_some()
+    }
+    /// Not empty and entirely inside a `width` × `height` frame: safe to crop.
+    pub fn inside_frame(&self, width: u32, height: u32) -> bool {
+        !self.is_empty() && self.right() <= width && self.bottom() <= height
     }
     /// The part of `self` inside `other` (may be empty).
     pub fn intersect(&self, other: &Rect) -> Rect {
@@ -89,9 +100,16 @@ impl<'a> I420View<'a> {
         let s = row as usize * self.uv_stride;
         &self.v[s..s + self.width.div_ceil(2) as usize]
     }
-    /// A view of a sub-rectangle; `r` must lie inside the frame and have even x and y.
+    /// A view of a sub-rectangle; `r` must lie inside the frame and have even x and y
+    /// (callers check with [`Rect::inside_frame`]; [`crate::fov::FovLocator`] never hands
+    /// out a FOV that does not).
     pub fn crop(&self, r: Rect) -> I420View<'a> {
-        debug_assert!(r.right() <= self.width && r.bottom() <= self.height);
+        assert!(
+            r.inside_frame(self.width, self.height),
+            "crop {r:?} outside the {}x{} frame",
+            self.width,
+            self.height
+        );
         debug_assert!(r.x.is_multiple_of(2) && r.y.is_multiple_of(2));
         let yo = r.y as usize * self.y_stride + r.x as usize;
         let co = (r.y / 2) as usize * self.uv_stride + (r.x / 2) as usize;
@@ -275,5 +293,19 @@ mod tests {
         assert_eq!(a.intersect(&Rect::new(5, 5, 10, 10)), Rect::new(5, 5, 5, 5));
         assert!(a.intersect(&Rect::new(20, 20, 1, 1)).is_empty());
         assert_eq!(Rect::new(3, 3, 5, 5).even(), Rect::new(2, 2, 6, 6));
+    }
+
+    #[test]
+    fn geometry_from_input_saturates_instead_of_wrapping() {
+        // Issue 12 item 3: `x + width` wrapped to 0 and the mask covered nothing.
+        let huge = Rect::new(1, 0, u32::MAX, 200);
+        assert_eq!(huge.right(), u32::MAX);
+        assert!(!huge.fits_u32());
+        let frame = Rect::new(0, 0, 1280, 720);
+        assert_eq!(huge.intersect(&frame), Rect::new(1, 0, 1279, 200));
+        assert!(huge.contains(1000, 100));
+        assert!(!Rect::new(5000, 5000, 100, 100).inside_frame(1280, 720));
+        assert!(Rect::new(0, 0, 1280, 720).inside_frame(1280, 720));
+        assert!(!Rect::new(0, 0, 0, 720).inside_frame(1280, 720));
     }
 }

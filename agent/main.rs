@@ -401,11 +401,13 @@ fn still_fov(fov_cfg: &endo_agent::config::FovConfig, view: &I420View, path: &Pa
     let mut locator = FovLocator::new(fov_cfg);
     match locator.observe(view) {
         Locate::Locked(f) => f.clone(),
-        Locate::Pending => {
-            // Too dark (or no border) to find the field of view: judge the whole image.
+        Locate::Pending | Locate::Refused => {
+            // Too dark (or no border) to find the field of view, or a fixed rect that
+            // misses this image: judge the whole image (offline; nothing is uploaded).
             tracing::warn!(
-                "{}: no field of view found; scoring the whole image",
-                path.display()
+                "{}: no field of view found ({}); scoring the whole image",
+                path.display(),
+                locator.last_rejection().map_or("not found", |r| r.as_str())
             );
             let masks: Vec<Rect> = fov_cfg
                 .masks
@@ -533,7 +535,7 @@ fn phantom_cmd(a: PhantomArgs) -> Result<()> {
             // one where it finds none (dark frames), as a live agent keeps its locked FOV.
             let found = match FovLocator::new(&fov_cfg).observe(&img.view()) {
                 Locate::Locked(f) => f.rect,
-                Locate::Pending => rect,
+                Locate::Pending | Locate::Refused => rect,
             };
             pre.run(&img.view(), found);
             append_f32(&mut w, &pre.input).map_err(|source| phantom::OutputError::Io {

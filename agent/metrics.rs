@@ -14,7 +14,7 @@
 //! | `endo_agent_source_restarts_total` | counter | `cause` = error, eos, stall |
 //! | `endo_agent_capture_fps` | gauge | |
 //! | `endo_agent_frames_captured_total` | counter | |
-//! | `endo_agent_frames_dropped_total` | counter | `reason` = scorer_busy, convert_busy, fov_pending, map_failed, score_failed |
+//! | `endo_agent_frames_dropped_total` | counter | `reason` = scorer_busy, convert_busy, fov_pending, fov_invalid, map_failed, score_failed |
 //! | `endo_agent_frames_scored_total` | counter | |
 //! | `endo_agent_frames_bad_total` | counter | `artifact` (primary reason of frames below threshold) |
 //! | `endo_agent_frames_rejected_total` | counter | `reason` = below_threshold, hysteresis, not_best_in_window, rate_limited, duplicate |
@@ -35,6 +35,9 @@
 //! | `endo_agent_capture_to_score_seconds` | histogram | |
 //! | `endo_agent_stage_duration_seconds` | histogram | `stage` = classical, preprocess, inference, encode, write, preview |
 //! | `endo_agent_fov_locked` | gauge 0/1 | |
+//! | `endo_agent_fov_rect_pixels` | gauge | `edge` = x, y, width, height (the locked crop; 0 when none) |
+//! | `endo_agent_fov_locks_total` | counter | `event` = lock, relock, unlock |
+//! | `endo_agent_fov_rejections_total` | counter | `reason` = dark, too_small, off_centre, asymmetric, not_round, not_filled, text_inside, outside_frame |
 //! | `endo_agent_session_frames_selected` | gauge | (this procedure session) |
 //! | `endo_agent_overlay_frames_rendered_total` | counter | frames that got the on-screen overlay |
 //! | `endo_agent_overlay_render_seconds` | histogram | time in the overlay's draw callback, re-render included |
@@ -185,7 +188,19 @@ fn describe() {
     );
     describe_gauge!(
         "endo_agent_fov_locked",
-        "1 once the field of view is known."
+        "1 while a field of view is locked; 0 while it is looked for or refused."
+    );
+    describe_gauge!(
+        "endo_agent_fov_rect_pixels",
+        "The locked field of view's crop rectangle (edge = x, y, width, height); 0 when none."
+    );
+    describe_counter!(
+        "endo_agent_fov_locks_total",
+        "Field-of-view locks, re-locks (the view changed) and unlocks (text inside it)."
+    );
+    describe_counter!(
+        "endo_agent_fov_rejections_total",
+        "Candidate fields of view refused, by reason (one per attempt, i.e. per frame while looking)."
     );
     describe_gauge!(
         "endo_agent_session_frames_selected",

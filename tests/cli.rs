@@ -70,6 +70,16 @@ fn a_value_out_of_range_names_the_key() {
 }
 
 #[test]
+fn a_mask_whose_width_overflows_is_refused_naming_the_key() {
+    // Issue 12 item 3: it passed, x + width wrapped and the mask was not applied.
+    let d = tempfile::tempdir().unwrap();
+    let f = write(&d, "a.toml", "[fov]\nmasks = [[1, 0, 4294967295, 200]]\n");
+    let (ok, text) = run(&["check-config", &f]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("fov.masks") && text.contains(&f), "{text}");
+}
+
+#[test]
 fn a_template_with_an_unknown_placeholder_is_named() {
     let d = tempfile::tempdir().unwrap();
     let t = write(&d, "card.pipeline", "v4l2src device={devcie}");

@@ -9,11 +9,13 @@
 //!
 //! Module map: [`schedule`] (segments, text form, labels), `texture` (the precomputed worlds),
 //! `render` (per-frame pipeline and field-of-view geometry), `blur`, `osd` (burned-in text),
-//! [`output`] (stills + CSV, video files, live `appsrc` feed).
+//! [`output`] (stills + CSV, video files, live `appsrc` feed), [`processor`] (screen layouts of
+//! real video processors, for testing the field-of-view locator).
 
 mod blur;
 pub(crate) mod osd;
 pub mod output;
+pub mod processor;
 mod render;
 pub mod schedule;
 mod texture;

@@ -34,6 +34,20 @@ use classical::Measures;
 use model::{InputSpec, Layout, ModelError, ModelRunner};
 use preprocess::Preprocessor;
 
+/// Why a frame could not be scored.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Never cut out of a frame a FOV that does not fit it (an empty or outside rect).
+    #[error("field of view {rect:?} does not fit the {width}x{height} frame")]
+    Geometry {
+        rect: crate::frame::Rect,
+        width: u32,
+        height: u32,
+    },
+}
+
 /// The verdict on one frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Score {
@@ -189,7 +203,14 @@ impl Scorer {
     }
 
     /// Score the part of `frame` inside `fov`.
-    pub fn score(&mut self, frame: &I420View, fov: &Fov) -> Result<(Score, Timings), ModelError> {
+    pub fn score(&mut self, frame: &I420View, fov: &Fov) -> Result<(Score, Timings), ScoreError> {
+        if !fov.usable(frame.width, frame.height) {
+            return Err(ScoreError::Geometry {
+                rect: fov.rect,
+                width: frame.width,
+                height: frame.height,
+            });
+        }
         let mut t = Timings::default();
         let t0 = Instant::now();
         let crop = frame.crop(fov.rect);
