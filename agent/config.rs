@@ -913,7 +913,10 @@ impl Config {
             return bad("scoring.sharpness_row_step", "must be within 1..8".into());
         }
         if sc.reference_frames == 0 || sc.reference_frames > 100_000 {
-            return bad("scoring.reference_frames", "must be within 1..100000".into());
+            return bad(
+                "scoring.reference_frames",
+                "must be within 1..100000".into(),
+            );
         }
         if sc.reference_min_frames == 0 || sc.reference_min_frames > sc.reference_frames {
             return bad(

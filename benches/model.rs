@@ -69,7 +69,7 @@ fn benches(c: &mut Criterion) {
     .observe(&view)
     {
         Locate::Locked(f) => f.clone(),
-        Locate::Pending => panic!("no field of view in the phantom frame"),
+        Locate::Pending | Locate::Refused => panic!("no field of view in the phantom frame"),
     };
     let mut scorer = Scorer::new(ScoringConfig::default(), Some(m));
     c.bench_function("scorer_total_1080p_shipped_model", |b| {

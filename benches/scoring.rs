@@ -34,7 +34,7 @@ fn setup() -> (
     });
     let fov = match loc.observe(&frame.view()) {
         Locate::Locked(f) => f.clone(),
-        Locate::Pending => panic!("no fov"),
+        Locate::Pending | Locate::Refused => panic!("no fov"),
     };
     let model =
         ModelRunner::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx"))

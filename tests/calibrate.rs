@@ -187,9 +187,15 @@ fn suggested_thresholds_separate_good_frames_from_defocused_ones() {
         "{blurred_pass} of defocused frames pass {high}"
     );
 
-    // The plot: one 480×300 panel per series (20), four to a row, under a header.
+    // The plot: one 480×300 panel per series (20 or more: every measure and artifact),
+    // four to a row, under a header.
     let png = image::open(out.join("calibration.png")).unwrap();
-    assert_eq!((png.width(), png.height()), (4 * 480, 92 + 5 * 300));
+    assert_eq!(png.width(), 4 * 480);
+    assert!(
+        png.height() >= 92 + 5 * 300 && (png.height() - 92) % 300 == 0,
+        "{}",
+        png.height()
+    );
 }
 
 #[test]

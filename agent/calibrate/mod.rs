@@ -196,7 +196,7 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
                 }
                 let view = frame.view();
                 let fov = match locator.observe(&view) {
-                    Locate::Pending => {
+                    Locate::Pending | Locate::Refused => {
                         rec.fov_pending += 1;
                         continue;
                     }
@@ -260,7 +260,11 @@ pub fn series(s: &Sample, scoring: &ScoringConfig) -> Vec<(String, f32)> {
     let mut out = Vec::new();
     let info = serde_json::to_value(ScoreInfo::from_score(&s.score)).expect("serialisable");
     flatten("", &info, &mut out);
-    let classical = classical::artifacts(&s.score.measures, scoring);
+    let classical = classical::artifacts(
+        &s.score.measures,
+        scoring,
+        Some(s.score.measures.sharpness_reference),
+    );
     for a in Artifact::ALL {
         out.push((format!("classical.{a}"), classical[a.index()]));
     }
@@ -367,7 +371,11 @@ pub fn analyse(rec: &Recording, cfg: &Config, opts: &Options) -> Result<Analysis
         .samples
         .iter()
         .map(|s| {
-            let a = classical::artifacts(&s.score.measures, &scoring1);
+            let a = classical::artifacts(
+                &s.score.measures,
+                &scoring1,
+                Some(s.score.measures.sharpness_reference),
+            );
             EXPOSURE_ARTIFACTS
                 .iter()
                 .all(|x| a[x.index()] < scoring1.reason_threshold)
@@ -393,7 +401,14 @@ pub fn analyse(rec: &Recording, cfg: &Config, opts: &Options) -> Result<Analysis
     // 3. Select keys, from every frame's quality under the suggested [scoring].
     let replay = |s: &Sample, sc: &ScoringConfig| {
         let m = s.score.measures;
-        score::combine(sc, m, classical::artifacts(&m, sc), s.model, s.score.dhash).quality
+        score::combine(
+            sc,
+            m,
+            classical::artifacts(&m, sc, Some(m.sharpness_reference)),
+            s.model,
+            s.score.dhash,
+        )
+        .quality
     };
     let faithful = rec
         .samples
@@ -497,13 +512,18 @@ pub fn report_json(rec: &Recording, an: &Analysis, cfg: &Config, opts: &Options)
 
 /// One line of `frames.jsonl`.
 fn frame_json(s: &Sample, well_exposed: bool, rescored: f32, cfg: &Config) -> Value {
-    let classical = classical::artifacts(&s.score.measures, &cfg.scoring);
-    let by_name = |a: &[f32; 5]| -> BTreeMap<&'static str, f32> {
-        Artifact::ALL
-            .iter()
-            .map(|x| (x.as_str(), a[x.index()]))
-            .collect()
-    };
+    let classical = classical::artifacts(
+        &s.score.measures,
+        &cfg.scoring,
+        Some(s.score.measures.sharpness_reference),
+    );
+    let by_name =
+        |a: &[f32; crate::score::artifact::Artifact::COUNT]| -> BTreeMap<&'static str, f32> {
+            Artifact::ALL
+                .iter()
+                .map(|x| (x.as_str(), a[x.index()]))
+                .collect()
+        };
     json!({
         "pts_ns": s.pts_ns,
         "source_frame": s.source_frame,

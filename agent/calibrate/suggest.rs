@@ -146,7 +146,10 @@ pub const EXPOSURE: &[Rule] = &[
 ];
 
 /// The factors put the 1080p phantom's sharp frames (sharpness p90 ≈ 0.72, isotropy p90
-/// ≈ 0.98) near the shipped defaults (0.66 / 0.56, 0.75 / 0.55).
+/// ≈ 0.98) near the phantom-calibrated ramps of earlier releases (0.66 / 0.56, 0.75 /
+/// 0.55). The shipped defaults are lower now (docs/scoring.md: absolute sharpness depends
+/// on the content), so on a site's own recording this suggests the site's own, stricter
+/// absolute ramp.
 #[rustfmt::skip]
 pub const FOCUS: &[Rule] = &[
     Rule { key: "scoring.sharpness_good", series: "measures.sharpness", frames: Frames::WellExposed, how: How::OfBest { pct: 90.0, factor: 0.92 } },
@@ -410,8 +413,14 @@ mod tests {
         apply(&mut cfg, &s);
         assert_eq!(cfg["select"]["threshold_high"], s[0].suggested);
         let snippet = toml_snippet(&s);
+        let first = snippet.lines().nth(1).unwrap_or_default();
+        let value: f32 = first
+            .strip_prefix("threshold_high = ")
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f32::NAN);
         assert!(
-            snippet.starts_with("[select]\nthreshold_high = 0.3"),
+            snippet.starts_with("[select]\n") && (value - high).abs() < 0.001,
             "{snippet}"
         );
     }

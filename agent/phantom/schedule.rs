@@ -500,7 +500,9 @@ mod tests {
     fn default_schedule_is_about_twenty_seconds_with_every_artifact() {
         let s = Schedule::default();
         assert!((18.0..=24.0).contains(&s.total_seconds()));
-        for a in Artifact::ALL {
+        // The phantom renders every artifact but sensor noise and compression (which the
+        // real-image set, models/realset, covers).
+        for a in Artifact::ALL.into_iter().filter(|a| *a != Artifact::Noise) {
             assert!(s
                 .segments
                 .iter()
