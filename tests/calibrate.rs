@@ -192,7 +192,7 @@ fn suggested_thresholds_separate_good_frames_from_defocused_ones() {
     let png = image::open(out.join("calibration.png")).unwrap();
     assert_eq!(png.width(), 4 * 480);
     assert!(
-        png.height() >= 92 + 5 * 300 && (png.height() - 92) % 300 == 0,
+        png.height() >= 92 + 5 * 300 && (png.height() - 92).is_multiple_of(300),
         "{}",
         png.height()
     );

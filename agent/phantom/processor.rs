@@ -260,7 +260,7 @@ fn glyph_pixel(x: u32, y: u32) -> bool {
         return false;
     }
     let code = hash(cx.wrapping_mul(7919) ^ cy.wrapping_mul(104_729));
-    if code % 3 == 0 {
+    if code.is_multiple_of(3) {
         return false;
     }
     // Strokes: top, middle, bottom bars and left/right posts, chosen by the code's bits.
@@ -298,7 +298,8 @@ fn mucosa(x: u32, y: u32, seed: u32, depth: f32, rim: u8) -> u8 {
     let texture = 0.18 * noise(48) + 0.12 * noise(12) + 0.06 * noise(3);
     let ramp = (depth / 60.0).min(1.0);
     let base = rim as f32 + (150.0 - rim as f32) * ramp;
-    let spec = hash(x / 6 ^ (y / 6).wrapping_mul(65_537) ^ seed.wrapping_mul(3)) % 900 == 0;
+    let spec =
+        hash((x / 6) ^ (y / 6).wrapping_mul(65_537) ^ seed.wrapping_mul(3)).is_multiple_of(900);
     if spec && depth > 30.0 {
         return 250;
     }

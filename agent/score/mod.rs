@@ -338,7 +338,11 @@ mod tests {
         }
         assert_eq!(r.reference(), Some(0.3), "window of 10: 0.4 and nine 0.3");
         r.push(0.9);
-        assert_eq!(r.reference(), Some(0.3), "one sharp frame in ten is not the 90th percentile");
+        assert_eq!(
+            r.reference(),
+            Some(0.3),
+            "one sharp frame in ten is not the 90th percentile"
+        );
         r.push(0.9);
         assert_eq!(r.reference(), Some(0.9), "two in ten are");
         r.push(f32::NAN);
