@@ -82,8 +82,10 @@ fn load(path: &Path) -> I420Image {
 #[test]
 fn real_frames_clearly_degraded_in_a_known_way_are_rejected_and_rank_below_clean() {
     let cfg = Config::default();
+    // The shipped model (the default `model.path` is where packages install it).
     let model =
-        ModelRunner::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(&cfg.model.path)).unwrap();
+        ModelRunner::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-int8.onnx"))
+            .unwrap();
     let mut scorer = Scorer::new(cfg.scoring.clone(), Some(model));
     let threshold = cfg.select.threshold_high;
     let frames = read_labels();

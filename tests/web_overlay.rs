@@ -607,8 +607,16 @@ fn off_loopback_the_operator_api_needs_the_token() {
     }
     assert_eq!(agent.status()["procedure"]["counters"]["marks"], 0);
     assert_eq!(get_with(&agent, "/api/operator", Some(TOKEN)), 200);
-    // A preview that exists: 200 with the token, 401 without it.
-    let (code, f) = agent.post("/api/freeze", Some(json!({})), Some(TOKEN));
+    // A preview that exists: 200 with the token, 401 without it. The preview thread runs
+    // at preview_fps, so the first preview can come a little after the first score (409).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (code, f) = loop {
+        let (code, f) = agent.post("/api/freeze", Some(json!({})), Some(TOKEN));
+        if code != 409 || std::time::Instant::now() > deadline {
+            break (code, f);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(code, 200, "{f}");
     let preview = f["preview"].as_str().unwrap();
     assert_eq!(get_with(&agent, preview, Some(TOKEN)), 200);
