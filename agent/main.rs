@@ -381,7 +381,7 @@ fn score(
                 path.display().to_string(),
                 s.quality,
                 s.classical_quality,
-                s.model_quality
+                s.model_quality()
                     .map(|q| format!("{q:.3}"))
                     .unwrap_or_else(|| "-".into()),
                 s.primary_reason().map(|r| r.as_str()).unwrap_or("good"),

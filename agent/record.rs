@@ -118,7 +118,7 @@ impl ScoreInfo {
         ScoreInfo {
             quality: s.quality,
             classical_quality: s.classical_quality,
-            model_quality: s.model_quality,
+            model_quality: s.model_quality(),
             artifacts: crate::score::artifact::Artifact::ALL
                 .iter()
                 .map(|a| (a.as_str(), s.artifact(*a)))

@@ -102,7 +102,7 @@ fn real_frames_clearly_degraded_in_a_known_way_are_rejected_and_rank_below_clean
             f.severity,
             s.quality,
             s.classical_quality,
-            s.model_quality.unwrap_or(f32::NAN),
+            s.model_quality().unwrap_or(f32::NAN),
             s.primary_reason().map(|a| a.as_str())
         );
         quality.insert(f.file.clone(), s.quality);

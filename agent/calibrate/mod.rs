@@ -38,8 +38,7 @@ use crate::fov::{FovLocator, Locate};
 use crate::frame::Rect;
 use crate::record::ScoreInfo;
 use crate::score::artifact::Artifact;
-use crate::score::model::{ModelError, ModelOutput, ModelRunner};
-use crate::score::preprocess::Preprocessor;
+use crate::score::model::{ModelError, ModelRunner};
 use crate::score::{self, classical, Score, Scorer};
 use suggest::{Distribution, Dists, Frames, Params, Suggestion};
 
@@ -92,8 +91,6 @@ pub struct Sample {
     /// Index into [`Recording::fovs`].
     pub fov: usize,
     pub score: Score,
-    /// The model's own output (its artifacts are not part of [`Score`]).
-    pub model: Option<ModelOutput>,
 }
 
 /// What came out of the source.
@@ -140,21 +137,16 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
         (cfg.source.kind.is_live() && opts.frames.is_none()).then_some(DEFAULT_LIVE_SECONDS)
     });
 
-    let (scorer_model, own_model) = if cfg.model.enabled {
-        let a = ModelRunner::load(&cfg.model.path)?;
-        let b = ModelRunner::load(&cfg.model.path)?;
-        (Some(a), Some(b))
+    let runner = if cfg.model.enabled {
+        Some(ModelRunner::load(&cfg.model.path)?)
     } else {
-        (None, None)
+        None
     };
-    let model = own_model.as_ref().map(|m| {
+    let mut scorer = Scorer::new(cfg.scoring.clone(), runner);
+    let model = scorer.model().map(|m| {
         let man = m.manifest();
         json!({"name": man.name, "version": man.version, "sha256": man.sha256})
     });
-    let mut pre = own_model
-        .as_ref()
-        .map(|m| Preprocessor::new(&m.manifest().input));
-    let mut scorer = Scorer::new(cfg.scoring.clone(), scorer_model);
     capture::check_pipeline(&cfg)?;
 
     let (tx, rx) = bounded(cfg.capture.queue_frames.max(1));
@@ -210,13 +202,6 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
                         continue;
                     }
                 };
-                let model = match (&own_model, &mut pre) {
-                    (Some(m), Some(pre)) => {
-                        pre.run(&view, fov.rect);
-                        Some(m.run(&pre.input)?)
-                    }
-                    _ => None,
-                };
                 if rec.fovs.last().is_none_or(|(r, _)| *r != fov.rect) {
                     rec.fovs.push((fov.rect, 0));
                 }
@@ -226,7 +211,6 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
                     source_frame: frame.offset,
                     fov: rec.fovs.len() - 1,
                     score,
-                    model,
                 });
             }
             // Stopping: let the capture wind down.
@@ -268,7 +252,7 @@ pub fn series(s: &Sample, scoring: &ScoringConfig) -> Vec<(String, f32)> {
     for a in Artifact::ALL {
         out.push((format!("classical.{a}"), classical[a.index()]));
     }
-    if let Some(m) = &s.model {
+    if let Some(m) = &s.score.model {
         for a in Artifact::ALL {
             out.push((format!("model.{a}"), m.artifacts[a.index()]));
         }
@@ -405,7 +389,7 @@ pub fn analyse(rec: &Recording, cfg: &Config, opts: &Options) -> Result<Analysis
             sc,
             m,
             classical::artifacts(&m, sc, Some(m.sharpness_reference)),
-            s.model,
+            s.score.model,
             s.score.dhash,
         )
         .quality
@@ -531,7 +515,7 @@ fn frame_json(s: &Sample, well_exposed: bool, rescored: f32, cfg: &Config) -> Va
         "well_exposed": well_exposed,
         "score": ScoreInfo::from_score(&s.score),
         "classical": by_name(&classical),
-        "model": s.model.map(|m| json!({"quality": m.quality, "artifacts": by_name(&m.artifacts)})),
+        "model": s.score.model.map(|m| json!({"quality": m.quality, "artifacts": by_name(&m.artifacts)})),
         "rescored_quality": rescored,
     })
 }

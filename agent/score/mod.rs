@@ -54,7 +54,8 @@ pub struct Score {
     /// Overall quality, 0 (unusable) .. 1 (perfect).
     pub quality: f32,
     pub classical_quality: f32,
-    pub model_quality: Option<f32>,
+    /// What the model said (quality and its own artifact values), if one is loaded.
+    pub model: Option<model::ModelOutput>,
     /// Per artifact, indexed by [`Artifact::index`].
     pub artifacts: [f32; Artifact::COUNT],
     /// Bit i set = `Artifact::ALL[i]` is a reason.
@@ -86,6 +87,11 @@ impl Score {
     /// The strongest reason, if any.
     pub fn primary_reason(&self) -> Option<Artifact> {
         self.reasons().next()
+    }
+
+    /// The model's overall quality, if a model is loaded.
+    pub fn model_quality(&self) -> Option<f32> {
+        self.model.map(|m| m.quality)
     }
 
     pub fn artifact(&self, a: Artifact) -> f32 {
@@ -196,6 +202,11 @@ impl Scorer {
         }
     }
 
+    /// The loaded model, if any.
+    pub fn model(&self) -> Option<&ModelRunner> {
+        self.model.as_ref()
+    }
+
     /// Start a new sharpness reference: a new procedure session or field of view, or
     /// (for stills) an image unrelated to the previous one.
     pub fn reset(&mut self) {
@@ -271,7 +282,7 @@ pub fn combine(
     Score {
         quality,
         classical_quality,
-        model_quality: model.map(|m| m.quality),
+        model,
         artifacts,
         reason_mask,
         measures,
