@@ -77,7 +77,7 @@ fn suggested_thresholds_separate_good_frames_from_defocused_ones() {
     println!("{stdout}");
     assert!(stdout.contains("measures.sharpness"), "{stdout}");
     assert!(
-        stdout.contains("[scoring]\nsharpness_good = ") || stdout.contains("sharpness_good = "),
+        stdout.contains("[scoring]\n") && stdout.contains("sharpness_good = "),
         "a TOML snippet: {stdout}"
     );
 
