@@ -89,6 +89,8 @@ pub struct Shared {
     /// What the on-screen overlay shows (when `display.enabled`).
     pub overlay: Option<Arc<crate::overlay::OverlayState>>,
     pub fov_locked: AtomicBool,
+    /// When the score thread last scored a frame ([`CaptureStats::stamp`]; 0 = never).
+    pub last_scored_ns: AtomicU64,
     /// `select.threshold_low` and `threshold_high`, for the overlay's colours.
     pub thresholds: (f32, f32),
     /// Frames forwarded (selected, and kept or annotated by an operator) since start.
@@ -110,15 +112,29 @@ pub struct Latest {
 }
 
 impl Shared {
-    /// Why `/readyz` says no. The model needs no check here: `run` fails before the HTTP
-    /// listener starts when the model cannot be loaded.
+    /// Why `/readyz` says no: readiness follows the whole hot path, capture *and* scoring.
+    /// The model needs no check here: `run` fails before the HTTP listener starts when the
+    /// model cannot be loaded. A frame that arrives but is not scored (the field of view
+    /// not located yet or refused, scoring failing) is not ready either: the agent is not
+    /// doing its job, whatever its source does.
     pub fn not_ready_reason(&self) -> Option<&'static str> {
+        const RECENT: Duration = Duration::from_secs(2);
         if !self.capture.up.load(Ordering::Relaxed) {
             return Some("source not running");
         }
         match self.capture.since_last_frame() {
-            Some(d) if d < Duration::from_secs(2) => None,
-            _ => Some("no frame in the last 2 s"),
+            Some(d) if d < RECENT => {}
+            _ => return Some("no frame in the last 2 s"),
+        }
+        match self
+            .capture
+            .since(self.last_scored_ns.load(Ordering::Relaxed))
+        {
+            Some(d) if d < RECENT => None,
+            _ if !self.fov_locked.load(Ordering::Relaxed) => Some(
+                "frames arrive but none was scored in the last 2 s: no field of view located (or it was refused)",
+            ),
+            _ => Some("frames arrive but none was scored in the last 2 s"),
         }
     }
 
@@ -296,6 +312,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
             crate::overlay::OverlayState::new(cfg.select.threshold_low, cfg.select.threshold_high)
         }),
         fov_locked: AtomicBool::new(false),
+        last_scored_ns: AtomicU64::new(0),
         thresholds: (cfg.select.threshold_low, cfg.select.threshold_high),
         selected: AtomicU64::new(0),
         sinks: cfg
@@ -819,6 +836,9 @@ fn score_loop(
             }
         };
         n += 1;
+        shared
+            .last_scored_ns
+            .store(shared.capture.stamp(), Ordering::Relaxed);
         if n == 1 {
             crate::notify::ready(&format!(
                 "scoring; first frame quality {:.2}",

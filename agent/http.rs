@@ -1,8 +1,8 @@
 //! The one HTTP listener. Bound to loopback by default (`http.listen`).
 //!
 //! Open to anyone who can connect:
-//! - `/metrics` (Prometheus), `/healthz` (the process answers), `/readyz` (model loaded and
-//!   the source delivering frames), `/api/status` (JSON summary, no images);
+//! - `/metrics` (Prometheus), `/healthz` (the process answers), `/readyz` (model loaded,
+//!   the source delivering frames and the scorer scoring them), `/api/status` (JSON summary, no images);
 //! - `/` — the web overlay page (static; it fetches everything else with the token).
 //!
 //! The operator API, which shows patient images and changes what is stored, needs

@@ -181,6 +181,12 @@ rect = [5000, 5000, 100, 100]
         m.value("endo_agent_fov_rejections_total{reason=\"outside_frame\"}"),
         1.0
     );
+    // Readiness follows scoring: frames arrive, none is scored, so not ready (the agent
+    // said 200 here before); the process itself is alive.
+    let (code, body) = agent.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("none was scored"), "{body}");
+    assert_eq!(agent.get("/healthz").0, 200);
     let log = agent.log_text();
     assert!(log.contains("does not overlap"), "{log}");
     assert!(!log.contains("panicked"), "{log}");

@@ -119,9 +119,20 @@ impl CaptureStats {
     fn epoch(&self) -> Instant {
         *self.epoch.get_or_init(Instant::now)
     }
+    /// Now, in nanoseconds since the epoch of `last_frame_ns` (never 0): for another stage
+    /// to stamp its own progress on the same clock.
+    pub fn stamp(&self) -> u64 {
+        self.epoch().elapsed().as_nanos().max(1) as u64
+    }
+
     /// Time since the last frame, if any frame arrived.
     pub fn since_last_frame(&self) -> Option<Duration> {
-        match self.last_frame_ns.load(Ordering::Relaxed) {
+        self.since(self.last_frame_ns.load(Ordering::Relaxed))
+    }
+
+    /// Time since `stamp` (a value of [`CaptureStats::stamp`]; 0 = never).
+    pub fn since(&self, stamp: u64) -> Option<Duration> {
+        match stamp {
             0 => None,
             ns => Some(
                 self.epoch()
