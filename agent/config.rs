@@ -319,6 +319,13 @@ pub struct ScoringConfig {
     pub specular_fraction: [f32; 2],
     /// Mean Cb − mean Cr (blue over red cast) at which outside = 0 / = 1.
     pub outside_cast: [f32; 2],
+    /// Estimated noise σ (luma code values, flattest blocks) at which noise = 0 / = 1.
+    pub noise_sigma: [f32; 2],
+    /// 8-pixel block-grid strength (compression) at which noise = 0 / = 1.
+    pub blockiness: [f32; 2],
+    /// quality = classical × model ^ model_weight (0..1; 1 = plain product, 0 = ignore
+    /// the model's quality; its artifacts still count as reasons).
+    pub model_weight: f32,
     /// An artifact at or above this value is a reason code in the record.
     pub reason_threshold: f32,
     /// Row step of the sharpness measure (1 = every row, 2 = every other row).
@@ -348,6 +355,9 @@ impl Default for ScoringConfig {
             overexposed_mean_luma: [150.0, 200.0],
             specular_fraction: [0.01, 0.03],
             outside_cast: [0.0, 12.0],
+            noise_sigma: [4.0, 16.0],
+            blockiness: [1.5, 8.0],
+            model_weight: 0.5,
             reason_threshold: 0.5,
             sharpness_row_step: 2,
             relative_sharpness: [0.65, 0.85],
@@ -878,16 +888,22 @@ impl Config {
             );
         }
         let sc = &self.scoring;
-        if sc.sharpness_bad >= sc.sharpness_good {
+        if !(sc.sharpness_bad.is_finite()
+            && sc.sharpness_good.is_finite()
+            && sc.sharpness_bad < sc.sharpness_good)
+        {
             return bad(
                 "scoring.sharpness_bad",
-                "must be below scoring.sharpness_good".into(),
+                "must be finite and below scoring.sharpness_good".into(),
             );
         }
-        if sc.isotropy_bad >= sc.isotropy_good {
+        if !(sc.isotropy_bad.is_finite()
+            && sc.isotropy_good.is_finite()
+            && sc.isotropy_bad < sc.isotropy_good)
+        {
             return bad(
                 "scoring.isotropy_bad",
-                "must be below scoring.isotropy_good".into(),
+                "must be finite and below scoring.isotropy_good".into(),
             );
         }
         for (key, [a, b]) in [
@@ -898,13 +914,18 @@ impl Config {
             ("scoring.relative_sharpness", sc.relative_sharpness),
             ("scoring.dark_mean_luma", sc.dark_mean_luma),
             ("scoring.overexposed_mean_luma", sc.overexposed_mean_luma),
+            ("scoring.noise_sigma", sc.noise_sigma),
+            ("scoring.blockiness", sc.blockiness),
         ] {
-            if a >= b {
+            if !(a.is_finite() && b.is_finite() && a < b) {
                 return bad(
                     key,
-                    format!("[{a}, {b}]: the first value must be below the second"),
+                    format!("[{a}, {b}]: two finite numbers, the first below the second"),
                 );
             }
+        }
+        if !(0.0..=1.0).contains(&sc.model_weight) {
+            return bad("scoring.model_weight", "must be within 0..1".into());
         }
         if !(0.0..=1.0).contains(&sc.reason_threshold) {
             return bad("scoring.reason_threshold", "must be within 0..1".into());
@@ -1224,6 +1245,25 @@ mod tests {
     fn relative_paths_resolve_against_the_config_dir() {
         let c = parse("[model]\npath = \"m.onnx\"\n").unwrap();
         assert_eq!(c.model.path, PathBuf::from("/etc/endo-agent/m.onnx"));
+    }
+
+    #[test]
+    fn non_finite_scoring_values_are_refused_naming_the_key() {
+        // Issue 12 item 6: NaN compared false with everything and passed check-config.
+        for (text, key) in [
+            (
+                "[scoring]\nnoise_sigma = [nan, 16.0]\n",
+                "scoring.noise_sigma",
+            ),
+            ("[scoring]\nblockiness = [1.5, inf]\n", "scoring.blockiness"),
+            ("[scoring]\nsharpness_good = nan\n", "scoring.sharpness_bad"),
+            ("[scoring]\nisotropy_bad = -inf\n", "scoring.isotropy_bad"),
+            ("[scoring]\nmodel_weight = nan\n", "scoring.model_weight"),
+            ("[scoring]\nmodel_weight = 1.5\n", "scoring.model_weight"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -143,6 +143,8 @@ pub const EXPOSURE: &[Rule] = &[
     Rule { key: "scoring.clipped_fraction", series: "measures.clipped_fraction", frames: Frames::All, how: How::RaiseIfTypical { pct: 75.0, max: 1.0 } },
     Rule { key: "scoring.specular_fraction", series: "measures.specular_fraction", frames: Frames::All, how: How::RaiseIfTypical { pct: 75.0, max: 1.0 } },
     Rule { key: "scoring.outside_cast", series: "measures.cast", frames: Frames::All, how: How::RaiseIfTypical { pct: 75.0, max: 255.0 } },
+    Rule { key: "scoring.noise_sigma", series: "measures.noise_sigma", frames: Frames::All, how: How::RaiseIfTypical { pct: 75.0, max: 255.0 } },
+    Rule { key: "scoring.blockiness", series: "measures.blockiness", frames: Frames::All, how: How::RaiseIfTypical { pct: 75.0, max: 100.0 } },
 ];
 
 /// The factors put the 1080p phantom's sharp frames (sharpness p90 ≈ 0.72, isotropy p90

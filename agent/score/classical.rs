@@ -23,6 +23,18 @@
 //!   scaled by (1 − overexposed): a frame clipped over a large area is over-exposed.
 //! * **cast** = mean Cb − mean Cr: mucosa is red-dominant (negative), a scope outside the
 //!   body sees the room's blue-white light (positive).
+//! * **noise σ**: the inner region is cut into a 12 × 12 grid of blocks; in each, the mean
+//!   square of the Laplacian-difference mask [1 −2 1; −2 4 −2; 1 −2 1] over 36 (the mask
+//!   passes nothing of a locally linear image and 36 σ² of white noise; Immerkær 1996).
+//!   Texture raises it too, so the estimate is the 10th percentile over the blocks that are
+//!   neither dark nor clipped: the flattest parts of the view, where only noise is left.
+//!   In code values of luma.
+//! * **blockiness**: mean absolute luma step between neighbouring pixels, binned by the
+//!   position modulo 8 (columns for horizontal steps, rows for vertical ones); the largest
+//!   bin over the median bin, averaged over the two directions. JPEG/MJPEG quantises 8 × 8
+//!   blocks independently, so their boundaries step more than their insides; a frame with
+//!   no 8-pixel grid reads ≈ 1. Phase-free, so the crop's offset does not matter.
+//!   noise = the larger of the two ramps: both are texture that is not the mucosa's.
 //!
 //! Each measure maps to an artifact value in 0..1 by a linear ramp between two configured
 //! points (`scoring.*` in the config).
@@ -42,6 +54,10 @@ pub struct Measures {
     pub clipped_fraction: f32,
     pub specular_fraction: f32,
     pub cast: f32,
+    /// Estimated sensor noise σ in luma code values (flattest blocks).
+    pub noise_sigma: f32,
+    /// 8-pixel block-grid strength (≈ 1: none; JPEG at low quality: 3 and more).
+    pub blockiness: f32,
     /// The session's sharpness reference this frame was judged against (0: none yet).
     pub sharpness_reference: f32,
 }
@@ -61,7 +77,115 @@ pub fn measure(crop: &I420View, fov: &Fov, cfg: &ScoringConfig) -> Measures {
         ..Measures::default()
     };
     exposure(crop, fov, cfg.dark_level, cfg.clip_level, &mut m);
+    m.noise_sigma = noise_sigma(crop, fov);
+    m.blockiness = blockiness(crop, fov);
     m
+}
+
+/// Blocks per axis of the noise estimate's grid.
+const NOISE_GRID: usize = 12;
+
+/// Noise σ (see the module header): every second pixel of every second row of the inner
+/// region, no allocation.
+fn noise_sigma(crop: &I420View, fov: &Fov) -> f32 {
+    let inner = fov.inner();
+    if inner.width < 2 * NOISE_GRID as u32 || inner.height < 2 * NOISE_GRID as u32 {
+        return 0.0;
+    }
+    let (x0, x1) = (inner.x as usize + 1, inner.right() as usize - 1);
+    let (y0, y1) = (inner.y + 1, inner.bottom() - 1);
+    let (bw, bh) = ((x1 - x0) as u64, (y1 - y0) as u64);
+    let mut energy = [0u64; NOISE_GRID * NOISE_GRID];
+    let mut luma = [0u64; NOISE_GRID * NOISE_GRID];
+    let mut count = [0u32; NOISE_GRID * NOISE_GRID];
+    let mut r = y0;
+    while r < y1 {
+        let (a, b, c) = (crop.y_row(r - 1), crop.y_row(r), crop.y_row(r + 1));
+        let by = ((r - y0) as u64 * NOISE_GRID as u64 / bh) as usize * NOISE_GRID;
+        let mut x = x0;
+        while x < x1 {
+            let p = |row: &[u8], k: usize| row[k] as i32;
+            let resp = p(a, x - 1) - 2 * p(a, x) + p(a, x + 1) - 2 * p(b, x - 1) + 4 * p(b, x)
+                - 2 * p(b, x + 1)
+                + p(c, x - 1)
+                - 2 * p(c, x)
+                + p(c, x + 1);
+            let i = by + ((x - x0) as u64 * NOISE_GRID as u64 / bw) as usize;
+            energy[i] += (resp * resp) as u64;
+            luma[i] += b[x] as u64;
+            count[i] += 1;
+            x += 2;
+        }
+        r += 2;
+    }
+    let mut v = [0f32; NOISE_GRID * NOISE_GRID];
+    let mut n = 0;
+    for i in 0..v.len() {
+        if count[i] == 0 {
+            continue;
+        }
+        let mean = luma[i] as f32 / count[i] as f32;
+        // Dark and clipped blocks hide noise (clipping flattens it): not flat mucosa.
+        if (24.0..230.0).contains(&mean) {
+            v[n] = energy[i] as f32 / count[i] as f32 / 36.0;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    let k = (n - 1) / 10;
+    let (_, x, _) = v[..n].select_nth_unstable_by(k, f32::total_cmp);
+    x.sqrt()
+}
+
+/// Block-grid strength (see the module header) over the inner region: every third row,
+/// horizontal steps at every column, vertical steps at every second column.
+fn blockiness(crop: &I420View, fov: &Fov) -> f32 {
+    let inner = fov.inner();
+    if inner.width < 32 || inner.height < 32 {
+        return 1.0;
+    }
+    let (x0, x1) = (inner.x as usize, inner.right() as usize - 1);
+    let mut h = [0u64; 8];
+    let mut v = [0u64; 8];
+    let (mut nh, mut nv) = ([0u64; 8], [0u64; 8]);
+    // Every third row: 3 and 8 are coprime, so every row phase is sampled.
+    let mut r = inner.y;
+    while r + 1 < inner.bottom() {
+        let (row, next) = (crop.y_row(r), crop.y_row(r + 1));
+        for x in x0..x1 {
+            h[x % 8] += (row[x + 1] as i32 - row[x] as i32).unsigned_abs() as u64;
+            nh[x % 8] += 1;
+        }
+        let phase = r as usize % 8;
+        let mut x = x0;
+        while x < x1 {
+            v[phase] += (next[x] as i32 - row[x] as i32).unsigned_abs() as u64;
+            nv[phase] += 1;
+            x += 2;
+        }
+        r += 3;
+    }
+    let strength = |sum: &[u64; 8], n: &[u64; 8]| -> Option<f32> {
+        let mut m = [0f32; 8];
+        for k in 0..8 {
+            if n[k] == 0 {
+                return None;
+            }
+            m[k] = sum[k] as f32 / n[k] as f32;
+        }
+        m.sort_by(f32::total_cmp);
+        let median = 0.5 * (m[3] + m[4]);
+        // A flat view (or a clipped one) has no steps to compare; blocks flattened inside
+        // (the extreme of quantisation) step only at their boundaries.
+        (m[7] >= 0.5).then(|| m[7] / median.max(0.25))
+    };
+    match (strength(&h, &nh), strength(&v, &nv)) {
+        (Some(a), Some(b)) => 0.5 * (a + b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => 1.0,
+    }
 }
 
 /// Sharpness and isotropy (see the module header) over the inner region.
@@ -215,6 +339,8 @@ pub fn artifacts(
         cfg.specular_fraction[1],
     ) * (1.0 - over);
     a[Artifact::Outside.index()] = ramp(m.cast, cfg.outside_cast[0], cfg.outside_cast[1]);
+    a[Artifact::Noise.index()] = ramp(m.noise_sigma, cfg.noise_sigma[0], cfg.noise_sigma[1])
+        .max(ramp(m.blockiness, cfg.blockiness[0], cfg.blockiness[1]));
     // Focus is only judged on a well-exposed view of mucosa: glare blobs, a washed-out or
     // dark frame, or the room outside have no texture to be sharp with.
     let mut defocus = 1.0 - ramp(m.sharpness, cfg.sharpness_bad, cfg.sharpness_good);
@@ -287,6 +413,93 @@ mod tests {
         let a = measure(&smooth.view(), &f, &cfg(1)).sharpness;
         let b = measure(&noisy.view(), &f, &cfg(1)).sharpness;
         assert!(a < 0.45 && b < 0.45, "smooth {a}, smooth + noise {b}");
+    }
+
+    /// A smooth luma pattern (nothing at the pixel scale) plus white noise of σ `sigma`.
+    fn smooth_plus_noise(w: u32, h: u32, sigma: f32) -> I420Image {
+        let mut img = I420Image::new(w, h);
+        let mut state = 987_654_321u32;
+        let mut gauss = || {
+            // Sum of 12 uniforms − 6: mean 0, σ 1.
+            (0..12)
+                .map(|_| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (state >> 8) as f32 / (1u32 << 24) as f32
+                })
+                .sum::<f32>()
+                - 6.0
+        };
+        for y in 0..h {
+            for x in 0..w {
+                let v = 120.0 + 30.0 * ((x as f32 / 23.0).sin() * (y as f32 / 31.0).cos());
+                img.y[(y * w + x) as usize] = (v + sigma * gauss()).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        img
+    }
+
+    #[test]
+    fn noise_sigma_tracks_added_noise_and_not_smooth_texture() {
+        let f = fov(320, 320);
+        let clean = measure(&smooth_plus_noise(320, 320, 0.0).view(), &f, &cfg(1));
+        assert!(clean.noise_sigma < 1.0, "{clean:?}");
+        for sigma in [4.0f32, 8.0, 16.0] {
+            let m = measure(&smooth_plus_noise(320, 320, sigma).view(), &f, &cfg(1));
+            assert!(
+                (m.noise_sigma - sigma).abs() < 0.2 * sigma,
+                "σ {sigma}: estimated {}",
+                m.noise_sigma
+            );
+            assert!(m.blockiness < 1.2, "noise is not a block grid: {m:?}");
+        }
+        let noisy = measure(&smooth_plus_noise(320, 320, 16.0).view(), &f, &cfg(1));
+        let a = artifacts(&noisy, &ScoringConfig::default(), None);
+        assert!(a[Artifact::Noise.index()] > 0.8, "{a:?}");
+        assert_eq!(
+            artifacts(&clean, &ScoringConfig::default(), None)[Artifact::Noise.index()],
+            0.0
+        );
+    }
+
+    #[test]
+    fn an_8_pixel_block_grid_reads_as_compression_whatever_its_offset() {
+        let base = smooth_plus_noise(320, 320, 2.0);
+        for offset in [0u32, 3, 5] {
+            // Each 8×8 block (grid shifted by `offset`) flattened to its mean: the extreme
+            // of JPEG quantisation.
+            let mut blocky = base.clone();
+            for by in 0..41u32 {
+                for bx in 0..41u32 {
+                    let xs: Vec<u32> = (0..8)
+                        .map(|k| (bx * 8 + k).wrapping_sub(offset))
+                        .filter(|&x| x < 320)
+                        .collect();
+                    let ys: Vec<u32> = (0..8)
+                        .map(|k| (by * 8 + k).wrapping_sub(offset))
+                        .filter(|&y| y < 320)
+                        .collect();
+                    if xs.is_empty() || ys.is_empty() {
+                        continue;
+                    }
+                    let n = (xs.len() * ys.len()) as u32;
+                    let sum: u32 = ys
+                        .iter()
+                        .flat_map(|&y| xs.iter().map(move |&x| (x, y)))
+                        .map(|(x, y)| base.y[(y * 320 + x) as usize] as u32)
+                        .sum();
+                    for &y in &ys {
+                        for &x in &xs {
+                            blocky.y[(y * 320 + x) as usize] = (sum / n) as u8;
+                        }
+                    }
+                }
+            }
+            let f = fov(320, 320);
+            let clean = measure(&base.view(), &f, &cfg(1)).blockiness;
+            let b = measure(&blocky.view(), &f, &cfg(1)).blockiness;
+            assert!(clean < 1.15, "no grid: {clean}");
+            assert!(b > 3.0, "offset {offset}: {b}");
+        }
     }
 
     #[test]

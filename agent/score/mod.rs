@@ -10,9 +10,13 @@
 //!   best, [`SharpnessReference`]) and firm where it is physics (dark, clipped, specular
 //!   pixel shares).
 //! * The model ([`model`]) gives `model_quality` and its own artifact values.
-//! * `quality = model_quality × classical_quality`: both judges rank, neither gates alone.
-//!   A frame both judge slightly worse ranks below one either judges slightly worse, and
-//!   a frame either judge calls unusable (≈ 0) is unusable. Each artifact value is the
+//! * `quality = classical_quality × model_quality ^ scoring.model_weight` (a weighted
+//!   geometric mean; weight 0.5 by default, 1 = the plain product, 0 = classical only):
+//!   both judges rank, neither gates alone. A frame both judge slightly worse ranks below
+//!   one either judges slightly worse, and a frame either judge calls unusable (≈ 0) is
+//!   unusable; but the model, which has seen far less real content than the measures
+//!   were checked on, needs a lower score than the measures to fail a frame by itself
+//!   (model 0.36 for `threshold_high` 0.6 at weight 0.5). Each artifact value is the
 //!   maximum of the two sources.
 //! * Every artifact at or above `scoring.reason_threshold` is a reason code; reasons are
 //!   ordered by value, the first is the primary reason shown to the operator.
@@ -268,7 +272,7 @@ pub fn combine(
     let mut artifacts = classical;
     let mut quality = classical_quality;
     if let Some(m) = model {
-        quality *= m.quality;
+        quality *= m.quality.clamp(0.0, 1.0).powf(cfg.model_weight);
         for (a, b) in artifacts.iter_mut().zip(m.artifacts) {
             *a = a.max(b);
         }
@@ -313,12 +317,51 @@ mod tests {
             0,
         );
         assert!((s.classical_quality - 0.4).abs() < 1e-6);
-        assert!((s.quality - 0.08).abs() < 1e-6, "{}", s.quality);
+        let expected = 0.4 * 0.2f32.powf(cfg.model_weight);
+        assert!((s.quality - expected).abs() < 1e-6, "{}", s.quality);
         assert_eq!(
             s.reasons().collect::<Vec<_>>(),
             vec![Artifact::Blur, Artifact::Dark]
         );
         assert_eq!(s.primary_reason(), Some(Artifact::Blur));
+    }
+
+    #[test]
+    fn the_model_weight_sets_how_far_the_model_alone_can_lower_a_frame() {
+        let at = |w: f32, model: f32| {
+            let cfg = ScoringConfig {
+                model_weight: w,
+                ..ScoringConfig::default()
+            };
+            let out = ModelOutput {
+                quality: model,
+                artifacts: [0.0; Artifact::COUNT],
+            };
+            combine(
+                &cfg,
+                Measures::default(),
+                [0.0; Artifact::COUNT],
+                Some(out),
+                0,
+            )
+            .quality
+        };
+        assert!(
+            (at(1.0, 0.36) - 0.36).abs() < 1e-6,
+            "weight 1: the plain product"
+        );
+        assert!(
+            (at(0.5, 0.36) - 0.6).abs() < 1e-6,
+            "weight 0.5: the square root"
+        );
+        assert_eq!(at(0.0, 0.01), 1.0, "weight 0: classical only");
+        assert_eq!(
+            at(0.5, 0.0),
+            0.0,
+            "a frame the model calls unusable stays unusable"
+        );
+        // Ranking is the model's at every weight.
+        assert!(at(0.5, 0.5) > at(0.5, 0.4));
     }
 
     #[test]
