@@ -10,10 +10,19 @@ use endo_agent::score::model::ModelRunner;
 use endo_agent::score::Scorer;
 use std::path::Path;
 
-fn model() -> ModelRunner {
-    ModelRunner::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx"))
-        .unwrap()
+/// `models/<file>`: the hand-weighted reference model (`quality-ref.onnx`) or the shipped
+/// one (`quality-int8.onnx`).
+fn model(file: &str) -> ModelRunner {
+    ModelRunner::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(file),
+    )
+    .unwrap()
 }
+
+const REFERENCE: &str = "quality-ref.onnx";
+const SHIPPED: &str = "quality-int8.onnx";
 
 struct SegmentResult {
     name: String,
@@ -25,7 +34,13 @@ struct SegmentResult {
     isotropy: Vec<f32>,
 }
 
-fn evaluate(width: u32, height: u32, schedule: &str, step: u64) -> Vec<SegmentResult> {
+fn evaluate(
+    width: u32,
+    height: u32,
+    schedule: &str,
+    step: u64,
+    model_file: &str,
+) -> Vec<SegmentResult> {
     let phantom = Phantom::new(PhantomConfig {
         width,
         height,
@@ -49,7 +64,7 @@ fn evaluate(width: u32, height: u32, schedule: &str, step: u64) -> Vec<SegmentRe
         "locked FOV {:?} lies inside the true one {truth:?}",
         fov.rect
     );
-    let mut scorer = Scorer::new(cfg.scoring.clone(), Some(model()));
+    let mut scorer = Scorer::new(cfg.scoring.clone(), Some(model(model_file)));
     let threshold = cfg.select.threshold_high;
     let mut out = Vec::new();
     for (si, seg) in phantom.config().schedule.segments.iter().enumerate() {
@@ -98,7 +113,7 @@ fn evaluate(width: u32, height: u32, schedule: &str, step: u64) -> Vec<SegmentRe
             .iter()
             .fold((9f32, 0f32), |(a, b), &q| (a.min(q), b.max(q)));
         eprintln!(
-            "{width}x{height} {:<42} expected {:<12} right {:>3}/{:<3} quality {qmin:.2}..{qmax:.2} sharpness {smin:.3}..{smax:.3} isotropy {imin:.3}..{imax:.3}",
+            "{model_file} {width}x{height} {:<42} expected {:<12} right {:>3}/{:<3} quality {qmin:.2}..{qmax:.2} sharpness {smin:.3}..{smax:.3} isotropy {imin:.3}..{imax:.3}",
             r.name,
             r.expected.unwrap_or("good"),
             r.right,
@@ -124,17 +139,32 @@ fn assert_all_right(results: &[SegmentResult]) {
 #[test]
 fn every_degradation_of_the_demo_schedule_is_recognised_at_1080p() {
     let schedule = Schedule::default().to_string();
-    assert_all_right(&evaluate(1920, 1080, &schedule, 3));
+    assert_all_right(&evaluate(1920, 1080, &schedule, 3, REFERENCE));
 }
 
 #[test]
 fn mild_defocus_is_caught_at_native_resolution() {
-    let r = evaluate(1920, 1080, "good 1s; defocus 1s sigma=1.5; good 1s; defocus 1s sigma=1.0; good 1s; motion 1s len=12 angle=90", 3);
+    let r = evaluate(1920, 1080, MILD, 3, REFERENCE);
     assert_all_right(&r);
+}
+
+const MILD: &str = "good 1s; defocus 1s sigma=1.5; good 1s; defocus 1s sigma=1.0; good 1s; motion 1s len=12 angle=90";
+
+/// In a stream the session's sharpness reference catches mild defocus whatever the model
+/// says; in stills (no reference) it is the model's catch alone, and with
+/// `scoring.model_weight` 0.5 the shipped model misses part of it there (docs/scoring.md).
+/// Not caught yet: σ = 1.0 px at 720p. Its sharpness is 0.84 of the session's reference,
+/// where the relative ramp (0.65–0.85) has barely begun, and the shipped model rates it
+/// 0.4–0.7, so its quality stays at 0.65–0.82.
+#[test]
+fn the_shipped_model_in_a_stream_catches_mild_defocus_at_1080p_and_720p() {
+    assert_all_right(&evaluate(1920, 1080, MILD, 3, SHIPPED));
+    let mild_720 = "good 1s; defocus 1s sigma=1.5; good 1s; motion 1s len=12 angle=90";
+    assert_all_right(&evaluate(1280, 720, mild_720, 3, SHIPPED));
 }
 
 #[test]
 fn degradations_are_recognised_at_720p_and_with_an_octagonal_field() {
     let phantom_cfg = "good 2s; motion 1s len=24 angle=0; good 2s; defocus 1s sigma=2; good 2s; dark 1s gain=0.3; good 2s; glare 1s area=0.05; good 2s; outside 1s";
-    assert_all_right(&evaluate(1280, 720, phantom_cfg, 4));
+    assert_all_right(&evaluate(1280, 720, phantom_cfg, 4, REFERENCE));
 }

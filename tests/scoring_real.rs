@@ -1,20 +1,20 @@
 //! The agent's own scorer (classical measures + the shipped int8 model, the defaults) on a
 //! small committed subset of the real-image test split (models/realset/subset/: real
 //! photographs composed into endoscope frames by models/realset/make.py, never seen in
-//! tuning). Each composition is scored clean and degraded, with its true field of view
-//! fixed as a live stream locks it. What holds today, and is asserted:
+//! training or tuning). Each composition is scored clean and degraded, with its true field
+//! of view fixed as a live stream locks it. What holds today, and is asserted:
 //!
-//! * no clearly bad frame (severity ≥ 0.6) of a degradation the scorer knows — defocus,
-//!   motion, dark, over-exposure, glare, outside — passes `select.threshold_high`;
-//! * clean frames rank above those variants in ≥ 80 % of pairs;
+//! * no clearly bad frame (severity ≥ 0.6) passes `select.threshold_high`, whatever the
+//!   degradation — defocus, motion, dark, over-exposure, glare, sensor noise, JPEG,
+//!   outside (noise and JPEG since the classical noise/blockiness measures and model 2.0.0);
+//! * clean frames rank above their degraded variants in ≥ 85 % of pairs;
 //! * at least half the clean frames pass `select.threshold_high`.
 //!
 //! **Not working yet** (docs/scoring.md, "Real-image evaluation"; printed below, not
-//! asserted): the shipped model, trained on the phantom only, rates sensor noise as
-//! better than clean and misses JPEG artefacts, and passes only about half of the clean
-//! real frames. The targets (pairwise ≥ 0.95, ≥ 90 % of clean frames passing)
-//! become this test's assertions when a model retrained on the real-image train split
-//! ships.
+//! asserted): on the full test split 12 of 18 clean frames pass (the target is
+//! ≥ 90 %) and the pairwise figure is 0.934 (target 0.95). Here the clean Kleiber-0 frame
+//! fails: its texture reads sharpness 0.41, at the edge of the absolute ramp, and the
+//! model rates it 0.22 — both judge this smooth texture as slightly defocused.
 //!
 //! The full evaluation (all 684 test frames, every scorer side by side) is
 //! `models/realset/evaluate.py`.
@@ -107,7 +107,6 @@ fn real_frames_clearly_degraded_in_a_known_way_are_rejected_and_rank_below_clean
         );
         quality.insert(f.file.clone(), s.quality);
     }
-    const KNOWN: [&str; 6] = ["defocus", "motion", "dark", "over", "glare", "outside"];
     let mut pairs = (0usize, 0usize);
     let mut failures = Vec::new();
     let mut not_yet = Vec::new();
@@ -125,11 +124,11 @@ fn real_frames_clearly_degraded_in_a_known_way_are_rejected_and_rank_below_clean
             .filter(|v| v.group == clean.group && v.kind != "clean")
         {
             let qv = quality[&v.file];
-            if !KNOWN.contains(&v.kind.as_str()) {
-                if qv >= qc || (v.clearly_bad && qv >= threshold) {
-                    not_yet.push(format!("{} scored {qv:.3} (clean {qc:.3})", v.file));
-                }
-                continue;
+            if qv >= qc {
+                not_yet.push(format!(
+                    "{} scored {qv:.3} >= its clean frame {qc:.3}",
+                    v.file
+                ));
             }
             pairs.0 += 1;
             pairs.1 += (qc > qv) as usize;
@@ -144,7 +143,7 @@ fn real_frames_clearly_degraded_in_a_known_way_are_rejected_and_rank_below_clean
     eprintln!("not working yet:\n  {}", not_yet.join("\n  "));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(
-        pairs.1 as f32 >= 0.8 * pairs.0 as f32,
+        pairs.1 as f32 >= 0.85 * pairs.0 as f32,
         "clean above its variant in only {}/{} pairs",
         pairs.1,
         pairs.0

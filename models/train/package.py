@@ -52,7 +52,8 @@ def main():
     i8 = os.path.join(models, "quality-int8.onnx")
     shutil.copy(os.path.join(out, "quality.onnx"), f32)
     shutil.copy(os.path.join(out, "quality-int8.onnx"), i8)
-    card = "Trained on procedural phantom frames (models/train, model card models/README.md)"
+    card = ("Trained on procedural phantom frames and real photographs composed into endoscope frames "
+            "(models/realset train split; models/train, model card models/README.md)")
     manifest(f32, version, "f32", card + "; float32 parent of quality-int8.onnx.")
     manifest(i8, version, "int8-weight-only",
              card + "; int8 weights (per-channel symmetric, DequantizeLinear on the initializers), float32 activations.")
