@@ -357,7 +357,7 @@ fn score(
     }
     if !json {
         println!(
-            "{:<40} {:>7} {:>7} {:>7}  {:<12} blur  dark  over  glare outside",
+            "{:<40} {:>7} {:>7} {:>7}  {:<12} blur  dark  over  glare outside noise",
             "image", "quality", "classic", "model", "reason"
         );
     }
@@ -377,7 +377,7 @@ fn score(
         } else {
             let a = s.artifacts;
             println!(
-                "{:<40} {:>7.3} {:>7.3} {:>7}  {:<12} {:.2}  {:.2}  {:.2}  {:.2}  {:.2}",
+                "{:<40} {:>7.3} {:>7.3} {:>7}  {:<12} {:.2}  {:.2}  {:.2}  {:.2}  {:.2}    {:.2}",
                 path.display().to_string(),
                 s.quality,
                 s.classical_quality,
@@ -389,7 +389,8 @@ fn score(
                 a[1],
                 a[2],
                 a[3],
-                a[4]
+                a[4],
+                a[5]
             );
         }
     }
