@@ -13,7 +13,8 @@
 //!    (the 90th percentile), with factors that reproduce the shipped defaults on the
 //!    phantom the defaults were tuned on.
 //! 3. [`SELECT`] over all scored frames, on the quality the agent would give them with the
-//!    suggested `[scoring]` keys: `threshold_high` passes the stated share of frames,
+//!    suggested `[scoring]` keys: `threshold_high` is 0.9 × the quality the stated share
+//!    of frames reaches (so at least that share passes),
 //!    `threshold_low` keeps the current low/high ratio (the hysteresis).
 
 use serde::Serialize;
@@ -120,8 +121,11 @@ pub enum How {
     /// A `[lo, hi]` ramp: unchanged unless the `pct` percentile reaches `lo`; then
     /// `lo` = that percentile and `hi` = `lo` + the current spread, both at most `max`.
     RaiseIfTypical { pct: f32, max: f32 },
-    /// The value at or above which `Params::pass_share` of the frames lie.
-    PassShare,
+    /// `margin` × the value at or above which `Params::pass_share` of the frames lie: at
+    /// least that share passes, and frames a little worse than the typical one are not
+    /// cut (good frames' qualities cluster tightly near 1, so the percentile alone sits
+    /// inside the cluster and fails half of it).
+    PassShare { margin: f32 },
     /// The suggested value of key `of` × (this key's current value / `of`'s current value).
     KeepRatio { of: &'static str },
 }
@@ -162,7 +166,7 @@ pub const FOCUS: &[Rule] = &[
 
 #[rustfmt::skip]
 pub const SELECT: &[Rule] = &[
-    Rule { key: "select.threshold_high", series: "quality", frames: Frames::Rescored, how: How::PassShare },
+    Rule { key: "select.threshold_high", series: "quality", frames: Frames::Rescored, how: How::PassShare { margin: 0.9 } },
     Rule { key: "select.threshold_low", series: "quality", frames: Frames::Rescored, how: How::KeepRatio { of: "select.threshold_high" } },
 ];
 
@@ -229,11 +233,14 @@ pub fn suggest(rules: &[Rule], dists: &Dists, current: &Value, params: &Params) 
                     )
                 }
             }
-            How::PassShare => {
-                let v = at(100.0 * (1.0 - params.pass_share));
+            How::PassShare { margin } => {
+                let v = margin * at(100.0 * (1.0 - params.pass_share));
                 (
                     Value::from(round(v, 3)),
-                    format!("{:.0} % of frames at or above", params.pass_share * 100.0),
+                    format!(
+                        "{margin} × the value {:.0} % of frames reach",
+                        params.pass_share * 100.0
+                    ),
                 )
             }
             How::KeepRatio { of } => {
@@ -407,8 +414,24 @@ mod tests {
         let d = dists("quality", Frames::Rescored, q.clone());
         let s = suggest(SELECT, &d, &current(), &Params { pass_share: 0.7 });
         let high = s[0].suggested.as_f64().unwrap() as f32;
-        let passed = Distribution::new(q).share_at_or_above(high);
-        assert!((passed - 0.7).abs() <= 0.011, "{passed}");
+        assert!((high - 0.9 * 0.3).abs() <= 0.011, "{high}");
+        let passed = Distribution::new(q.clone()).share_at_or_above(high);
+        assert!((0.7..=0.75).contains(&passed), "{passed}");
+        // Good frames clustered just under 1 (the usual case): the whole cluster passes.
+        let mut tight: Vec<f32> = (0..75).map(|i| 0.990 + 0.0001 * i as f32).collect();
+        tight.extend(vec![0.0; 25]);
+        let t = suggest(
+            SELECT,
+            &dists("quality", Frames::Rescored, tight.clone()),
+            &current(),
+            &Params { pass_share: 0.7 },
+        );
+        let cut = t[0].suggested.as_f64().unwrap() as f32;
+        assert_eq!(
+            Distribution::new(tight).share_at_or_above(cut),
+            0.75,
+            "{cut}"
+        );
         let low = s[1].suggested.as_f64().unwrap() as f32;
         assert!((low - high * 0.5 / 0.6).abs() < 1e-3);
         let mut cfg = current();
