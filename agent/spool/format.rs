@@ -48,6 +48,14 @@ pub enum FormatError {
     Checksum { stored: u32, computed: u32 },
     #[error("malformed body: {0}")]
     Body(&'static str),
+    /// Recovery only: an entry with a spool name that is not a regular file (a directory,
+    /// a socket): never ours.
+    #[error("not a regular file")]
+    NotAFile,
+    /// Recovery only: a record file whose name is not one this spool writes
+    /// (`{id:020}.rec` with the id in range), so its id cannot be trusted.
+    #[error("not a spool record name (the id must be 20 digits, at most {max})", max = crate::spool::MAX_ID)]
+    Name,
 }
 
 impl FormatError {
@@ -58,6 +66,8 @@ impl FormatError {
             FormatError::Truncated { .. } => "truncated",
             FormatError::Checksum { .. } => "checksum",
             FormatError::Body(_) => "body",
+            FormatError::NotAFile => "not_a_file",
+            FormatError::Name => "name",
         }
     }
 }

@@ -19,8 +19,12 @@
 //!
 //! `.tmp` files are torn writes: deleted and counted. A `.rec` that fails to decode
 //! (truncated, bad magic, checksum mismatch) is moved to `{dir}/corrupt/` (kept for
-//! inspection, never sent) and counted with its reason. Every other record is pending
-//! for each sink without a marker, oldest first. Ids continue after the largest seen.
+//! inspection, never sent) and counted with its reason; so is anything named like a
+//! record or a temporary file that is not a regular file (a directory), and a record
+//! whose name is not exactly `{id:020}.rec` with the id at most [`MAX_ID`] (such an id
+//! cannot be ours, and trusting it could make the next id wrap onto a pending record).
+//! Every other record is pending for each sink without a marker, oldest first. Ids
+//! continue after the largest seen.
 //!
 //! # Bounds
 //!
@@ -41,6 +45,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use format::{FormatError, SpoolRecord};
+
+/// The largest record id the spool accepts from disk: half the u64 range, so that ids
+/// never wrap (at a million frames a second that is 290 000 years of ids).
+pub const MAX_ID: u64 = u64::MAX / 2;
+
+/// The id of a record file name this spool writes (`{id:020}.rec`), if it is one.
+fn record_id(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".rec")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok().filter(|id| *id <= MAX_ID)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,20 +152,33 @@ impl Spool {
         let mut entries = BTreeMap::new();
         let mut acks = Vec::new();
         let mut bytes = 0;
+        let quarantine = |path: &Path, name: &str| -> Result<(), SpoolError> {
+            let dir = cfg.dir.join("corrupt");
+            fs::create_dir_all(&dir).map_err(io(&dir))?;
+            fs::rename(path, dir.join(name)).map_err(io(path))
+        };
         for e in fs::read_dir(&cfg.dir).map_err(io(&cfg.dir))? {
-            let path = e.map_err(io(&cfg.dir))?.path();
+            let e = e.map_err(io(&cfg.dir))?;
+            let path = e.path();
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_string();
+            let ours = name.ends_with(".tmp") || name.ends_with(".rec");
+            // `file_type` does not follow symlinks: a link named like a record is not one.
+            if ours && !e.file_type().map_err(io(&path))?.is_file() {
+                quarantine(&path, &name)?;
+                rec.corrupt.push((path, FormatError::NotAFile));
+                continue;
+            }
             if name.ends_with(".tmp") {
                 fs::remove_file(&path).map_err(io(&path))?;
                 rec.torn += 1;
-            } else if let Some(id) = name
-                .strip_suffix(".rec")
-                .and_then(|s| s.parse::<u64>().ok())
-            {
+            } else if name.ends_with(".rec") && record_id(&name).is_none() {
+                quarantine(&path, &name)?;
+                rec.corrupt.push((path, FormatError::Name));
+            } else if let Some(id) = record_id(&name) {
                 let data = fs::read(&path).map_err(io(&path))?;
                 match format::decode(&data) {
                     Ok(r) => {
@@ -165,9 +195,7 @@ impl Spool {
                         rec.records += 1;
                     }
                     Err(why) => {
-                        let dir = cfg.dir.join("corrupt");
-                        fs::create_dir_all(&dir).map_err(io(&dir))?;
-                        fs::rename(&path, dir.join(&name)).map_err(io(&path))?;
+                        quarantine(&path, &name)?;
                         rec.corrupt.push((path, why));
                     }
                 }
@@ -583,6 +611,44 @@ mod tests {
                 .exists(),
             "kept for inspection"
         );
+    }
+
+    #[test]
+    fn entries_that_are_not_our_records_are_quarantined_not_trusted() {
+        // Issue 12 item 7: a directory named like a record stopped startup; a record named
+        // with u64::MAX made the next id wrap onto a pending record.
+        let d = tempfile::tempdir().unwrap();
+        let sinks = cfg(d.path(), 100, EvictPolicy::LowestQuality);
+        {
+            let (mut s, _) = Spool::open(sinks.clone()).unwrap();
+            s.append(&rec(0, 0.9)).unwrap();
+        }
+        fs::create_dir(d.path().join("00000000000000000998.rec")).unwrap();
+        fs::create_dir(d.path().join("x.tmp")).unwrap();
+        let valid = fs::read(d.path().join("00000000000000000000.rec")).unwrap();
+        fs::write(d.path().join("18446744073709551615.rec"), &valid).unwrap();
+        fs::write(d.path().join("7.rec"), &valid).unwrap();
+        let (mut s, r) = Spool::open(sinks).unwrap();
+        assert_eq!(r.records, 1, "only the record this spool wrote");
+        let mut reasons: Vec<&str> = r.corrupt.iter().map(|(_, e)| e.reason()).collect();
+        reasons.sort();
+        assert_eq!(reasons, ["name", "name", "not_a_file", "not_a_file"]);
+        for n in [
+            "00000000000000000998.rec",
+            "x.tmp",
+            "18446744073709551615.rec",
+            "7.rec",
+        ] {
+            assert!(d.path().join("corrupt").join(n).exists(), "{n} quarantined");
+            assert!(!d.path().join(n).exists(), "{n} gone from the spool");
+        }
+        // The next id follows the real records and overwrites nothing.
+        let a = s.append(&rec(1, 0.8)).unwrap();
+        assert_eq!(a.id, Some(1));
+        assert_eq!(s.read(0).unwrap().quality, 0.9);
+        assert_eq!(s.pending("local").unwrap(), vec![0, 1]);
+        assert_eq!(record_id("00000000000000000001.rec"), Some(1));
+        assert_eq!(record_id("09223372036854775808.rec"), None, "above MAX_ID");
     }
 
     #[test]

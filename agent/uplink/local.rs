@@ -54,6 +54,8 @@ impl BlockingSink for LocalDatalake {
     }
 
     fn deliver(&mut self, item: &Encoded) -> Result<(), SinkError> {
+        // Never a path outside the datalake, whatever the spool holds.
+        super::check_key("local", &item.key)?;
         // The record last: a record in the datalake always has its image (and annotation).
         self.put(&format!("{}.jpg", item.key), &item.jpeg)?;
         if !item.annotation.is_empty() {
@@ -66,6 +68,27 @@ impl BlockingSink for LocalDatalake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_that_escapes_the_datalake_is_refused_and_nothing_is_written() {
+        // Issue 12 item 7: a valid spool record with key `../escaped/X` was written
+        // outside the datalake.
+        let top = tempfile::tempdir().unwrap();
+        let root = top.path().join("lake");
+        let mut lake = LocalDatalake::new(&root);
+        for key in ["../escaped/X", "/tmp/abs", "a/../../b"] {
+            let item = Encoded {
+                key: key.into(),
+                jpeg: vec![0xff, 0xd8],
+                record_json: b"{}".to_vec(),
+                annotation: Vec::new(),
+            };
+            let e = lake.deliver(&item).unwrap_err();
+            assert_eq!(e.reason(), super::super::UNSAFE_KEY, "{key}: {e}");
+        }
+        assert!(!top.path().join("escaped").exists());
+        assert!(!root.exists(), "nothing written at all");
+    }
 
     #[test]
     fn delivers_both_files_and_leaves_no_temporaries() {

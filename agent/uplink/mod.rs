@@ -80,7 +80,12 @@ impl SinkError {
     ];
 
     /// Every reason a frame is dead-lettered for ([`SinkError::Undeliverable`]).
-    pub const DEAD_LETTER_REASONS: [&'static str; 3] = mqtt::wire::Oversize::REASONS;
+    pub const DEAD_LETTER_REASONS: [&'static str; 4] = [
+        mqtt::wire::Oversize::REASONS[0],
+        mqtt::wire::Oversize::REASONS[1],
+        mqtt::wire::Oversize::REASONS[2],
+        UNSAFE_KEY,
+    ];
 
     /// A bounded label for metrics.
     pub fn reason(&self) -> &'static str {
@@ -172,7 +177,28 @@ pub fn annotation_name(key: &str) -> String {
     format!("{key}.annotation.json")
 }
 
-/// A key received from elsewhere (MQTT) is safe to use as an object/file name:
+/// The dead-letter reason of a record whose key [`is_safe_key`] refuses.
+pub const UNSAFE_KEY: &str = "unsafe_key";
+
+/// Refuse a key that is not [`is_safe_key`], as a frame that can never be sent: every
+/// sink checks before it uses a key as a path or object name, whatever wrote the spool.
+pub fn check_key(sink: &'static str, key: &str) -> Result<(), SinkError> {
+    if is_safe_key(key) {
+        return Ok(());
+    }
+    let mut shown: String = key.chars().take(120).collect();
+    if shown.len() < key.len() {
+        shown.push('…');
+    }
+    Err(SinkError::Undeliverable {
+        sink,
+        key: shown,
+        reason: UNSAFE_KEY,
+        detail: "the key is not a relative path of [A-Za-z0-9._-] segments".into(),
+    })
+}
+
+/// A key is safe to use as an object/file name:
 /// relative, `/`-separated segments of `[A-Za-z0-9._-]`, no `.` or `..` segments.
 pub fn is_safe_key(key: &str) -> bool {
     !key.is_empty()
@@ -199,6 +225,21 @@ mod tests {
         ] {
             assert!(!is_safe_key(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_unsafe_key_is_undeliverable_with_a_bounded_reason() {
+        assert!(check_key("s3", "frames/a/b/0000000001").is_ok());
+        for bad in ["../escaped/X", "/etc/passwd", "frames/../../x"] {
+            let e = check_key("local", bad).unwrap_err();
+            assert_eq!(e.reason(), UNSAFE_KEY);
+            assert!(SinkError::DEAD_LETTER_REASONS.contains(&e.reason()));
+        }
+        let long = "../".repeat(10_000);
+        assert!(
+            check_key("local", &long).unwrap_err().to_string().len() < 400,
+            "not echoed whole"
+        );
     }
 
     #[test]

@@ -436,6 +436,8 @@ impl Sink for MqttSink {
     }
 
     fn send(&mut self, id: u64, item: Encoded) -> Result<(), SinkError> {
+        // The key becomes a datalake path at the ingest side: refuse it here already.
+        super::check_key("mqtt", &item.key)?;
         self.connect()?;
         // The size check needs this connection's maximum_packet_size.
         self.await_connack()?;

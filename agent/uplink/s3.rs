@@ -205,6 +205,7 @@ impl BlockingSink for S3Sink {
         SINK
     }
     fn deliver(&mut self, item: &Encoded) -> Result<(), SinkError> {
+        super::check_key("s3", &item.key)?;
         self.client
             .put_frame(&item.key, &item.jpeg, &item.annotation, &item.record_json)
     }
