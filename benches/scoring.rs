@@ -78,6 +78,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("classical_measures_1080p", |b| {
         b.iter(|| classical::measure(black_box(&crop), &fov, &cfg))
     });
+    // The two noise measures inside `measure` on their own: their share of it, side by side.
+    c.bench_function("classical_noise_sigma_1080p", |b| {
+        b.iter(|| classical::noise_sigma(black_box(&crop), &fov))
+    });
+    c.bench_function("classical_blockiness_1080p", |b| {
+        b.iter(|| classical::blockiness(black_box(&crop), &fov))
+    });
 
     pre.run(&view, fov.rect);
     let input = pre.input.clone();

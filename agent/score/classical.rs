@@ -87,7 +87,7 @@ const NOISE_GRID: usize = 12;
 
 /// Noise σ (see the module header): every second pixel of every second row of the inner
 /// region, no allocation.
-fn noise_sigma(crop: &I420View, fov: &Fov) -> f32 {
+pub fn noise_sigma(crop: &I420View, fov: &Fov) -> f32 {
     let inner = fov.inner();
     if inner.width < 2 * NOISE_GRID as u32 || inner.height < 2 * NOISE_GRID as u32 {
         return 0.0;
@@ -141,7 +141,7 @@ fn noise_sigma(crop: &I420View, fov: &Fov) -> f32 {
 
 /// Block-grid strength (see the module header) over the inner region: every third row,
 /// horizontal steps at every column, vertical steps at every second column.
-fn blockiness(crop: &I420View, fov: &Fov) -> f32 {
+pub fn blockiness(crop: &I420View, fov: &Fov) -> f32 {
     let inner = fov.inner();
     if inner.width < 32 || inner.height < 32 {
         return 1.0;
