@@ -172,11 +172,27 @@ fn a_manifest_that_misdescribes_the_model_is_refused() {
     let mp = manifest_path(&m);
     let original: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&mp).unwrap()).unwrap();
-    let cases: [(&str, serde_json::Value, &str); 4] = [
+    let cases: [(&str, serde_json::Value, &str); 7] = [
         (
             "/input/shape",
             serde_json::json!([1, 3, 256, 256]),
             "input shape",
+        ),
+        // Issue 12 item 9: sizes no model can mean, and a manifest of another file.
+        (
+            "/input/shape",
+            serde_json::json!([1, 3, 100000, 100000]),
+            "every dimension must be within 1..=4096",
+        ),
+        (
+            "/input/shape",
+            serde_json::json!([1, 3, 0, 0]),
+            "every dimension must be within 1..=4096",
+        ),
+        (
+            "/file",
+            serde_json::json!("other.onnx"),
+            "is not this model",
         ),
         ("/input/name", serde_json::json!("pixels"), "model input is"),
         (

@@ -163,8 +163,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The largest input dimension a manifest may declare (a 4096² input is already far
+/// beyond any quality model the agent runs per frame).
+pub const MAX_INPUT_DIM: usize = 4096;
+
 impl ModelRunner {
-    /// Load `path` and its manifest; check hash, input shape, outputs and labels.
+    /// Load `path` and its manifest; check hash, file name, input shape, outputs and labels.
     pub fn load(path: &Path) -> Result<ModelRunner, ModelError> {
         let mpath = manifest_path(path);
         let text = std::fs::read_to_string(&mpath).map_err(|e| ModelError::Manifest {
@@ -187,6 +191,16 @@ impl ModelRunner {
                 actual,
             });
         }
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if manifest.file != name {
+            return Err(ModelError::Manifest {
+                path: mpath,
+                reason: format!(
+                    "its file {:?} is not this model ({name:?}); a manifest describes one file",
+                    manifest.file
+                ),
+            });
+        }
         Self::from_bytes(path, manifest, &bytes)
     }
 
@@ -204,6 +218,15 @@ impl ModelRunner {
             return Err(invalid(format!(
                 "manifest input.color {:?}: only RGB is supported",
                 spec.color
+            )));
+        }
+        // Concrete, sane dimensions before anything is sized by them: a model with symbolic
+        // H/W takes whatever the manifest says (a zero size scored everything 0, a huge one
+        // aborted on a 160 GB allocation).
+        if spec.shape.iter().any(|&d| d == 0 || d > MAX_INPUT_DIM) {
+            return Err(invalid(format!(
+                "manifest input.shape {:?}: every dimension must be within 1..={MAX_INPUT_DIM}",
+                spec.shape
             )));
         }
         let channels = match spec.layout {
