@@ -14,6 +14,18 @@ use std::process::Command;
 
 const FPS: u32 = 15;
 
+/// `calibrate --config CONFIG --input VIDEO --out OUT`: the recording case of every test.
+fn calibrate_video(config: &str, video: &Path, out: &Path) -> (bool, String, String) {
+    calibrate(&[
+        "--config",
+        config,
+        "--input",
+        video.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 fn calibrate(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin())
         .arg("calibrate")
@@ -65,14 +77,7 @@ fn suggested_thresholds_separate_good_frames_from_defocused_ones() {
 
     let out = dir.path().join("report");
     let config = write_config(dir.path(), "");
-    let (ok, stdout, stderr) = calibrate(&[
-        "--config",
-        &config,
-        "--input",
-        video.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, stdout, stderr) = calibrate_video(&config, &video, &out);
     assert!(ok, "{stdout}\n{stderr}");
     println!("{stdout}");
     assert!(stdout.contains("measures.sharpness"), "{stdout}");
@@ -212,14 +217,7 @@ fn a_black_recording_is_refused_with_the_reason() {
 
     let out = dir.path().join("report");
     let config = write_config(dir.path(), "");
-    let (ok, stdout, stderr) = calibrate(&[
-        "--config",
-        &config,
-        "--input",
-        video.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, stdout, stderr) = calibrate_video(&config, &video, &out);
     assert!(!ok, "{stdout}");
     assert!(
         stderr.contains("refusing to suggest thresholds")

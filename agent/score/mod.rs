@@ -229,9 +229,8 @@ impl Scorer {
         let mut t = Timings::default();
         let t0 = Instant::now();
         let crop = frame.crop(fov.rect);
-        let measures = classical::measure(&crop, fov, &self.cfg);
+        let mut measures = classical::measure(&crop, fov, &self.cfg);
         let reference = self.reference.reference();
-        let mut measures = measures;
         measures.sharpness_reference = reference.unwrap_or(0.0);
         let classical_artifacts = classical::artifacts(&measures, &self.cfg, reference);
         if classical::well_exposed(&classical_artifacts) {
