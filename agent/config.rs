@@ -773,6 +773,35 @@ impl Config {
                 "must be 1-64 characters of [A-Za-z0-9._-]".into(),
             );
         }
+        for (key, v, lo, hi) in self.int_ranges() {
+            if !(lo..=hi).contains(&v) {
+                return bad(key, format!("{v} is outside {lo}..{hi}"));
+            }
+        }
+        for (key, v, lo, hi) in self.float_ranges() {
+            // Written so that NaN fails: it compares false with everything.
+            if !(v.is_finite() && v > lo && v <= hi) {
+                return bad(key, format!("{v} must be above {lo} and at most {hi}"));
+            }
+        }
+        for (key, p) in [
+            ("spool.dir", &self.spool.dir),
+            ("datalake.dir", &self.datalake.dir),
+        ] {
+            if p.as_os_str().is_empty() {
+                return bad(
+                    key,
+                    "is empty; name a directory (an empty path would be the working directory)"
+                        .into(),
+                );
+            }
+        }
+        if self.model.enabled && self.model.path.as_os_str().is_empty() {
+            return bad(
+                "model.path",
+                "is empty; name the ONNX model, or set model.enabled = false".into(),
+            );
+        }
         let s = &self.source;
         if matches!(s.kind, SourceKind::Phantom | SourceKind::Test) {
             if s.width < 64 || s.height < 64 || s.width > 7680 || s.height > 4320 {
@@ -786,9 +815,6 @@ impl Config {
                     "source.width",
                     "width and height must be even (I420)".into(),
                 );
-            }
-            if s.fps == 0 || s.fps > 240 {
-                return bad("source.fps", format!("{} is outside 1..240", s.fps));
             }
         }
         if s.kind == SourceKind::Phantom {
@@ -829,16 +855,10 @@ impl Config {
             }
         }
         let c = &self.capture;
-        if c.queue_frames == 0 || c.queue_frames > 64 {
-            return bad(
-                "capture.queue_frames",
-                format!("{} is outside 1..64", c.queue_frames),
-            );
-        }
-        if c.backoff_initial_ms == 0 || c.backoff_initial_ms > c.backoff_max_ms {
+        if c.backoff_initial_ms > c.backoff_max_ms {
             return bad(
                 "capture.backoff_initial_ms",
-                "must be > 0 and <= capture.backoff_max_ms".into(),
+                "must be at most capture.backoff_max_ms".into(),
             );
         }
         let f = &self.fov;
@@ -877,15 +897,6 @@ impl Config {
                     format!("mask {i} {m:?}: x + width and y + height must fit in 32 bits"),
                 );
             }
-        }
-        if f.auto_frames == 0 {
-            return bad("fov.auto_frames", "must be at least 1".into());
-        }
-        if f.auto_margin > 64 {
-            return bad(
-                "fov.auto_margin",
-                format!("{} is outside 0..64", f.auto_margin),
-            );
         }
         let sc = &self.scoring;
         if !(sc.sharpness_bad.is_finite()
@@ -930,16 +941,7 @@ impl Config {
         if !(0.0..=1.0).contains(&sc.reason_threshold) {
             return bad("scoring.reason_threshold", "must be within 0..1".into());
         }
-        if sc.sharpness_row_step == 0 || sc.sharpness_row_step > 8 {
-            return bad("scoring.sharpness_row_step", "must be within 1..8".into());
-        }
-        if sc.reference_frames == 0 || sc.reference_frames > 100_000 {
-            return bad(
-                "scoring.reference_frames",
-                "must be within 1..100000".into(),
-            );
-        }
-        if sc.reference_min_frames == 0 || sc.reference_min_frames > sc.reference_frames {
+        if sc.reference_min_frames > sc.reference_frames {
             return bad(
                 "scoring.reference_min_frames",
                 "must be within 1..scoring.reference_frames".into(),
@@ -961,25 +963,7 @@ impl Config {
                 "must not be above select.threshold_high".into(),
             );
         }
-        if se.max_per_second <= 0.0 {
-            return bad("select.max_per_second", "must be above 0".into());
-        }
-        if se.duplicate_bits > 32 {
-            return bad("select.duplicate_bits", "must be within 0..32".into());
-        }
-        if !(1..=100).contains(&self.encode.jpeg_quality) {
-            return bad("encode.jpeg_quality", "must be within 1..100".into());
-        }
-        if self.spool.max_records == 0 || self.spool.max_mib == 0 {
-            return bad(
-                "spool.max_records",
-                "spool.max_records and spool.max_mib must be above 0".into(),
-            );
-        }
         self.validate_uplink(path)?;
-        if self.encode.queue_frames == 0 {
-            return bad("encode.queue_frames", "must be at least 1".into());
-        }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(
                 "http.listen",
@@ -1031,9 +1015,6 @@ impl Config {
                 );
             }
         }
-        if d.scale > 16 {
-            return bad("display.scale", "must be within 0..16".into());
-        }
         let o = &self.operator;
         if o.labels.is_empty() {
             return bad("operator.labels", "list at least one label".into());
@@ -1048,27 +1029,6 @@ impl Config {
             if o.labels[..i].contains(l) {
                 return bad("operator.labels", format!("{l:?} is listed twice"));
             }
-        }
-        if !(o.preview_fps > 0.0 && o.preview_fps <= 15.0) {
-            return bad(
-                "operator.preview_fps",
-                "must be above 0 and at most 15".into(),
-            );
-        }
-        if !(64..=1920).contains(&o.preview_width) {
-            return bad("operator.preview_width", "must be within 64..1920".into());
-        }
-        if !(1..=64).contains(&o.recent_frames) {
-            return bad("operator.recent_frames", "must be within 1..64".into());
-        }
-        if !(100..=60_000).contains(&o.mark_window_ms) {
-            return bad(
-                "operator.mark_window_ms",
-                "must be within 100..60000".into(),
-            );
-        }
-        if !(1..=256).contains(&o.max_shapes) {
-            return bad("operator.max_shapes", "must be within 1..256".into());
         }
         Ok(())
     }
@@ -1087,12 +1047,10 @@ impl Config {
                 return bad("uplink.sinks", format!("{} is listed twice", k.as_str()));
             }
         }
-        if self.uplink.backoff_initial_ms == 0
-            || self.uplink.backoff_max_ms < self.uplink.backoff_initial_ms
-        {
+        if self.uplink.backoff_max_ms < self.uplink.backoff_initial_ms {
             return bad(
                 "uplink.backoff_initial_ms",
-                "must be above 0 and at most uplink.backoff_max_ms".into(),
+                "must be at most uplink.backoff_max_ms".into(),
             );
         }
         if sinks.contains(&SinkKind::Mqtt) {
@@ -1138,15 +1096,6 @@ impl Config {
                 ),
             );
         }
-        if !(1..=1000).contains(&m.inflight) {
-            return bad("mqtt.inflight", "must be within 1..1000".into());
-        }
-        if m.keepalive_s < 5 || m.ack_timeout_s == 0 {
-            return bad(
-                "mqtt.keepalive_s",
-                "keepalive_s must be at least 5 and ack_timeout_s above 0".into(),
-            );
-        }
         Ok(())
     }
 
@@ -1170,13 +1119,115 @@ impl Config {
         if s.bucket.is_empty() {
             return bad("s3.bucket", "is empty".into());
         }
-        if s.region.is_empty() || s.timeout_s == 0 {
-            return bad(
-                "s3.region",
-                "region must be set and timeout_s above 0".into(),
-            );
+        if s.region.is_empty() {
+            return bad("s3.region", "is empty".into());
         }
         Ok(())
+    }
+
+    /// Every integer key with its accepted range (inclusive), checked by [`validate`]
+    /// before anything is sized or timed by it, and listed in `config/agent.example.toml`.
+    /// The bounds keep every product with them (`max_mib << 20`, `window_ms * 10^6`,
+    /// queue allocations) far from overflow and from allocations that abort.
+    ///
+    /// [`validate`]: Config::validate
+    pub fn int_ranges(&self) -> [(&'static str, u64, u64, u64); 32] {
+        const H: u64 = 3_600_000; // an hour, in milliseconds
+        let n = |v: usize| v as u64;
+        let (s, c, f, sc) = (&self.source, &self.capture, &self.fov, &self.scoring);
+        let (m, o) = (&self.mqtt, &self.operator);
+        [
+            ("source.fps", s.fps.into(), 1, 240),
+            ("source.latency_ms", s.latency_ms.into(), 0, 60_000),
+            ("source.device_number", s.device_number.into(), 0, 63),
+            ("capture.queue_frames", n(c.queue_frames), 1, 64),
+            ("capture.backoff_initial_ms", c.backoff_initial_ms, 1, H),
+            ("capture.backoff_max_ms", c.backoff_max_ms, 1, H),
+            (
+                "capture.backoff_reset_after_ms",
+                c.backoff_reset_after_ms,
+                1,
+                24 * H,
+            ),
+            ("fov.auto_frames", f.auto_frames.into(), 1, 10_000),
+            ("fov.auto_margin", f.auto_margin.into(), 0, 64),
+            (
+                "fov.auto_recheck_frames",
+                f.auto_recheck_frames.into(),
+                0,
+                1_000_000,
+            ),
+            (
+                "scoring.sharpness_row_step",
+                sc.sharpness_row_step.into(),
+                1,
+                8,
+            ),
+            (
+                "scoring.reference_frames",
+                sc.reference_frames.into(),
+                1,
+                100_000,
+            ),
+            (
+                "scoring.reference_min_frames",
+                sc.reference_min_frames.into(),
+                1,
+                100_000,
+            ),
+            ("select.window_ms", self.select.window_ms, 1, H),
+            (
+                "select.duplicate_bits",
+                self.select.duplicate_bits.into(),
+                0,
+                32,
+            ),
+            (
+                "encode.jpeg_quality",
+                self.encode.jpeg_quality.into(),
+                1,
+                100,
+            ),
+            ("encode.queue_frames", n(self.encode.queue_frames), 1, 256),
+            (
+                "spool.max_records",
+                n(self.spool.max_records),
+                1,
+                10_000_000,
+            ),
+            ("spool.max_mib", self.spool.max_mib, 1, 1 << 24),
+            (
+                "uplink.backoff_initial_ms",
+                self.uplink.backoff_initial_ms,
+                1,
+                H,
+            ),
+            ("uplink.backoff_max_ms", self.uplink.backoff_max_ms, 1, H),
+            ("mqtt.port", m.port.into(), 1, 65_535),
+            ("mqtt.inflight", n(m.inflight), 1, 1000),
+            ("mqtt.keepalive_s", m.keepalive_s, 5, 65_535),
+            ("mqtt.summary_interval_s", m.summary_interval_s, 0, 86_400),
+            ("mqtt.ack_timeout_s", m.ack_timeout_s, 1, 3600),
+            ("s3.timeout_s", self.s3.timeout_s, 1, 3600),
+            ("display.scale", self.display.scale.into(), 0, 16),
+            ("operator.preview_width", o.preview_width.into(), 64, 1920),
+            ("operator.recent_frames", n(o.recent_frames), 1, 64),
+            ("operator.mark_window_ms", o.mark_window_ms, 100, 60_000),
+            ("operator.max_shapes", n(o.max_shapes), 1, 256),
+        ]
+    }
+
+    /// The rate keys with their accepted range (above the first bound, at most the second).
+    pub fn float_ranges(&self) -> [(&'static str, f32, f32, f32); 2] {
+        [
+            (
+                "select.max_per_second",
+                self.select.max_per_second,
+                0.0,
+                240.0,
+            ),
+            ("operator.preview_fps", self.operator.preview_fps, 0.0, 15.0),
+        ]
     }
 
     /// The fixed field-of-view rectangle, if configured.
@@ -1264,6 +1315,83 @@ mod tests {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn every_integer_key_is_refused_just_outside_its_range_naming_the_key() {
+        let d = Config::default();
+        for (key, v, lo, hi) in d.int_ranges() {
+            assert!((lo..=hi).contains(&v), "{key}: the default {v} is refused");
+            let (section, name) = key.split_once('.').unwrap();
+            let outside = [lo.checked_sub(1), hi.checked_add(1)];
+            for bad in outside.into_iter().flatten() {
+                let text = format!("[{section}]\n{name} = {bad}\n");
+                let e = parse(&text).expect_err(&text).to_string();
+                // Beyond the field's type, TOML refuses it and names the line instead.
+                assert!(e.contains(key) || e.contains(name), "{text}: {e}");
+            }
+            for good in [lo, hi] {
+                let text = format!("[{section}]\n{name} = {good}\n");
+                if let Err(ConfigError::Invalid { why, .. }) = parse(&text) {
+                    // Only a cross-key rule (backoff initial ≤ max, min ≤ frames) may refuse it.
+                    assert!(!why.contains("is outside"), "{text}: {why}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_config_notes_every_range_beside_its_key() {
+        let text = include_str!("../config/agent.example.toml");
+        let line_of = |key: &str| {
+            let (section, name) = key.split_once('.').unwrap();
+            let body = text.split(&format!("\n[{section}]\n")).nth(1).unwrap();
+            let body = body.split("\n[").next().unwrap();
+            body.lines()
+                .find(|l| l.starts_with(&format!("{name} = ")))
+                .unwrap_or_else(|| panic!("{key} is not in the example"))
+                .to_string()
+        };
+        let d = Config::default();
+        for (key, _, lo, hi) in d.int_ranges() {
+            let l = line_of(key);
+            assert!(l.ends_with(&format!("# {lo}..{hi}")), "{key}: {l}");
+        }
+        for (key, _, lo, hi) in d.float_ranges() {
+            let l = line_of(key);
+            assert!(
+                l.ends_with(&format!("# above {lo}, at most {hi}")),
+                "{key}: {l}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_values_that_broke_run_are_refused_by_check_config() {
+        // Issue 12 item 6: each of these passed check-config and then broke `run`.
+        for (text, key) in [
+            ("[spool]\nmax_mib = 17592186044416\n", "spool.max_mib"), // 2^44 << 20 wrapped to 0
+            (
+                "[encode]\nqueue_frames = 1000000000000\n",
+                "encode.queue_frames",
+            ), // aborted allocating
+            (
+                "[select]\nwindow_ms = 9223372036854775807\n",
+                "select.window_ms",
+            ), // wrapped to ~0
+            ("[select]\nmax_per_second = nan\n", "select.max_per_second"),
+            ("[select]\nmax_per_second = inf\n", "select.max_per_second"),
+            ("[operator]\npreview_fps = nan\n", "operator.preview_fps"),
+            ("[datalake]\ndir = \"\"\n", "datalake.dir"), // wrote into the working directory
+            ("[spool]\ndir = \"\"\n", "spool.dir"),
+            ("[model]\npath = \"\"\n", "model.path"),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(parse("[model]\npath = \"\"\nenabled = false\n").is_ok());
     }
 
     #[test]

@@ -139,7 +139,8 @@ impl<T> Selector<T> {
             return step;
         }
         if self.window_end.is_none() {
-            self.window_end = Some(t_ns + self.cfg.window_ms * 1_000_000);
+            self.window_end =
+                Some(t_ns.saturating_add(self.cfg.window_ms.saturating_mul(1_000_000)));
         }
         match &self.best {
             Some(b) if b.quality >= quality => step.reject(Rejection::NotBestInWindow),
