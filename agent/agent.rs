@@ -54,6 +54,12 @@ pub enum AgentError {
     Sink(#[from] SinkError),
     #[error("http.token_file {path}: {why}")]
     Token { path: String, why: String },
+    #[error("{key} {path}: {why}")]
+    Path {
+        key: &'static str,
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error("starting thread {name}: {source}")]
     Thread {
         name: &'static str,
@@ -331,6 +337,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<Summary, AgentError> {
     gauge!("endo_agent_spool_oldest_age_seconds").set(0.0);
     let sinks = make_sinks(&cfg, &shared)?;
     let token = http_token(&cfg)?;
+    if token.is_none() {
+        tracing::info!("operator API without a token: http.listen is loopback only");
+    }
     let http = start_http(&cfg.http.listen, shared.clone(), token, stop.clone())?;
 
     let (frame_tx, frame_rx) = bounded::<CapturedFrame>(cfg.capture.queue_frames);
@@ -509,7 +518,7 @@ fn open_spool(cfg: &Config) -> Result<Arc<SpoolHandle>, AgentError> {
 }
 
 /// The operator API's bearer token: `http.token`, or the first line of `http.token_file`.
-fn http_token(cfg: &Config) -> Result<Option<String>, AgentError> {
+pub(crate) fn http_token(cfg: &Config) -> Result<Option<String>, AgentError> {
     let h = &cfg.http;
     let token = if h.token_file.as_os_str().is_empty() {
         h.token.clone()
@@ -527,11 +536,7 @@ fn http_token(cfg: &Config) -> Result<Option<String>, AgentError> {
         }
         t
     };
-    if token.is_empty() {
-        tracing::info!("operator API without a token: http.listen is loopback only");
-        return Ok(None);
-    }
-    Ok(Some(token))
+    Ok(Some(token).filter(|t| !t.is_empty()))
 }
 
 fn start_http(

@@ -37,6 +37,7 @@ pub mod notify;
 pub mod operator;
 pub mod overlay;
 pub mod phantom;
+pub mod preflight;
 pub mod record;
 pub mod score;
 pub mod select;

@@ -41,8 +41,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Parse and validate a config file and its pipeline; opens no device.
-    CheckConfig { config: PathBuf },
+    /// Parse and validate a config file and its pipeline, and load every file it names
+    /// (model and manifest, token, certificates, keys, credentials); opens no device
+    /// and connects to nothing.
+    CheckConfig {
+        config: PathBuf,
+        /// Skip the files: check a config written for another machine.
+        #[arg(long)]
+        no_files: bool,
+    },
     /// List the capture devices GStreamer sees, with their caps.
     Devices {
         #[arg(long)]
@@ -206,10 +213,17 @@ fn dispatch(cmd: Command) -> Result<()> {
             );
             Ok(())
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, no_files } => {
             let cfg = Config::load(&config)?;
             endo_agent::capture::check_pipeline(&cfg)?;
             let (origin, launch) = endo_agent::capture::launch_description(&cfg)?;
+            if !no_files {
+                let checked = endo_agent::preflight::check_files(&cfg)
+                    .with_context(|| format!("config file {}", config.display()))?;
+                for line in checked {
+                    println!("{line}");
+                }
+            }
             println!("{}: ok", config.display());
             println!(
                 "keys: {}/{}/{}/…",

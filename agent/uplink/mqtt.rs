@@ -158,7 +158,7 @@ pub fn mqtt_options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, Si
     o.set_max_packet_size(Some(64 << 20));
     if cfg.tls {
         let client = tls::opt_path(&cfg.client_cert_file).zip(tls::opt_path(&cfg.client_key_file));
-        let tc = tls::client_config(tls::opt_path(&cfg.ca_file), client).map_err(setup)?;
+        let tc = tls::client_config("mqtt", tls::opt_path(&cfg.ca_file), client).map_err(setup)?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(tc),
         )));

@@ -54,7 +54,7 @@ pub fn read_credentials(path: &Path) -> Result<Credentials, String> {
 
 fn credentials(cfg: &S3Config) -> Result<Credentials, String> {
     match tls::opt_path(&cfg.credentials_file) {
-        Some(p) => read_credentials(p),
+        Some(p) => read_credentials(p).map_err(|e| format!("s3.credentials_file {e}")),
         None => match (
             std::env::var("AWS_ACCESS_KEY_ID"),
             std::env::var("AWS_SECRET_ACCESS_KEY"),
@@ -89,7 +89,7 @@ impl S3Client {
         let creds = credentials(cfg).map_err(setup)?;
         let roots = match tls::opt_path(&cfg.ca_file) {
             Some(ca) => {
-                let certs = tls::load_certs(ca).map_err(setup)?;
+                let certs = tls::load_certs(ca).map_err(|e| setup(format!("s3.ca_file {e}")))?;
                 ureq::tls::RootCerts::Specific(Arc::new(
                     certs
                         .iter()

@@ -34,17 +34,24 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A rustls client config. `ca`: PEM CA file (None = the public web roots);
 /// `client`: PEM certificate chain and private key for mTLS.
+/// `section`: the config section the paths come from, named in every error
+/// (`mqtt.ca_file /etc/...: no PEM certificate in the file`).
 pub fn client_config(
+    section: &str,
     ca: Option<&Path>,
     client: Option<(&Path, &Path)>,
 ) -> Result<ClientConfig, String> {
+    let keyed = |key: &'static str| move |e: String| format!("{section}.{key} {e}");
     let mut roots = RootCertStore::empty();
     match ca {
         Some(ca) => {
-            for c in load_certs(ca)? {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+            for c in load_certs(ca).map_err(keyed("ca_file"))? {
+                roots.add(c).map_err(|e| {
+                    format!(
+                        "{section}.ca_file {}: not a usable CA certificate: {e}",
+                        ca.display()
+                    )
+                })?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -56,10 +63,13 @@ pub fn client_config(
     match client {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => builder
-            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .with_client_auth_cert(
+                load_certs(cert).map_err(keyed("client_cert_file"))?,
+                load_key(key).map_err(keyed("client_key_file"))?,
+            )
             .map_err(|e| {
                 format!(
-                    "client certificate {} / key {}: {e}",
+                    "{section}.client_cert_file {} / client_key_file {}: {e}",
                     cert.display(),
                     key.display()
                 )
