@@ -579,7 +579,7 @@ fn start_http(
                         }
                     }
                 };
-                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await {
                     tracing::error!("http server: {e}");
                 }
             })
@@ -925,6 +925,7 @@ fn handle_command(
     forward: &dyn Fn(Job) -> bool,
 ) -> (&'static str, Result<(), OperatorError>) {
     let now = Utc::now();
+    let session = keys.session.clone();
     // The frame under the session's next key, as a job for the encoder and the answer;
     // a label makes it an annotation.
     let mut job = |frame: JobFrame, fov: Arc<Fov>, score: Score, label: Option<String>| {
@@ -940,6 +941,7 @@ fn handle_command(
             quality: score.quality,
             captured_at: record::format_time(captured_at),
             annotation: annotation.clone(),
+            already_kept: false,
         };
         let (reason, action) = match label {
             Some(_) => ("operator_annotated", "annotate"),
@@ -967,6 +969,12 @@ fn handle_command(
     let (action, reply, prepared, shapes) =
         match c {
             Command::Mark { reply } => {
+                if let Some(kept) = op.kept_already(mark_window, &session) {
+                    // Marked again within the window (a double click, a held key): the same
+                    // answer, nothing stored twice.
+                    let _ = reply.send(Ok(kept));
+                    return ("keep (already kept)", Ok(()));
+                }
                 let prepared =
                     match best {
                         Some((frame, fov, score)) if frame.arrived.elapsed() <= mark_window => Ok(
@@ -1027,6 +1035,7 @@ fn handle_command(
     });
     if let Ok(kept) = &result {
         if action == "keep" {
+            op.note_mark(kept);
             counter!("endo_agent_operator_marks_total").increment(1);
             op.counters.marks.fetch_add(1, Ordering::Relaxed);
         } else {

@@ -706,7 +706,10 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     path: path.to_owned(),
                     key: "agent.device (from ENDO_AGENT_DEVICE)".into(),
-                    why: format!("{device:?} must be 1-64 characters of [A-Za-z0-9._-]"),
+                    why: format!(
+                        "{:?} must be 1-64 characters of [A-Za-z0-9._-]",
+                        crate::clip(&device)
+                    ),
                 });
             }
             cfg.agent.device = device;
@@ -718,7 +721,14 @@ impl Config {
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_string(),
+            // TOML quotes the offending line: a huge one is named, not echoed.
+            message: e
+                .to_string()
+                .trim_end()
+                .lines()
+                .map(crate::clip)
+                .collect::<Vec<_>>()
+                .join("\n"),
         })?;
         cfg.resolve_paths(base);
         cfg.validate(path)?;
@@ -1242,7 +1252,8 @@ fn invalid(path: &Path, key: &str, why: String) -> Result<(), ConfigError> {
     Err(ConfigError::Invalid {
         path: path.to_owned(),
         key: key.to_string(),
-        why,
+        // The reason may quote the value: a huge one is named, not echoed.
+        why: crate::clip_to(&why, 2 * crate::ECHO_MAX),
     })
 }
 
@@ -1337,6 +1348,21 @@ mod tests {
                     assert!(!why.contains("is outside"), "{text}: {why}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_huge_value_is_named_not_echoed() {
+        // Issue 12 item 10: a 10 MB value came back whole in the error.
+        let huge = "x".repeat(10 << 20);
+        for text in [
+            format!("[agent]\nsite = \"{huge}\"\n"),
+            format!("[http]\nlisten = \"{huge}\"\n"),
+            format!("[agent]\nsite = {huge}\n"), // not TOML: the parser quotes the line
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.len() < 2000, "{} bytes: {}", e.len(), &e[..300]);
+            assert!(e.contains("bytes in all"), "{e}");
         }
     }
 

@@ -18,7 +18,7 @@
 //! - `POST /api/session/start`, `POST /api/session/end` — procedure sessions.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -26,18 +26,84 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::agent::Shared;
+use crate::clip;
 use crate::operator::{AnnotationRequest, Command, OperatorError};
 
 /// How long an operator request waits for the score thread.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Interval at which the event stream looks for changes.
 const EVENT_TICK: Duration = Duration::from_millis(100);
+/// Wrong bearer tokens one client address may present per minute; after that it gets 429
+/// (valid token or not) until the minute is over. A missing token is not a guess and is
+/// not counted: the page asks for the token without locking its own machine out.
+pub const TOKEN_FAILURES_PER_MINUTE: u32 = 20;
+/// `POST /api/mark` requests per second, from anyone, before 429 (a held key, a script).
+pub const MARKS_PER_SECOND: u32 = 4;
+/// Fixed-window counters per client address: at most `limit` events per `window`.
+/// The lock is held for a map lookup, never across I/O; the map is pruned of expired
+/// windows when it grows, so a scan of many addresses cannot grow it without bound.
+pub struct Throttle {
+    limit: u32,
+    window: Duration,
+    slots: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Throttle {
+    pub fn new(limit: u32, window: Duration) -> Throttle {
+        Throttle {
+            limit,
+            window,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long `ip` must wait, when it used up its window.
+    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let slots = self.slots.lock().expect("throttle lock");
+        let &(start, n) = slots.get(&ip)?;
+        let left = self.window.checked_sub(start.elapsed())?;
+        (n >= self.limit).then_some(left)
+    }
+
+    /// Count one event for `ip`: its number in the current window, or how long to wait.
+    pub fn hit(&self, ip: IpAddr) -> Result<u32, Duration> {
+        let mut slots = self.slots.lock().expect("throttle lock");
+        if slots.len() >= 4096 {
+            slots.retain(|_, (start, _)| start.elapsed() < self.window);
+            if slots.len() >= 4096 {
+                slots.clear();
+            }
+        }
+        let slot = slots.entry(ip).or_insert((Instant::now(), 0));
+        if slot.0.elapsed() >= self.window {
+            *slot = (Instant::now(), 0);
+        }
+        if slot.1 >= self.limit {
+            return Err(self.window.saturating_sub(slot.0.elapsed()));
+        }
+        slot.1 += 1;
+        Ok(slot.1)
+    }
+}
+
+/// 429 with `Retry-After` in whole seconds (at least 1) and a JSON reason.
+fn too_many(wait: Duration, why: &str) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.max(1).to_string())],
+        Json(serde_json::json!({"error": format!("{why}; retry in {} s", secs.max(1))})),
+    )
+        .into_response()
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -46,16 +112,28 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// Set when the agent stops: event streams end so the server can shut down.
     pub stop: Arc<AtomicBool>,
+    /// Wrong tokens per client address ([`TOKEN_FAILURES_PER_MINUTE`]).
+    pub token_failures: Arc<Throttle>,
+    /// Marks, counted under one address for all clients ([`MARKS_PER_SECOND`]).
+    pub marks: Arc<Throttle>,
 }
 
 pub fn router(shared: Arc<Shared>, token: Option<String>, stop: Arc<AtomicBool>) -> Router {
     // Both exist from the start, so dashboards and alerts see a series.
     metrics::gauge!("endo_agent_web_clients").set(0.0);
     metrics::counter!("endo_agent_http_unauthorized_total").increment(0);
+    for route in ["token", "mark"] {
+        metrics::counter!("endo_agent_http_throttled_total", "reason" => route).increment(0);
+    }
     let state = AppState {
         shared,
         token: token.map(Arc::from),
         stop,
+        token_failures: Arc::new(Throttle::new(
+            TOKEN_FAILURES_PER_MINUTE,
+            Duration::from_secs(60),
+        )),
+        marks: Arc::new(Throttle::new(MARKS_PER_SECOND, Duration::from_secs(1))),
     };
     let operator = Router::new()
         .route("/api/operator", get(operator_info))
@@ -82,25 +160,50 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The token of an `Authorization` header: the scheme is case-insensitive (RFC 9110),
+/// `Bearer`, `bearer` and `BEARER` alike. None when there is no bearer token at all.
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !same(given.trim().as_bytes(), token.as_bytes()) {
-            metrics::counter!("endo_agent_http_unauthorized_total").increment(1);
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                Json(serde_json::json!({"error": "a valid bearer token is required (http.token)"})),
-            )
-                .into_response();
+    let Some(token) = &s.token else {
+        return next.run(req).await;
+    };
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    if let Some(wait) = s.token_failures.blocked(ip) {
+        metrics::counter!("endo_agent_http_throttled_total", "reason" => "token").increment(1);
+        return too_many(wait, "too many wrong bearer tokens from this address");
+    }
+    let given = bearer(&req);
+    if given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+        return next.run(req).await;
+    }
+    metrics::counter!("endo_agent_http_unauthorized_total").increment(1);
+    if given.is_some() {
+        // A guess: counted, and logged twice per address and minute at most (the first
+        // one, and the one that uses up the budget), never with the token itself.
+        let path = clip(req.uri().path());
+        match s.token_failures.hit(ip) {
+            Ok(1) => tracing::warn!("{ip}: a wrong bearer token for {path}"),
+            Ok(n) if n == TOKEN_FAILURES_PER_MINUTE => tracing::warn!(
+                "{ip}: {n} wrong bearer tokens within a minute; refusing it (429) for the rest of the minute"
+            ),
+            _ => {}
         }
     }
-    next.run(req).await
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(serde_json::json!({"error": "a valid bearer token is required (http.token)"})),
+    )
+        .into_response()
 }
 
 impl IntoResponse for OperatorError {
@@ -111,7 +214,11 @@ impl IntoResponse for OperatorError {
             OperatorError::Conflict(_) => StatusCode::CONFLICT,
             OperatorError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        (status, Json(serde_json::json!({"error": self.to_string()}))).into_response()
+        (
+            status,
+            Json(serde_json::json!({"error": clip(&self.to_string())})),
+        )
+            .into_response()
     }
 }
 
@@ -261,6 +368,7 @@ async fn wait_reply(
     rx: tokio::sync::oneshot::Receiver<Result<crate::operator::Kept, OperatorError>>,
 ) -> Response {
     match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+        Ok(Ok(Ok(kept))) if kept.already_kept => (StatusCode::OK, Json(kept)).into_response(),
         Ok(Ok(Ok(kept))) => (StatusCode::CREATED, Json(kept)).into_response(),
         Ok(Ok(Err(e))) => e.into_response(),
         Ok(Err(_)) => OperatorError::Unavailable("the agent is stopping".into()).into_response(),
@@ -272,6 +380,13 @@ async fn wait_reply(
 }
 
 async fn mark(State(s): State<AppState>) -> Response {
+    if let Err(wait) = s.marks.hit(IpAddr::V4(Ipv4Addr::UNSPECIFIED)) {
+        metrics::counter!("endo_agent_http_throttled_total", "reason" => "mark").increment(1);
+        return too_many(
+            wait,
+            &format!("at most {MARKS_PER_SECOND} marks per second"),
+        );
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     if let Err(e) = s.shared.operator.send(Command::Mark { reply: tx }) {
         return e.into_response();
@@ -286,14 +401,28 @@ struct FreezeRequest {
     frame: Option<u64>,
 }
 
-/// A JSON body, or the 400 that says what is wrong with it.
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, OperatorError> {
-    b.map(|Json(t)| t)
-        .map_err(|e| OperatorError::Invalid(format!("request body: {}", e.body_text())))
+/// A JSON body, or the documented `{"error": …}` answer: 413 when it is larger than
+/// the 2 MB limit, else 400 (not JSON, the wrong fields or types), the reason clipped.
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+    b.map(|Json(t)| t).map_err(|e| {
+        let status = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let why = clip(&format!("request body: {}", e.body_text()));
+        (status, Json(serde_json::json!({ "error": why }))).into_response()
+    })
 }
 
-async fn freeze(State(s): State<AppState>, b: Option<Json<FreezeRequest>>) -> Response {
-    let req = b.map(|Json(r)| r).unwrap_or_default();
+async fn freeze(
+    State(s): State<AppState>,
+    b: Result<Option<Json<FreezeRequest>>, JsonRejection>,
+) -> Response {
+    // No body (or no JSON content type) means the newest frame, like `{}`.
+    let req = match body(b.map(|o| Json(o.map(|Json(r)| r).unwrap_or_default()))) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
     let op = &s.shared.operator;
     let mut recent = op.recent.lock().expect("recent lock");
     let id = match req.frame.or_else(|| recent.latest().map(|f| f.id)) {
@@ -325,7 +454,7 @@ async fn annotate(
 ) -> Response {
     let req = match body(b) {
         Ok(r) => r,
-        Err(e) => return e.into_response(),
+        Err(resp) => return resp,
     };
     let op = &s.shared.operator;
     let Some(frame) = op.recent.lock().expect("recent lock").get(req.frame) else {
@@ -362,5 +491,62 @@ async fn session_end(State(s): State<AppState>) -> Response {
     match s.shared.operator.rotate(false) {
         Ok(p) => Json(p).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_counts_per_address_and_frees_it_after_the_window() {
+        let t = Throttle::new(3, Duration::from_millis(200));
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        assert_eq!(t.hit(a), Ok(1));
+        assert_eq!(t.hit(a), Ok(2));
+        assert!(t.blocked(a).is_none());
+        assert_eq!(t.hit(a), Ok(3));
+        let wait = t.blocked(a).expect("blocked after 3");
+        assert!(wait <= Duration::from_millis(200));
+        assert!(t.hit(a).is_err());
+        // Another address has its own budget.
+        assert_eq!(t.hit(b), Ok(1));
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(t.blocked(a).is_none());
+        assert_eq!(t.hit(a), Ok(1));
+    }
+
+    #[test]
+    fn a_scan_of_many_addresses_does_not_grow_the_throttle_without_bound() {
+        let t = Throttle::new(1, Duration::from_secs(60));
+        for i in 0..10_000u32 {
+            let _ = t.hit(IpAddr::from(i.to_be_bytes()));
+        }
+        assert!(t.slots.lock().unwrap().len() <= 4096);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_an_empty_token_is_none() {
+        let req = |v: &str| {
+            Request::builder()
+                .header(header::AUTHORIZATION, v)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        for v in ["Bearer abc", "bearer abc", "BEARER  abc ", " Bearer abc"] {
+            assert_eq!(bearer(&req(v)), Some("abc"), "{v:?}");
+        }
+        for v in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc"] {
+            assert_eq!(bearer(&req(v)), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn clip_names_a_long_value_instead_of_echoing_it() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(5_000_000); // 10 MB
+        let c = clip(&long);
+        assert!(c.len() < 600, "{}", c.len());
+        assert!(c.ends_with("(10000000 bytes in all)"), "{c}");
     }
 }

@@ -46,3 +46,20 @@ pub mod uplink;
 
 /// The agent's version, as recorded in every datalake record.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Longest text of a client's or a config's value echoed in an error message.
+pub const ECHO_MAX: usize = 200;
+
+/// At most [`ECHO_MAX`] characters of `text`, marked when cut: a 10 MB value sent or
+/// configured by mistake is named in an error, not echoed back whole.
+pub fn clip(text: &str) -> String {
+    clip_to(text, ECHO_MAX)
+}
+
+/// At most `max` characters of `text`, marked when cut.
+pub fn clip_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((i, _)) => format!("{}… ({} bytes in all)", &text[..i], text.len()),
+    }
+}

@@ -159,6 +159,10 @@ pub struct Kept {
     /// `{key}.annotation.json` for an annotation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotation: Option<String>,
+    /// A mark within `mark_window_ms` of the previous one: this is the frame that one
+    /// kept, nothing new was stored (HTTP 200 instead of 201).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub already_kept: bool,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -187,6 +191,10 @@ pub struct Operator {
     pub counters: Counters,
     pub recent: Mutex<Recent>,
     commands: Sender<Command>,
+    /// When the last mark kept a frame, and what it answered: a mark within
+    /// `mark_window_ms` of it (a double click, a held key) answers with the same frame
+    /// instead of storing another. Only the score thread uses it.
+    last_mark: Mutex<Option<(std::time::Instant, Kept)>>,
 }
 
 impl Operator {
@@ -209,6 +217,7 @@ impl Operator {
             counters: Counters::default(),
             recent: Mutex::new(Recent::default()),
             commands: tx,
+            last_mark: Mutex::new(None),
         };
         (op, rx)
     }
@@ -249,6 +258,22 @@ impl Operator {
         metrics::gauge!("endo_agent_session_frames_selected").set(0.0);
         tracing::info!(previous = %previous.session, session = %p.session, "procedure {event}");
         Ok(p.clone())
+    }
+
+    /// What the last mark kept, when it was less than `window` ago in this `session`.
+    pub fn kept_already(&self, window: std::time::Duration, session: &str) -> Option<Kept> {
+        let last = self.last_mark.lock().expect("mark lock");
+        let (at, kept) = last.as_ref()?;
+        (at.elapsed() < window && kept.session == session).then(|| Kept {
+            already_kept: true,
+            ..kept.clone()
+        })
+    }
+
+    /// Remember what a mark kept, now.
+    pub fn note_mark(&self, kept: &Kept) {
+        *self.last_mark.lock().expect("mark lock") =
+            Some((std::time::Instant::now(), kept.clone()));
     }
 
     /// Hand a command to the score thread (fails at once when its queue is full).

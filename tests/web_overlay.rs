@@ -464,6 +464,47 @@ fn keep_marks_below_threshold_sessions_rotate_and_bad_annotations_are_refused() 
     assert!(rec["score"]["quality"].as_f64().unwrap() < 0.5);
     assert!(path.with_extension("jpg").exists());
     assert!(records_with_reason(&lake, "best_in_window").is_empty());
+    // Issue 12 item 10: marking again at once (a double click, a held key) stored the
+    // same moment again and again. Now it answers with the kept frame and stores nothing.
+    let (code, again) = agent.post("/api/mark", None, None);
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["key"], kept["key"], "{again}");
+    assert_eq!(again["already_kept"], true, "{again}");
+    // ...and a burst is throttled with 429 and the documented JSON error.
+    std::thread::sleep(Duration::from_millis(1100));
+    let codes: Vec<(u16, Value)> = (0..12)
+        .map(|_| agent.post("/api/mark", None, None))
+        .collect();
+    let throttled: Vec<_> = codes.iter().filter(|(c, _)| *c == 429).collect();
+    assert!(!throttled.is_empty(), "{codes:?}");
+    assert!(
+        throttled[0].1["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("marks per second"),
+        "{codes:?}"
+    );
+    // The burst lasts well under mark_window_ms (2 s): at most one new frame (when the
+    // first mark's window ended just before it), the rest answered with the kept one.
+    let stored = codes.iter().filter(|(c, _)| *c == 201).count();
+    assert!(stored <= 1, "{codes:?}");
+    assert!(
+        codes.iter().all(|(c, _)| [200, 201, 429].contains(c)),
+        "{codes:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        records_with_reason(&lake, "operator_marked").len(),
+        1 + stored,
+        "each stored mark is one frame in the datalake: {codes:?}"
+    );
+    assert!(
+        agent
+            .metrics()
+            .value("endo_agent_http_throttled_total{reason=\"mark\"}")
+            >= 1.0
+    );
+    std::thread::sleep(Duration::from_millis(1100));
 
     // Sessions: start rotates the id; its keys start again at sequence 0.
     let (code, _) = agent.post("/api/session/end", None, None);
@@ -545,8 +586,12 @@ fn keep_marks_below_threshold_sessions_rotate_and_bad_annotations_are_refused() 
     assert_eq!(ann["annotations"][1]["shape"], "polygon");
     assert_eq!(ann["annotations"][1]["area"], 600.0);
     assert_eq!(ann["categories"][2]["name"], "polyp");
+    freeze_errors_are_json(&agent);
     let m = agent.metrics();
-    assert_eq!(m.value("endo_agent_operator_marks_total"), 2.0);
+    assert_eq!(
+        m.value("endo_agent_operator_marks_total"),
+        2.0 + stored as f64
+    );
     assert_eq!(m.value("endo_agent_operator_annotations_total"), 1.0);
     assert_eq!(m.value("endo_agent_operator_annotation_shapes_total"), 2.0);
     assert_eq!(
@@ -554,6 +599,36 @@ fn keep_marks_below_threshold_sessions_rotate_and_bad_annotations_are_refused() 
         1.0
     );
     assert!(agent.stop().success());
+}
+
+/// Bodies the operator API cannot use get the documented `{"error": …}` with the
+/// rejection's status, and a huge value is named, not echoed (issue 12 item 10).
+fn freeze_errors_are_json(agent: &Agent) {
+    let post = |path: &str, body: &[u8]| {
+        let mut r = common::http_client()
+            .post(&format!("http://{}{path}", agent.addr))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (r.status().as_u16(), text)
+    };
+    let big_name = format!("{{\"frame\": 1, \"{}\": 1}}", "x".repeat(1 << 20));
+    let huge = vec![b' '; 3 << 20];
+    for (path, body, want) in [
+        ("/api/freeze", b"not json".as_slice(), 400),
+        ("/api/freeze", br#"{"frame": "newest"}"#.as_slice(), 400),
+        ("/api/freeze", huge.as_slice(), 413),
+        ("/api/annotations", huge.as_slice(), 413),
+        ("/api/annotations", big_name.as_bytes(), 400),
+    ] {
+        let (code, text) = post(path, body);
+        assert_eq!(code, want, "{path}: {text}");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{path} {want}: not JSON: {text:.300}"));
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{text}");
+        assert!(text.len() < 1000, "{path}: {} bytes echoed", text.len());
+    }
 }
 
 #[test]
@@ -630,5 +705,83 @@ fn off_loopback_the_operator_api_needs_the_token() {
         assert_eq!(get_with(&agent, path, None), 200, "GET {path}");
     }
     assert!(agent.metrics().value("endo_agent_http_unauthorized_total") >= 9.0);
+
+    // Issue 12 item 10. The scheme is case-insensitive (RFC 9110).
+    let port = agent.addr.rsplit(':').next().unwrap().to_string();
+    let get_from = |host: &str, auth: Option<&str>| {
+        let mut req = common::http_client().get(&format!("http://{host}:{port}/api/operator"));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let r = req.call().unwrap();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), retry)
+    };
+    for scheme in ["bearer", "BEARER"] {
+        let (code, _) = get_from("127.0.0.1", Some(&format!("{scheme} {TOKEN}")));
+        assert_eq!(code, 200, "{scheme}");
+    }
+    // A missing token is not a guess: the page asking for one is never locked out.
+    for _ in 0..30 {
+        assert_eq!(get_from("127.0.0.1", None).0, 401);
+    }
+    // Wrong tokens are: after the budget, 429 with Retry-After, the right token included,
+    // until the minute is over; another address is not affected.
+    let wrong = "Bearer guessed-token-000000000000";
+    let mut refused = 0;
+    let (code, retry) = loop {
+        let (code, retry) = get_from("127.0.0.1", Some(wrong));
+        if code != 401 || refused > 25 {
+            break (code, retry);
+        }
+        refused += 1;
+    };
+    assert_eq!(code, 429, "after {refused} wrong tokens");
+    assert!(
+        refused <= 20,
+        "{refused} wrong tokens were answered 401 before 429"
+    );
+    let secs: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&secs), "{secs}");
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(get_from("127.0.0.1", Some(&bearer)).0, 429);
+    // From 127.0.0.2 (the kernel would pick 127.0.0.1 as the source, so bind it).
+    let other = {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        use std::io::{Read, Write};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SockAddr::from(
+            "127.0.0.2:0".parse::<std::net::SocketAddr>().unwrap(),
+        ))
+        .unwrap();
+        let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        s.connect(&SockAddr::from(to)).unwrap();
+        let mut s: std::net::TcpStream = s.into();
+        write!(
+            s,
+            "GET /api/operator HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(other.starts_with("HTTP/1.1 200"), "{other:.200}");
+    let m = agent.metrics();
+    assert!(m.value("endo_agent_http_throttled_total{reason=\"token\"}") >= 2.0);
+    // Logged, but twice per address and minute at most, and never the token itself.
+    let log = agent.log_text();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("wrong bearer token"))
+        .count();
+    assert!((1..=2).contains(&lines), "{lines} log lines:\n{log}");
+    assert!(
+        !log.contains("guessed-token"),
+        "the token was logged:\n{log}"
+    );
     assert!(agent.stop().success());
 }

@@ -79,7 +79,7 @@ pub struct SpoolConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("spool {path}: {source}")]
+    #[error("spool.dir {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -494,6 +494,22 @@ mod tests {
             policy,
             sinks: vec!["local".into(), "mqtt".into()],
         }
+    }
+
+    #[test]
+    fn a_spool_that_cannot_be_opened_names_its_key_and_path() {
+        // Issue 12 item 10: the error read "spool : No such file or directory".
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        let dir = d.path().join("f/spool");
+        let e = Spool::open(cfg(&dir, 10, EvictPolicy::Oldest))
+            .err()
+            .expect("a spool under a file")
+            .to_string();
+        assert!(
+            e.starts_with("spool.dir ") && e.contains(&*dir.to_string_lossy()),
+            "{e}"
+        );
     }
 
     fn rec(i: u32, quality: f32) -> SpoolRecord {
