@@ -401,16 +401,24 @@ struct FreezeRequest {
     frame: Option<u64>,
 }
 
+/// A body the API cannot use: its status and reason.
+struct BodyError(StatusCode, String);
+
+impl IntoResponse for BodyError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
 /// A JSON body, or the documented `{"error": …}` answer: 413 when it is larger than
 /// the 2 MB limit, else 400 (not JSON, the wrong fields or types), the reason clipped.
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, BodyError> {
     b.map(|Json(t)| t).map_err(|e| {
         let status = match e.status() {
             StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         };
-        let why = clip(&format!("request body: {}", e.body_text()));
-        (status, Json(serde_json::json!({ "error": why }))).into_response()
+        BodyError(status, clip(&format!("request body: {}", e.body_text())))
     })
 }
 
@@ -421,7 +429,7 @@ async fn freeze(
     // No body (or no JSON content type) means the newest frame, like `{}`.
     let req = match body(b.map(|o| Json(o.map(|Json(r)| r).unwrap_or_default()))) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let op = &s.shared.operator;
     let mut recent = op.recent.lock().expect("recent lock");
@@ -454,7 +462,7 @@ async fn annotate(
 ) -> Response {
     let req = match body(b) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let op = &s.shared.operator;
     let Some(frame) = op.recent.lock().expect("recent lock").get(req.frame) else {

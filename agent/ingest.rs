@@ -6,18 +6,26 @@
 //! A message is acknowledged (PUBACK, manual acks) only after both PUTs succeeded; until
 //! then the broker keeps it, and redelivers it after a reconnect or restart. A frame may
 //! therefore be stored twice (same key, same bytes), never lost. A message that can never
-//! be stored (no key, unsafe key, record not matching the key) is logged, counted as
-//! rejected and acknowledged, so it cannot block the queue.
+//! be stored is logged, counted as rejected and acknowledged, so it cannot block the
+//! queue: no key or an unsafe one; a key outside `{datalake.prefix}/{site}/{device}/` of
+//! the topic it came on (one tower cannot write into another's or anywhere else); a record
+//! whose key differs; a payload that is no JPEG or whose sha256 and size differ from the
+//! record's `jpeg` (a forged or damaged frame is not stored as one).
+//!
+//! At a stop, no new message is taken; the one being stored is finished and acknowledged,
+//! and the connection is closed only after every acknowledgement was sent (a DISCONNECT
+//! queued behind them), so a restart receives again only what was not stored.
 //!
 //! Two message formats are accepted ([`frame_of`]): the framed payload (JPEG, record and
 //! annotation in the payload, format in [`crate::uplink::mqtt`]) that agents send, and the
 //! format before it (payload = the JPEG, record and annotation as user properties), so
 //! that messages queued at the broker by an agent not yet upgraded are still stored.
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{unbounded, Receiver};
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
+use rumqttc::Outgoing;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,9 +60,31 @@ pub struct FrameMsg<'a> {
     pub annotation: std::borrow::Cow<'a, [u8]>,
 }
 
+/// Where frames may come from and go: the topic prefix they are published under and the
+/// first segment of every datalake key (`mqtt.topic_prefix`, `datalake.prefix`).
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    pub topic_prefix: &'a str,
+    pub key_prefix: &'a str,
+}
+
 /// Decode and check a frame message, in either format (see the module docs).
-pub fn frame_of(p: &Publish) -> Result<FrameMsg<'_>, String> {
+pub fn frame_of<'p>(p: &'p Publish, route: &Route) -> Result<FrameMsg<'p>, String> {
     use std::borrow::Cow;
+    let topic = std::str::from_utf8(&p.topic).map_err(|_| "the topic is not UTF-8")?;
+    let (site, device) = topic
+        .strip_prefix(route.topic_prefix)
+        .and_then(|t| t.strip_prefix('/'))
+        .and_then(|t| t.strip_suffix("/frames"))
+        .and_then(|t| t.split_once('/'))
+        .filter(|(s, d)| crate::config::is_key_segment(s) && crate::config::is_key_segment(d))
+        .ok_or_else(|| {
+            format!(
+                "topic {:?} is not {}/<site>/<device>/frames",
+                crate::clip(topic),
+                route.topic_prefix
+            )
+        })?;
     let props = p.properties.as_ref().ok_or("no MQTT 5 properties")?;
     let get = |name: &str| {
         props
@@ -65,7 +95,14 @@ pub fn frame_of(p: &Publish) -> Result<FrameMsg<'_>, String> {
     };
     let key = get("key").ok_or("no `key` user property")?;
     if !is_safe_key(key) {
-        return Err(format!("unsafe key {key:?}"));
+        return Err(format!("unsafe key {:?}", crate::clip(key)));
+    }
+    let own = format!("{}/{site}/{device}/", route.key_prefix);
+    if !key.starts_with(&own) {
+        return Err(format!(
+            "key {:?} is not under {own} of the topic it came on",
+            crate::clip(key)
+        ));
     }
     let (jpeg, record, annotation): (&[u8], Cow<[u8]>, Cow<[u8]>) = if wire::is_framed(&p.payload) {
         let f = wire::decode(&p.payload)?;
@@ -85,6 +122,24 @@ pub fn frame_of(p: &Publish) -> Result<FrameMsg<'_>, String> {
         serde_json::from_slice(&record).map_err(|e| format!("record is not JSON: {e}"))?;
     if doc.get("key").and_then(|k| k.as_str()) != Some(key) {
         return Err(format!("record's key differs from the message key {key:?}"));
+    }
+    // A JPEG starts with SOI and a marker, and ends with EOI.
+    if !(jpeg.starts_with(&[0xff, 0xd8, 0xff]) && jpeg.ends_with(&[0xff, 0xd9])) {
+        return Err(format!("the payload ({} bytes) is not a JPEG", jpeg.len()));
+    }
+    let want = doc["jpeg"]["sha256"]
+        .as_str()
+        .ok_or("the record has no jpeg.sha256")?;
+    let actual = crate::score::model::sha256_hex(jpeg);
+    if !want.eq_ignore_ascii_case(&actual)
+        || doc["jpeg"]["bytes"].as_u64() != Some(jpeg.len() as u64)
+    {
+        return Err(format!(
+            "the JPEG ({} bytes, sha256 {actual}) is not the one its record describes ({} bytes, sha256 {})",
+            jpeg.len(),
+            doc["jpeg"]["bytes"],
+            crate::clip(want)
+        ));
     }
     if !annotation.is_empty() {
         serde_json::from_slice::<serde_json::Value>(&annotation)
@@ -110,7 +165,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError
     opts.set_clean_start(false);
     opts.set_session_expiry_interval(Some(7 * 24 * 3600));
     opts.set_manual_acks(true);
-    opts.set_receive_maximum(Some(64));
+    opts.set_receive_maximum(Some(RECEIVE_MAXIMUM));
     let store = S3Client::new(&cfg.s3)?;
     let filter = format!("{}/+/+/frames", cfg.mqtt.topic_prefix);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -121,13 +176,25 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError
             detail: format!("tokio runtime: {e}"),
         })?;
     let (client, mut eventloop) = AsyncClient::new(opts, 128);
-    let (tx, rx) = bounded::<Publish>(128);
+    // Unbounded, so that the event loop never waits for the writer: the writer's acks
+    // go out through that same loop, and a loop blocked on a full queue while the writer
+    // waits for room for an ack is a deadlock that dropped acks (issue 12 item 8). What
+    // is queued is bounded by the broker: at most `receive_maximum` unacknowledged
+    // messages (a broker that sends more is warned about below).
+    let (tx, rx) = unbounded::<Publish>();
+    let route = (cfg.mqtt.topic_prefix.clone(), cfg.datalake.prefix.clone());
     let writer = {
         let client = client.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("ingest-store".into())
-            .spawn(move || store_loop(store, rx, client, stop))
+            .spawn(move || {
+                let route = Route {
+                    topic_prefix: &route.0,
+                    key_prefix: &route.1,
+                };
+                store_loop(store, &route, rx, client, stop)
+            })
             .map_err(|e| SinkError::Setup {
                 sink: "s3",
                 detail: format!("thread: {e}"),
@@ -139,14 +206,17 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError
         Duration::from_secs(60),
     );
     let mut received = 0u64;
+    let mut warned = false;
     tracing::info!(host = %cfg.mqtt.host, port = cfg.mqtt.port, %filter, "ingest starting");
     rt.block_on(async {
         // rumqttc's poll is driven without interruption (cancelling it mid-write could
-        // leave half a packet in its buffer); only a stop ends it, once.
+        // leave half a packet in its buffer) until the DISCONNECT queued at the stop,
+        // behind the writer's last acks, went out.
         let drive = async {
             loop {
+                let stopping = stop.load(Ordering::Relaxed);
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) if !stopping => {
                         backoff.reset();
                         tracing::info!("ingest connected; subscribing to {filter}");
                         let f = Filter::new(filter.clone(), QoS::AtLeastOnce);
@@ -154,15 +224,24 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError
                             tracing::error!("subscribe: {e}");
                         }
                     }
+                    // Stopping: not taken, not acknowledged, sent again next start.
+                    Ok(Event::Incoming(Packet::Publish(_))) if stopping => {}
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         received += 1;
-                        // Never blocks: the broker sends at most `receive_maximum` (64)
-                        // unacknowledged messages, and the channel holds 128.
                         if tx.send(p).is_err() {
                             return;
                         }
+                        if tx.len() > 2 * RECEIVE_MAXIMUM as usize && !warned {
+                            warned = true;
+                            tracing::warn!(
+                                "{} messages wait for the store: the broker sends more than the {RECEIVE_MAXIMUM} unacknowledged ones ingest asked for",
+                                tx.len()
+                            );
+                        }
                     }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                     Ok(_) => {}
+                    Err(_) if stopping => return,
                     Err(e) => {
                         let e = crate::uplink::mqtt::classify(e.to_string());
                         let wait = backoff.on_failure(Duration::ZERO);
@@ -172,31 +251,50 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError
                 }
             }
         };
-        let stopped = async {
+        let close = async {
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            // The writer finishes the frame in hand and acks it; then the DISCONNECT
+            // goes into the request queue behind every ack.
+            while !writer.is_finished() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if let Err(e) = client.disconnect().await {
+                tracing::warn!("disconnect: {e}");
+            }
+            std::future::pending::<()>().await
+        };
+        // A broker that does not answer cannot hold the stop up for ever.
+        let bounded_drive = async {
+            tokio::select! {
+                _ = drive => {}
+                _ = close => {}
+            }
+        };
+        let deadline = async {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(STOP_TIMEOUT).await;
+            tracing::warn!("the broker did not take the disconnect within {STOP_TIMEOUT:?}");
         };
         tokio::select! {
-            _ = drive => {}
-            _ = stopped => {}
+            _ = bounded_drive => {}
+            _ = deadline => {}
         }
-        // Let the writer's last acks go out.
-        let _ = tokio::time::timeout(Duration::from_millis(300), async {
-            loop {
-                if eventloop.poll().await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await;
     });
     drop(tx);
     let mut stats = writer.join().expect("ingest writer panicked");
     stats.received = received;
-    let _ = client.try_disconnect();
     Ok(stats)
 }
+
+/// Unacknowledged messages the broker may send at once (MQTT 5 receive maximum).
+const RECEIVE_MAXIMUM: u16 = 64;
+
+/// How long a stop waits for the writer's in-progress frame and the last acks.
+const STOP_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// How many stored keys ingest remembers to count redeliveries as duplicates.
 const RECENT_KEYS: usize = 100_000;
@@ -236,6 +334,7 @@ impl RecentKeys {
 
 fn store_loop(
     store: S3Client,
+    route: &Route,
     rx: Receiver<Publish>,
     client: AsyncClient,
     stop: Arc<AtomicBool>,
@@ -247,10 +346,18 @@ fn store_loop(
         Duration::from_secs(30),
         Duration::MAX,
     );
-    while let Ok(p) = rx.recv() {
-        match frame_of(&p) {
+    loop {
+        // At a stop, what is still queued is left unacknowledged: the broker sends it
+        // again next start.
+        let p = match rx.recv_timeout(Duration::from_millis(100)) {
+            _ if stop.load(Ordering::Relaxed) => return stats,
+            Ok(p) => p,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return stats,
+        };
+        match frame_of(&p, route) {
             Err(why) => {
-                tracing::error!(topic = %String::from_utf8_lossy(&p.topic), "dropping a frame message: {why}");
+                tracing::error!(topic = %crate::clip(&String::from_utf8_lossy(&p.topic)), "dropping a frame message: {why}");
                 stats.rejected += 1;
             }
             Ok(FrameMsg {
@@ -284,11 +391,25 @@ fn store_loop(
                 }
             },
         }
-        if let Err(e) = client.try_ack(&p) {
-            tracing::warn!("ack: {e}");
+        ack(&client, &p);
+    }
+}
+
+/// Acknowledge `p`. The request queue is full only for as long as the event loop (which
+/// never waits for the writer) is busy; wait for room instead of dropping the ack (a
+/// dropped ack is a frame received again).
+fn ack(client: &AsyncClient, p: &Publish) {
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.try_ack(p) {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() >= end => {
+                tracing::warn!("ack: {e} (the frame is stored; it will be received again)");
+                return;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
-    stats
 }
 
 #[cfg(test)]
@@ -296,27 +417,34 @@ mod tests {
     use super::*;
     use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
-    fn msg(key: &str, record: &str) -> Publish {
+    const ROUTE: Route = Route {
+        topic_prefix: "endo",
+        key_prefix: "frames",
+    };
+    const KEY: &str = "frames/s/d/2026/11/21/sess/0000000001";
+    const JPEG: &[u8] = b"\xff\xd8\xff\xe0 a JPEG \xff\xd9";
+
+    /// The record an agent writes for `jpeg` under `key`.
+    fn record(key: &str, jpeg: &[u8]) -> String {
+        serde_json::json!({
+            "key": key,
+            "sequence": 1,
+            "jpeg": {"bytes": jpeg.len(), "sha256": crate::score::model::sha256_hex(jpeg), "quality": 90},
+        })
+        .to_string()
+    }
+
+    /// A message in the format before the framed payload: the payload is the JPEG.
+    fn msg(topic: &str, key: &str, jpeg: &[u8], record: &str) -> Publish {
         Publish::new(
-            "endo/s/d/frames",
+            topic,
             QoS::AtLeastOnce,
-            vec![0xff, 0xd8],
+            jpeg.to_vec(),
             Some(PublishProperties {
                 user_properties: vec![("key".into(), key.into()), ("record".into(), record.into())],
                 ..Default::default()
             }),
         )
-    }
-
-    #[test]
-    fn recent_keys_count_repeats_and_stay_bounded() {
-        let mut r = RecentKeys::new(2);
-        assert!(r.insert("a".into()));
-        assert!(!r.insert("a".into()), "a repeat");
-        assert!(r.insert("b".into()));
-        assert!(r.insert("c".into()), "a is forgotten now");
-        assert!(r.insert("a".into()));
-        assert_eq!((r.set.len(), r.order.len()), (2, 2));
     }
 
     /// A message as agents send it now: everything in the framed payload.
@@ -334,58 +462,125 @@ mod tests {
     }
 
     #[test]
+    fn recent_keys_count_repeats_and_stay_bounded() {
+        let mut r = RecentKeys::new(2);
+        assert!(r.insert("a".into()));
+        assert!(!r.insert("a".into()), "a repeat");
+        assert!(r.insert("b".into()));
+        assert!(r.insert("c".into()), "a is forgotten now");
+        assert!(r.insert("a".into()));
+        assert_eq!((r.set.len(), r.order.len()), (2, 2));
+    }
+
+    #[test]
     fn a_framed_message_yields_the_exact_objects() {
-        let k = "frames/s/d/2026/11/21/sess/0000000001";
-        let rec = format!(r#"{{"key":"{k}","sequence":1}}"#);
+        let rec = record(KEY, JPEG);
         let ann = format!(
             r#"{{"annotations":[{}]}}"#,
             "[1.5,2.5],".repeat(8000) + "[0,0]"
         );
-        let p = framed(k, b"\xff\xd8jpeg", &rec, &ann);
-        let f = frame_of(&p).unwrap();
-        assert_eq!(f.key, k);
-        assert_eq!(f.jpeg, b"\xff\xd8jpeg");
+        let p = framed(KEY, JPEG, &rec, &ann);
+        let f = frame_of(&p, &ROUTE).unwrap();
+        assert_eq!(f.key, KEY);
+        assert_eq!(f.jpeg, JPEG);
         assert_eq!(&*f.record, rec.as_bytes());
         assert_eq!(&*f.annotation, ann.as_bytes());
-        let plain = framed(k, b"j", &rec, "");
-        let f = frame_of(&plain).unwrap();
+        let plain = framed(KEY, JPEG, &rec, "");
+        let f = frame_of(&plain, &ROUTE).unwrap();
         assert!(f.annotation.is_empty());
         // The same checks as for the old format.
-        assert!(frame_of(&framed(k, b"j", r#"{"key":"other"}"#, ""))
-            .unwrap_err()
-            .contains("differs"));
-        assert!(frame_of(&framed(k, b"j", &rec, "{"))
+        assert!(
+            frame_of(&framed(KEY, JPEG, r#"{"key":"other"}"#, ""), &ROUTE)
+                .unwrap_err()
+                .contains("differs")
+        );
+        assert!(frame_of(&framed(KEY, JPEG, &rec, "{"), &ROUTE)
             .unwrap_err()
             .contains("annotation"));
-        let mut bad = framed(k, b"j", &rec, "");
+        let mut bad = framed(KEY, JPEG, &rec, "");
         let mut payload = bad.payload.to_vec();
         payload.push(0);
         bad.payload = payload.into();
-        assert!(frame_of(&bad).unwrap_err().contains("do not match"));
+        assert!(frame_of(&bad, &ROUTE).unwrap_err().contains("do not match"));
     }
 
     #[test]
     fn a_frame_message_needs_a_safe_key_matching_its_record() {
-        let k = "frames/s/d/2026/11/21/sess/0000000001";
-        let old = msg(k, &format!(r#"{{"key":"{k}"}}"#));
-        let f = frame_of(&old).unwrap();
-        assert_eq!(f.key, k);
-        assert_eq!(
-            f.jpeg,
-            [0xff, 0xd8],
-            "the old format: the payload is the JPEG"
-        );
+        let old = msg("endo/s/d/frames", KEY, JPEG, &record(KEY, JPEG));
+        let f = frame_of(&old, &ROUTE).unwrap();
+        assert_eq!(f.key, KEY);
+        assert_eq!(f.jpeg, JPEG, "the old format: the payload is the JPEG");
         assert!(f.record.starts_with(b"{"));
-        assert!(
-            frame_of(&msg("../etc/passwd", r#"{"key":"../etc/passwd"}"#))
-                .unwrap_err()
-                .contains("unsafe")
-        );
-        assert!(frame_of(&msg(k, r#"{"key":"other"}"#))
-            .unwrap_err()
-            .contains("differs"));
-        assert!(frame_of(&msg(k, "not json")).unwrap_err().contains("JSON"));
-        let bare = Publish::new("t", QoS::AtLeastOnce, vec![1], None);
-        assert!(frame_of(&bare).is_err());
+        let unsafe_key = "../etc/passwd";
+        let e = frame_of(
+            &msg(
+                "endo/s/d/frames",
+                unsafe_key,
+                JPEG,
+                &record(unsafe_key, JPEG),
+            ),
+            &ROUTE,
+        )
+        .unwrap_err();
+        assert!(e.contains("unsafe"), "{e}");
+        let e = frame_of(
+            &msg("endo/s/d/frames", KEY, JPEG, r#"{"key":"other"}"#),
+            &ROUTE,
+        )
+        .unwrap_err();
+        assert!(e.contains("differs"), "{e}");
+        let e = frame_of(&msg("endo/s/d/frames", KEY, JPEG, "not json"), &ROUTE).unwrap_err();
+        assert!(e.contains("JSON"), "{e}");
+        let bare = Publish::new("endo/s/d/frames", QoS::AtLeastOnce, vec![1], None);
+        assert!(frame_of(&bare, &ROUTE).is_err());
+    }
+
+    #[test]
+    fn a_tower_can_store_only_under_its_own_site_and_device() {
+        // Issue 12 item 8: a message on endo/probe/t1/frames wrote anywhere.
+        let topic = "endo/probe/t1/frames";
+        let own = "frames/probe/t1/2026/12/02/sess/0000000001";
+        assert!(frame_of(&msg(topic, own, JPEG, &record(own, JPEG)), &ROUTE).is_ok());
+        for key in [
+            "frames/OTHER-SITE/OTHER-TOWER/2026/12/02/sess/0000000001",
+            "frames/probe/t2/2026/12/02/sess/0000000001",
+            "evil/probe/t1/2026/12/02/sess/0000000001",
+            "frames/probe/t1x/2026/12/02/sess/0000000001",
+        ] {
+            let e = frame_of(&msg(topic, key, JPEG, &record(key, JPEG)), &ROUTE).unwrap_err();
+            assert!(e.contains("is not under frames/probe/t1/"), "{key}: {e}");
+        }
+        for topic in [
+            "other/probe/t1/frames",
+            "endo/probe/frames",
+            "endo/probe/t1/x/frames",
+            "endo/probe/t1/status",
+        ] {
+            let e = frame_of(&msg(topic, own, JPEG, &record(own, JPEG)), &ROUTE).unwrap_err();
+            assert!(e.contains("topic"), "{topic}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_is_not_the_recorded_jpeg_is_refused() {
+        // Issue 12 item 8: ten bytes of text were stored as a .jpg.
+        let text = b"not a jpeg";
+        let e = frame_of(
+            &msg("endo/s/d/frames", KEY, text, &record(KEY, text)),
+            &ROUTE,
+        )
+        .unwrap_err();
+        assert!(e.contains("not a JPEG"), "{e}");
+        // A JPEG, but not the one the record describes (replaced or damaged on the way).
+        let other = b"\xff\xd8\xff\xe0 another \xff\xd9";
+        let e = frame_of(
+            &msg("endo/s/d/frames", KEY, other, &record(KEY, JPEG)),
+            &ROUTE,
+        )
+        .unwrap_err();
+        assert!(e.contains("is not the one its record describes"), "{e}");
+        let no_hash = serde_json::json!({"key": KEY}).to_string();
+        let e = frame_of(&msg("endo/s/d/frames", KEY, JPEG, &no_hash), &ROUTE).unwrap_err();
+        assert!(e.contains("jpeg.sha256"), "{e}");
     }
 }

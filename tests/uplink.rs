@@ -824,3 +824,177 @@ fn a_frame_larger_than_the_broker_accepts_is_dead_lettered_and_the_frames_behind
     // The local datalake stored it, so nothing is kept aside.
     assert!(!d.join("spool/dead-letter").exists());
 }
+
+/// Publish `(topic, key, jpeg, record)` messages at QoS 1 in the agents' framed format,
+/// as a tower (or someone pretending to be one) would; returns once the broker acked all.
+fn publish_frames(broker: &Mosquitto, pki: &Pki, msgs: &[(String, String, Vec<u8>, String)]) {
+    use endo_agent::uplink::mqtt::wire;
+    use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event};
+    let cfg = endo_agent::config::MqttConfig {
+        host: "localhost".into(),
+        port: broker.port,
+        ca_file: pki.ca.clone(),
+        ..Default::default()
+    };
+    let opts = endo_agent::uplink::mqtt::mqtt_options(&cfg, "test-publisher").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, mut el) = AsyncClient::new(opts, 64);
+        let publisher = client.clone();
+        let owned: Vec<_> = msgs.to_vec();
+        tokio::spawn(async move {
+            for (topic, key, jpeg, record) in owned {
+                let props = PublishProperties {
+                    content_type: Some(wire::CONTENT_TYPE.into()),
+                    user_properties: vec![("key".into(), key)],
+                    ..Default::default()
+                };
+                let payload = wire::encode(&jpeg, record.as_bytes(), b"");
+                publisher
+                    .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut acked = 0;
+        while acked < msgs.len() {
+            match tokio::time::timeout(Duration::from_secs(30), el.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+                Ok(Ok(_)) => {}
+                other => panic!("publishing: {other:?} after {acked} acks"),
+            }
+        }
+        client.disconnect().await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(2), el.poll()).await;
+    });
+}
+
+/// The numbers of ingest's stats line: messages, stored, duplicates, rejected.
+fn ingest_numbers(stats: &str) -> [u64; 4] {
+    let nums: Vec<u64> = stats
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().unwrap())
+        .collect();
+    nums[..].try_into().unwrap_or_else(|_| panic!("{stats}"))
+}
+
+#[test]
+fn ingest_stores_only_what_a_tower_may_and_a_stop_loses_no_ack() {
+    // Issue 12 item 8: forged keys and unchecked payloads were stored, and a restart
+    // after a backlog received again the 128 frames whose acks the stop had dropped.
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::generate(&d.join("pki"));
+    let broker = Mosquitto::start(&d.join("mosquitto"), &pki, false, false);
+    let store = Seaweed::start(&d.join("weed"), &pki);
+    make_bucket(&store, &pki, d, "lake-ingest");
+    let config = format!(
+        "{}\n{}",
+        mqtt_section(&broker, &pki.ca, None)
+            .replace("[mqtt]", "[mqtt]\nclient_id = \"ingest-acks\""),
+        s3_section(&store, &pki, d, "lake-ingest")
+    );
+    // Its persistent session first, so that what is published while it is away waits.
+    let ingest = Ingest::start(d, &config);
+    wait("ingest to subscribe", Duration::from_secs(30), || {
+        ingest.log_text().contains("subscribing")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    ingest.stop();
+
+    let jpeg = |i: usize| {
+        let mut j = vec![0xff, 0xd8, 0xff, 0xe0];
+        j.extend(format!("frame {i} ").repeat(50).bytes());
+        j.extend([0xff, 0xd9]);
+        j
+    };
+    let record = |key: &str, jpeg: &[u8]| {
+        serde_json::json!({"key": key, "jpeg": {"bytes": jpeg.len(),
+            "sha256": endo_agent::score::model::sha256_hex(jpeg), "quality": 90}})
+        .to_string()
+    };
+    let topic = "endo/probe/t1/frames".to_string();
+    let key = |site: &str, i: usize| format!("{site}/2026/12/02/sess/{i:010}");
+    let mut msgs = Vec::new();
+    // Forged: another tower's key, a key outside the prefix, text as a JPEG, a JPEG that
+    // is not the recorded one.
+    for k in [
+        key("frames/OTHER-SITE/OTHER-TOWER", 1),
+        key("evil/probe/t1", 2),
+    ] {
+        let j = jpeg(0);
+        msgs.push((topic.clone(), k.clone(), j.clone(), record(&k, &j)));
+    }
+    let k = key("frames/probe/t1", 900_001);
+    let text = b"0123456789".to_vec();
+    msgs.push((topic.clone(), k.clone(), text.clone(), record(&k, &text)));
+    let k = key("frames/probe/t1", 900_002);
+    msgs.push((topic.clone(), k.clone(), jpeg(1), record(&k, &jpeg(2))));
+    const FRAMES: usize = 600;
+    for i in 0..FRAMES {
+        let k = key("frames/probe/t1", i);
+        let j = jpeg(i);
+        let r = record(&k, &j);
+        msgs.push((topic.clone(), k, j, r));
+    }
+    publish_frames(&broker, &pki, &msgs);
+
+    // A backlog: stop ingest part-way through it, then let a second run finish.
+    let first = Ingest::start(d, &config);
+    wait(
+        "ingest to store part of the backlog",
+        Duration::from_secs(120),
+        || store.filer_list("lake-ingest").len() >= 2 * FRAMES / 4,
+    );
+    let stats1 = first.stop();
+    let stored_first = store.filer_list("lake-ingest").len();
+    assert!(
+        stored_first < 2 * FRAMES,
+        "the whole backlog was stored before the stop ({stats1}): nothing tested"
+    );
+    let second = Ingest::start(d, &config);
+    let end = Instant::now() + Duration::from_secs(120);
+    while store.filer_list("lake-ingest").len() < 2 * FRAMES {
+        assert!(
+            Instant::now() < end,
+            "ingest did not store the rest: {} objects after the first run ({stats1}), {} now; log:\n{}",
+            stored_first,
+            store.filer_list("lake-ingest").len(),
+            second.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let stats2 = second.stop();
+    let log = std::fs::read_to_string(d.join("ingest.log")).unwrap();
+
+    let objects = store.filer_list("lake-ingest");
+    assert_eq!(objects.len(), 2 * FRAMES, "{objects:?}");
+    assert!(
+        objects
+            .iter()
+            .all(|o| o.contains("frames/probe/t1/") && !o.contains("00900")),
+        "a forged frame was stored: {objects:?}"
+    );
+    let [_, s1, d1, r1] = ingest_numbers(&stats1);
+    let [_, s2, d2, r2] = ingest_numbers(&stats2);
+    assert_eq!((d1, d2), (0, 0), "{stats1} / {stats2}");
+    assert_eq!(
+        r1 + r2,
+        4,
+        "each forged message rejected once: {stats1} / {stats2}"
+    );
+    assert_eq!(
+        s1 + s2,
+        FRAMES as u64,
+        "every frame stored once over both runs: nothing acked was received again ({stats1} / {stats2})"
+    );
+    assert!(!log.contains("ack:"), "{log}");
+}
