@@ -579,9 +579,7 @@ fn start_http(
                         }
                     }
                 };
-                if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await {
-                    tracing::error!("http server: {e}");
-                }
+                crate::http::serve(listener, app, shutdown).await;
             })
         })
         .map_err(|source| AgentError::Thread { name: "http", source })

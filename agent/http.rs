@@ -155,6 +155,96 @@ pub fn router(shared: Arc<Shared>, token: Option<String>, stop: Arc<AtomicBool>)
         .with_state(state)
 }
 
+/// Connections served at once. One more is closed at once (counted): a flood of idle
+/// connections cannot take every file descriptor from the spool and the sinks.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A connection must deliver a request's headers within this (idle keep-alive
+/// connections included); a client sending one byte a second is closed after it.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// At a stop, connections get this long to finish their requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serve `app` on `listener` until `shutdown` completes: HTTP/1.1 with
+/// [`HEADER_TIMEOUT`] and at most [`MAX_CONNECTIONS`]. Each request carries the
+/// peer's [`ConnectInfo`]. An accept error (EMFILE when descriptors ran out) waits a
+/// little instead of spinning, and is counted.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    for outcome in ["refused_busy", "accept_error"] {
+        metrics::counter!("endo_agent_http_connections_total", "outcome" => outcome).increment(0);
+    }
+    metrics::gauge!("endo_agent_http_connections").set(0.0);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    metrics::counter!("endo_agent_http_connections_total", "outcome" => "accept_error").increment(1);
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        last_warning = Some(Instant::now());
+                        tracing::warn!("http accept: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("endo_agent_http_connections_total", "outcome" => "refused_busy")
+                .increment(1);
+            drop(stream);
+            continue;
+        };
+        metrics::gauge!("endo_agent_http_connections").increment(1.0);
+        let app = app.clone();
+        let mut closing = closing.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = async {
+                    while !*closing.borrow_and_update() {
+                        if closing.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                }
+            }
+            metrics::gauge!("endo_agent_http_connections").decrement(1.0);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    // Every slot back = every connection closed.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(MAX_CONNECTIONS as u32)).await;
+}
+
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

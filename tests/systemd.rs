@@ -41,6 +41,7 @@ fn the_unit_is_hardened_to_an_exposure_of_two_or_less() {
         "Type=notify",
         "WatchdogSec=",
         "ExecStartPre=/usr/bin/endo-agent check-config",
+        "LimitNOFILE=65536",
         "StateDirectory=endo-agent",
         "CapabilityBoundingSet=\n",
         "NoNewPrivileges=yes",

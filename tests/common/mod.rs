@@ -61,10 +61,37 @@ impl Agent {
 
     /// As [`Agent::start`], with extra environment variables.
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Agent {
+        Agent::spawn(dir, config, env, None)
+    }
+
+    /// As [`Agent::start`], with at most `nofile` file descriptors (soft and hard limit,
+    /// so the agent cannot raise it), as under a unit with a low `LimitNOFILE=`.
+    pub fn start_with_nofile(dir: &Path, config: &str, nofile: u64) -> Agent {
+        Agent::spawn(dir, config, &[], Some(nofile))
+    }
+
+    fn spawn(dir: &Path, config: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Agent {
+        use std::os::unix::process::CommandExt;
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join("agent.toml");
         std::fs::write(&cfg, config).unwrap();
-        let mut child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        if let Some(n) = nofile {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // Safety: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(&cfg)
             .env("RUST_LOG", "info")
