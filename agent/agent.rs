@@ -500,6 +500,8 @@ fn open_spool(cfg: &Config) -> Result<Arc<SpoolHandle>, AgentError> {
             .iter()
             .map(|k| k.as_str().to_string())
             .collect(),
+        min_free_bytes: cfg.spool.min_free_mib << 20,
+        free_space: crate::spool::disk_free,
     })?;
     counter!("endo_agent_spool_recovered_total", "outcome" => "record")
         .increment(rec.records as u64);

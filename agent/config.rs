@@ -442,6 +442,9 @@ pub struct SpoolSection {
     pub max_mib: u64,
     /// What goes when full: lowest_quality | oldest | newest (= drop the new frame).
     pub policy: crate::spool::EvictPolicy,
+    /// Free space (MiB) kept on the spool's filesystem: a filling disk counts as a full
+    /// spool, and the policy makes room.
+    pub min_free_mib: u64,
 }
 
 impl Default for SpoolSection {
@@ -451,6 +454,7 @@ impl Default for SpoolSection {
             max_records: 20_000,
             max_mib: 4096,
             policy: crate::spool::EvictPolicy::LowestQuality,
+            min_free_mib: 64,
         }
     }
 }
@@ -1141,7 +1145,7 @@ impl Config {
     /// queue allocations) far from overflow and from allocations that abort.
     ///
     /// [`validate`]: Config::validate
-    pub fn int_ranges(&self) -> [(&'static str, u64, u64, u64); 32] {
+    pub fn int_ranges(&self) -> [(&'static str, u64, u64, u64); 33] {
         const H: u64 = 3_600_000; // an hour, in milliseconds
         let n = |v: usize| v as u64;
         let (s, c, f, sc) = (&self.source, &self.capture, &self.fov, &self.scoring);
@@ -1206,6 +1210,7 @@ impl Config {
                 10_000_000,
             ),
             ("spool.max_mib", self.spool.max_mib, 1, 1 << 24),
+            ("spool.min_free_mib", self.spool.min_free_mib, 0, 1 << 20),
             (
                 "uplink.backoff_initial_ms",
                 self.uplink.backoff_initial_ms,

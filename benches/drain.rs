@@ -52,6 +52,8 @@ fn filled_spool(dir: &Path, sink: &str, n: usize, jpeg: &[u8], round: usize) -> 
         max_bytes: 1 << 40,
         policy: EvictPolicy::LowestQuality,
         sinks: vec![sink.to_string()],
+        min_free_bytes: 0,
+        free_space: |_| None,
     })
     .unwrap();
     for i in 0..n {

@@ -75,6 +75,24 @@ pub struct SpoolConfig {
     pub policy: EvictPolicy,
     /// Sink names; a record is deleted when all of them acknowledged it.
     pub sinks: Vec<String>,
+    /// Free space kept on the spool's filesystem: the spool holds at most what it holds
+    /// plus what is free above this, evicting by `policy` to stay within it (a full disk
+    /// takes the worst frames out, not the new ones at random).
+    pub min_free_bytes: u64,
+    /// Free bytes of the filesystem holding a path ([`disk_free`]; tests inject their own).
+    pub free_space: fn(&Path) -> Option<u64>,
+}
+
+/// Bytes available to an unprivileged writer on the filesystem holding `path`.
+pub fn disk_free(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // Safety: a NUL-terminated path and a zeroed out-struct of the right type.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -274,7 +292,21 @@ impl Spool {
     pub fn append(&mut self, r: &SpoolRecord) -> Result<Appended, SpoolError> {
         let data = format::encode(r);
         let size = data.len() as u64;
-        let (store, evict) = choose_victims(&self.entries, r.quality, size, self.bytes, &self.cfg);
+        let max_bytes = match (self.cfg.free_space)(&self.cfg.dir) {
+            Some(free) => self
+                .cfg
+                .max_bytes
+                .min(self.bytes + free.saturating_sub(self.cfg.min_free_bytes)),
+            None => self.cfg.max_bytes,
+        };
+        let (store, evict) = choose_victims(
+            &self.entries,
+            r.quality,
+            size,
+            self.bytes,
+            max_bytes,
+            &self.cfg,
+        );
         for id in &evict {
             self.remove(*id)?;
         }
@@ -288,11 +320,17 @@ impl Spool {
         self.next_id += 1;
         let path = self.rec_path(id);
         let tmp = path.with_extension("rec.tmp");
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&data).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
+        let written = File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&data)?;
+                f.sync_all()
+            })
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            // A full disk: no half record stays behind to be mistaken for one.
+            let _ = fs::remove_file(&tmp);
+            return Err(io(&tmp)(e));
+        }
         self.sync_dir()?;
         self.entries.insert(
             id,
@@ -447,13 +485,14 @@ fn choose_victims(
     quality: f32,
     size: u64,
     bytes: u64,
+    max_bytes: u64,
     cfg: &SpoolConfig,
 ) -> (bool, Vec<u64>) {
-    let fits = |n: usize, b: u64| n < cfg.max_records && b + size <= cfg.max_bytes;
+    let fits = |n: usize, b: u64| n < cfg.max_records && b + size <= max_bytes;
     if fits(entries.len(), bytes) {
         return (true, vec![]);
     }
-    if size > cfg.max_bytes || cfg.max_records == 0 {
+    if size > max_bytes || cfg.max_records == 0 {
         return (false, vec![]);
     }
     let order: Vec<(u64, &Entry)> = match cfg.policy {
@@ -493,7 +532,53 @@ mod tests {
             max_bytes: 1 << 30,
             policy,
             sinks: vec!["local".into(), "mqtt".into()],
+            min_free_bytes: 0,
+            free_space: |_| None,
         }
+    }
+
+    /// Free space the test sets.
+    static FREE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+    #[test]
+    fn a_filling_disk_evicts_the_worst_frames_and_keeps_the_reserve() {
+        // Issue 12 item 5: on a full disk new frames failed at random (spool_write_failed).
+        use std::sync::atomic::Ordering::Relaxed;
+        let d = tempfile::tempdir().unwrap();
+        let mut c = cfg(d.path(), 100, EvictPolicy::LowestQuality);
+        c.min_free_bytes = 1000;
+        c.free_space = |_| Some(FREE.load(Relaxed));
+        FREE.store(1 << 30, Relaxed);
+        let (mut s, _) = Spool::open(c).unwrap();
+        for (i, q) in [(1, 0.9), (2, 0.3), (3, 0.8)] {
+            assert!(s.append(&rec(i, q)).unwrap().id.is_some());
+        }
+        // The disk is now nearly full: room for one more above the reserve would not do.
+        FREE.store(1100, Relaxed);
+        let a = s.append(&rec(4, 0.7)).unwrap();
+        assert!(a.id.is_some(), "a better frame takes the worst one's place");
+        assert_eq!(a.evicted.len(), 1, "{a:?}");
+        let held: Vec<f32> = s.entries.values().map(|e| e.quality).collect();
+        assert_eq!(held, [0.9, 0.8, 0.7]);
+        // A frame worse than everything held is the one not stored.
+        let a = s.append(&rec(5, 0.1)).unwrap();
+        assert!(a.id.is_none() && a.evicted.is_empty(), "{a:?}");
+        FREE.store(u64::MAX, Relaxed);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(cfg(d.path(), 10, EvictPolicy::Oldest)).unwrap();
+        // The final name taken by a directory: the rename fails after the write.
+        std::fs::create_dir(s.rec_path(s.next_id)).unwrap();
+        assert!(s.append(&rec(1, 0.5)).is_err());
+        let tmps: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(tmps.is_empty(), "{tmps:?}");
     }
 
     #[test]

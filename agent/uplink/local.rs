@@ -1,9 +1,10 @@
 //! The local directory datalake: `{dir}/{key}.jpg` and `{dir}/{key}.json`.
 //!
-//! Writes are atomic: each file is written to a hidden temporary name in the same
-//! directory, flushed to disk, renamed into place, and the directory is synced. The JPEG
-//! lands before the JSON record, so a record on disk always has its image beside it and a
-//! crash never leaves a half file under a final name.
+//! Writes are atomic: each file is written under `{dir}/.tmp/`, flushed to disk, renamed
+//! into place, and the directory is synced. The JPEG lands before the JSON record, so a
+//! record on disk always has its image beside it and a crash never leaves a half file
+//! under a final name. A write that fails (a full disk) removes its temporary file; what a
+//! crash left in `.tmp/` is removed when the sink starts.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -11,13 +12,27 @@ use std::path::{Path, PathBuf};
 
 use super::{BlockingSink, Encoded, SinkError};
 
+/// Temporary files, under the datalake's root (the same filesystem: renames are atomic).
+pub const TMP_DIR: &str = ".tmp";
+
 pub struct LocalDatalake {
     root: PathBuf,
 }
 
 impl LocalDatalake {
+    /// The datalake at `root`; temporary files a crash left behind are removed.
     pub fn new(root: impl Into<PathBuf>) -> LocalDatalake {
-        LocalDatalake { root: root.into() }
+        let root = root.into();
+        if let Ok(dir) = fs::read_dir(root.join(TMP_DIR)) {
+            let stale = dir
+                .filter_map(Result::ok)
+                .filter(|e| fs::remove_file(e.path()).is_ok());
+            let n = stale.count();
+            if n > 0 {
+                tracing::info!("local datalake: removed {n} temporary files left by a crash");
+            }
+        }
+        LocalDatalake { root }
     }
 
     pub fn root(&self) -> &Path {
@@ -37,12 +52,20 @@ impl LocalDatalake {
             .file_name()
             .expect("keys have file names")
             .to_string_lossy();
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io)?;
+        let tmp_dir = self.root.join(TMP_DIR);
+        fs::create_dir_all(&tmp_dir).map_err(io)?;
+        let tmp = tmp_dir.join(format!("{name}-{}", std::process::id()));
+        let written = File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(bytes)?;
+                f.sync_all()
+            })
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            // A full disk: nothing half-written stays behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(io(e));
+        }
         File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(())
     }
@@ -68,6 +91,24 @@ impl BlockingSink for LocalDatalake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_files_do_not_outlive_a_failed_write_or_a_restart() {
+        // Issue 12 item 5: zero-byte .tmp files stayed in the datalake after a full disk.
+        let top = tempfile::tempdir().unwrap();
+        let root = top.path().join("lake");
+        let lake = LocalDatalake::new(&root);
+        lake.put("a/b/1.jpg", b"jpeg").unwrap();
+        // The final name taken by a directory: the rename fails after the write.
+        fs::create_dir_all(root.join("a/b/2.jpg")).unwrap();
+        assert!(lake.put("a/b/2.jpg", b"jpeg").is_err());
+        assert_eq!(fs::read_dir(root.join(TMP_DIR)).unwrap().count(), 0);
+        // What a crash left is removed at the next start.
+        fs::write(root.join(TMP_DIR).join("3.jpg-999"), b"").unwrap();
+        let _ = LocalDatalake::new(&root);
+        assert_eq!(fs::read_dir(root.join(TMP_DIR)).unwrap().count(), 0);
+        assert_eq!(fs::read(root.join("a/b/1.jpg")).unwrap(), b"jpeg");
+    }
 
     #[test]
     fn a_key_that_escapes_the_datalake_is_refused_and_nothing_is_written() {

@@ -294,7 +294,12 @@ pub fn run_sink(
             inflight.clear();
             cursor = None;
             inflight_g.set(0.0);
-            if stop.load(Ordering::Relaxed) && spool.producer_done.load(Ordering::Acquire) {
+            if stop.load(Ordering::Relaxed) {
+                // Stopping: another try now would fail the same way (a full disk logged
+                // one error 874 times in 30 ms). Wait for the encoder to finish, then go.
+                while !spool.producer_done.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 tracing::warn!(
                     sink = name,
                     "stopping with frames still in the spool; they are sent after the next start"
