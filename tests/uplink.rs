@@ -998,3 +998,70 @@ fn ingest_stores_only_what_a_tower_may_and_a_stop_loses_no_ack() {
     );
     assert!(!log.contains("ack:"), "{log}");
 }
+
+#[test]
+fn mqtt_username_and_password_are_checked_and_a_wrong_one_is_named() {
+    // Issue 12, "auth paths not yet tested": a broker with a password file.
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::generate(&d.join("pki"));
+    let passwd = d.join("passwd");
+    let ok = Command::new(common::services::tool("mosquitto_passwd"))
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["tower-3", "the-right-password"])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mosquitto_passwd");
+    let broker = Mosquitto::start_with(
+        &d.join("mosquitto"),
+        &pki,
+        false,
+        false,
+        &format!("password_file {}\n", passwd.display()),
+    );
+    let with_password = |name: &str, password: &str| {
+        let dd = d.join(name);
+        std::fs::create_dir_all(&dd).unwrap();
+        let pw = dd.join("mqtt-password");
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        let mqtt = mqtt_section(&broker, &pki.ca, None)
+            + &format!(
+                "username = \"tower-3\"\npassword_file = \"{}\"\nclient_id = \"{name}\"\n",
+                pw.display()
+            );
+        (
+            dd.clone(),
+            agent_config(&dd, r#""local", "mqtt""#, 0, &mqtt),
+        )
+    };
+
+    let (dd, cfg) = with_password("right", "the-right-password");
+    let agent = Agent::start(&dd, &cfg);
+    agent.wait_for("frames over MQTT", Duration::from_secs(60), |a| {
+        delivered(a, "mqtt") >= 2.0
+    });
+    assert!(agent.stop().success());
+
+    let (dd, cfg) = with_password("wrong", "a-wrong-password");
+    let agent = Agent::start(&dd, &cfg);
+    agent.wait_for("the refusal", Duration::from_secs(30), |a| {
+        a.metrics()
+            .value("endo_agent_sink_errors_total{sink=\"mqtt\",reason=\"refused\"}")
+            >= 1.0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(delivered(&agent, "mqtt"), 0.0);
+    assert_eq!(
+        agent.metrics().value("endo_agent_sink_up{sink=\"mqtt\"}"),
+        0.0
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("refused this client's credentials") && log.contains("mqtt.password_file"),
+        "{log}"
+    );
+    assert!(!log.contains("a-wrong-password"), "the password was logged");
+    assert!(agent.stop().success());
+}

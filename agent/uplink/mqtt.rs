@@ -178,6 +178,19 @@ pub fn mqtt_options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, Si
 
 /// Turn a rumqttc error text into a sink error.
 pub fn classify(detail: String) -> SinkError {
+    // CONNACK refusals of the credentials (MQTT 5: 0x86 bad user name or password,
+    // 0x87 not authorised): say which keys to look at.
+    if ["BadUserNamePassword", "NotAuthorized"]
+        .iter()
+        .any(|c| detail.contains(c))
+    {
+        return SinkError::Refused {
+            sink: SINK,
+            detail: format!(
+                "the broker refused this client's credentials (mqtt.username, mqtt.password_file, or the broker's ACL): {detail}"
+            ),
+        };
+    }
     if tls::is_tls_error(&detail) {
         SinkError::Tls {
             sink: SINK,
