@@ -136,6 +136,9 @@ impl Shared {
             .capture
             .since(self.last_scored_ns.load(Ordering::Relaxed))
         {
+            Some(d) if d < RECENT && self.spool.disk_low() => Some(
+                "the spool's disk is full: frames are dropped to keep spool.min_free_mib free",
+            ),
             Some(d) if d < RECENT => None,
             _ if !self.fov_locked.load(Ordering::Relaxed) => Some(
                 "frames arrive but none was scored in the last 2 s: no field of view located (or it was refused)",
@@ -1097,6 +1100,8 @@ fn encode_loop(
 ) {
     let encode_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "encode");
     let spool_full = counter!("endo_agent_frames_evicted_total", "reason" => "spool_full");
+    // A full spool (or disk) drops a frame per selection: log it once every 10 s.
+    let mut full_logged: Option<(Instant, u64)> = None;
     for job in rx.iter() {
         let t0 = Instant::now();
         let view = job.frame.view();
@@ -1169,11 +1174,21 @@ fn encode_loop(
             Ok(a) => {
                 spool_full.increment(a.evicted.len() as u64 + a.id.is_none() as u64);
                 if a.id.is_none() || !a.evicted.is_empty() {
-                    tracing::warn!(
-                        evicted = a.evicted.len(),
-                        kept_new = a.id.is_some(),
-                        "spool full"
-                    );
+                    let lost = a.evicted.len() as u64 + u64::from(a.id.is_none());
+                    match &mut full_logged {
+                        Some((at, n)) if at.elapsed() < Duration::from_secs(10) => *n += lost,
+                        _ => {
+                            let before = full_logged.map_or(0, |(_, n)| n);
+                            tracing::warn!(
+                                evicted = a.evicted.len(),
+                                kept_new = a.id.is_some(),
+                                disk_low = spool.disk_low(),
+                                dropped_since_last_log = before,
+                                "spool full (spool.max_records / max_mib, or the disk: spool.min_free_mib)"
+                            );
+                            full_logged = Some((Instant::now(), 0));
+                        }
+                    }
                 }
             }
             Err(e) => {

@@ -154,6 +154,8 @@ pub struct Spool {
     entries: BTreeMap<u64, Entry>,
     bytes: u64,
     next_id: u64,
+    /// See [`Spool::disk_low`].
+    disk_low: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -248,6 +250,7 @@ impl Spool {
             entries,
             bytes,
             next_id,
+            disk_low: false,
         };
         // Records every (current) sink is done with were about to be deleted.
         let done: Vec<u64> = spool
@@ -279,6 +282,12 @@ impl Spool {
         (self.entries.len(), self.bytes)
     }
 
+    /// Whether the last frame appended found less free disk than its size above
+    /// `min_free_bytes`: the disk, not `max_bytes`, limits what is kept.
+    pub fn disk_low(&self) -> bool {
+        self.disk_low
+    }
+
     /// Capture time (Unix ms) of the oldest frame held, if any.
     pub fn oldest_created_ms(&self) -> Option<u64> {
         self.entries.values().map(|e| e.created_ms).min()
@@ -293,10 +302,11 @@ impl Spool {
         let data = format::encode(r);
         let size = data.len() as u64;
         let max_bytes = match (self.cfg.free_space)(&self.cfg.dir) {
-            Some(free) => self
-                .cfg
-                .max_bytes
-                .min(self.bytes + free.saturating_sub(self.cfg.min_free_bytes)),
+            Some(free) => {
+                let room = free.saturating_sub(self.cfg.min_free_bytes);
+                self.disk_low = room < size;
+                self.cfg.max_bytes.min(self.bytes.saturating_add(room))
+            }
             None => self.cfg.max_bytes,
         };
         let (store, evict) = choose_victims(
@@ -563,7 +573,10 @@ mod tests {
         // A frame worse than everything held is the one not stored.
         let a = s.append(&rec(5, 0.1)).unwrap();
         assert!(a.id.is_none() && a.evicted.is_empty(), "{a:?}");
+        assert!(s.disk_low());
         FREE.store(u64::MAX, Relaxed);
+        s.append(&rec(6, 0.95)).unwrap();
+        assert!(!s.disk_low(), "room again");
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct SpoolHandle {
     pub producer_done: AtomicBool,
     /// Capture time (Unix ms) of the oldest frame held; 0 = empty.
     oldest_ms: AtomicU64,
+    /// [`Spool::disk_low`] as of the last append.
+    disk_low: AtomicBool,
 }
 
 impl SpoolHandle {
@@ -45,6 +47,7 @@ impl SpoolHandle {
             wake: Condvar::new(),
             producer_done: AtomicBool::new(false),
             oldest_ms: AtomicU64::new(0),
+            disk_low: AtomicBool::new(false),
         };
         h.publish(&h.spool.lock().expect("spool lock"));
         h
@@ -79,6 +82,13 @@ impl SpoolHandle {
         gauge!("endo_agent_spool_bytes").set(bytes as f64);
         self.oldest_ms
             .store(s.oldest_created_ms().unwrap_or(0), Ordering::Relaxed);
+        self.disk_low.store(s.disk_low(), Ordering::Relaxed);
+        gauge!("endo_agent_spool_disk_low").set(f64::from(u8::from(s.disk_low())));
+    }
+
+    /// Whether the disk (not `spool.max_mib`) limited the last frame appended.
+    pub fn disk_low(&self) -> bool {
+        self.disk_low.load(Ordering::Relaxed)
     }
 
     /// Age of the oldest frame in the spool at `now_ms` (zero when empty), so that a
