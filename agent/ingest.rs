@@ -255,33 +255,22 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            // The writer finishes the frame in hand and acks it; then the DISCONNECT
-            // goes into the request queue behind every ack.
+            // The writer finishes the frame in hand (a PUT is bounded by s3.timeout_s) and
+            // acks it; then the DISCONNECT goes into the request queue behind every ack.
             while !writer.is_finished() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             if let Err(e) = client.disconnect().await {
                 tracing::warn!("disconnect: {e}");
             }
-            std::future::pending::<()>().await
-        };
-        // A broker that does not answer cannot hold the stop up for ever.
-        let bounded_drive = async {
-            tokio::select! {
-                _ = drive => {}
-                _ = close => {}
-            }
-        };
-        let deadline = async {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            // `drive` ends once it went out; a broker that does not answer cannot hold
+            // the stop up for ever.
             tokio::time::sleep(STOP_TIMEOUT).await;
             tracing::warn!("the broker did not take the disconnect within {STOP_TIMEOUT:?}");
         };
         tokio::select! {
-            _ = bounded_drive => {}
-            _ = deadline => {}
+            _ = drive => {}
+            _ = close => {}
         }
     });
     drop(tx);
@@ -293,7 +282,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError
 /// Unacknowledged messages the broker may send at once (MQTT 5 receive maximum).
 const RECEIVE_MAXIMUM: u16 = 64;
 
-/// How long a stop waits for the writer's in-progress frame and the last acks.
+/// How long a stop waits for the DISCONNECT (behind the last acks) to go out.
 const STOP_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// How many stored keys ingest remembers to count redeliveries as duplicates.

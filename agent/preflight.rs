@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::agent::{http_token, AgentError};
 use crate::config::{Config, SinkKind, SourceKind};
 use crate::score::model::ModelRunner;
-use crate::uplink::mqtt::MqttSink;
+use crate::uplink::mqtt::mqtt_options;
 use crate::uplink::s3::S3Sink;
 
 /// Check the files `cfg` names; one line per thing checked, for the operator to read.
@@ -61,7 +61,8 @@ pub fn check_files(cfg: &Config) -> Result<Vec<String>, AgentError> {
         match kind {
             SinkKind::Local => {}
             SinkKind::Mqtt => {
-                MqttSink::new(cfg, None)?;
+                // What MqttSink::new reads: certificates, key and password file.
+                mqtt_options(&cfg.mqtt, "endo-agent-check-config")?;
                 let m = &cfg.mqtt;
                 out.push(format!(
                     "mqtt: {}://{}:{}, certificates, key and password file read",

@@ -186,13 +186,9 @@ pub fn check_key(sink: &'static str, key: &str) -> Result<(), SinkError> {
     if is_safe_key(key) {
         return Ok(());
     }
-    let mut shown: String = key.chars().take(120).collect();
-    if shown.len() < key.len() {
-        shown.push('…');
-    }
     Err(SinkError::Undeliverable {
         sink,
-        key: shown,
+        key: crate::clip_to(key, 120),
         reason: UNSAFE_KEY,
         detail: "the key is not a relative path of [A-Za-z0-9._-] segments".into(),
     })
