@@ -1271,6 +1271,26 @@ pub fn is_key_segment(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// The spool's bounds, from `[spool]` and the sinks of `[uplink]`.
+impl From<&Config> for crate::spool::SpoolConfig {
+    fn from(cfg: &Config) -> crate::spool::SpoolConfig {
+        crate::spool::SpoolConfig {
+            dir: cfg.spool.dir.clone(),
+            max_records: cfg.spool.max_records,
+            max_bytes: cfg.spool.max_mib << 20,
+            policy: cfg.spool.policy,
+            sinks: cfg
+                .uplink
+                .sinks
+                .iter()
+                .map(|k| k.as_str().to_string())
+                .collect(),
+            min_free_bytes: cfg.spool.min_free_mib << 20,
+            free_space: crate::spool::disk_free,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,13 +29,13 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::agent::Shared;
 use crate::clip;
 use crate::operator::{AnnotationRequest, Command, OperatorError};
+use crate::shutdown::Shutdown;
+use crate::status::Status;
 
 /// How long an operator request waits for the score thread.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -107,18 +107,24 @@ fn too_many(wait: Duration, why: &str) -> Response {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub shared: Arc<Shared>,
+    pub status: Arc<Status>,
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
     /// Required bearer token, when configured.
     pub token: Option<Arc<str>>,
-    /// Set when the agent stops: event streams end so the server can shut down.
-    pub stop: Arc<AtomicBool>,
+    /// The agent's stop: event streams end so the server can shut down.
+    pub stop: Shutdown,
     /// Wrong tokens per client address ([`TOKEN_FAILURES_PER_MINUTE`]).
     pub token_failures: Arc<Throttle>,
     /// Marks, counted under one address for all clients ([`MARKS_PER_SECOND`]).
     pub marks: Arc<Throttle>,
 }
 
-pub fn router(shared: Arc<Shared>, token: Option<String>, stop: Arc<AtomicBool>) -> Router {
+pub fn router(
+    status: Arc<Status>,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    token: Option<String>,
+    stop: Shutdown,
+) -> Router {
     // Both exist from the start, so dashboards and alerts see a series.
     metrics::gauge!("endo_agent_web_clients").set(0.0);
     metrics::counter!("endo_agent_http_unauthorized_total").increment(0);
@@ -126,7 +132,8 @@ pub fn router(shared: Arc<Shared>, token: Option<String>, stop: Arc<AtomicBool>)
         metrics::counter!("endo_agent_http_throttled_total", "reason" => route).increment(0);
     }
     let state = AppState {
-        shared,
+        status,
+        prometheus,
         token: token.map(Arc::from),
         stop,
         token_failures: Arc::new(Throttle::new(
@@ -150,7 +157,7 @@ pub fn router(shared: Arc<Shared>, token: Option<String>, stop: Arc<AtomicBool>)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/api/status", get(status))
+        .route("/api/status", get(status_doc))
         .merge(operator)
         .with_state(state)
 }
@@ -318,13 +325,13 @@ async fn metrics(State(s): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.shared.prometheus.render(),
+        s.prometheus.render(),
     )
         .into_response()
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    match s.shared.not_ready_reason() {
+    match s.status.not_ready_reason() {
         None => (StatusCode::OK, "ready\n").into_response(),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -334,8 +341,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(s.shared.status_json())
+async fn status_doc(State(s): State<AppState>) -> Json<crate::status::StatusDoc> {
+    Json(s.status.doc())
 }
 
 async fn index() -> Response {
@@ -347,8 +354,8 @@ async fn index() -> Response {
 }
 
 async fn operator_info(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let cfg = &s.shared.operator.cfg;
-    let (low, high) = s.shared.thresholds;
+    let cfg = &s.status.operator.cfg;
+    let (low, high) = s.status.thresholds;
     Json(serde_json::json!({
         "labels": cfg.labels,
         "max_shapes": cfg.max_shapes,
@@ -365,43 +372,6 @@ fn round3(v: f32) -> f64 {
     (v as f64 * 1000.0).round() / 1000.0
 }
 
-/// The web view's live state: score, reasons, counters and the newest preview.
-fn live_state(s: &Shared) -> serde_json::Value {
-    let latest = *s.latest.lock().expect("status lock");
-    let (low, high) = s.thresholds;
-    let op = &s.operator;
-    let p = op.procedure();
-    let preview = op.recent.lock().expect("recent lock").latest();
-    serde_json::json!({
-        "score": latest.map(|l| serde_json::json!({
-            "quality": l.score.quality,
-            "level": if l.score.quality >= high { "good" } else if l.score.quality >= low { "fair" } else { "bad" },
-            "reasons": l.score.reasons().map(|a| a.as_str()).collect::<Vec<_>>(),
-            "at": crate::record::format_time(l.at),
-            "t_ms": l.at.timestamp_millis(),
-        })),
-        "source": s.capture.state(),
-        "fps": (s.fps_milli.load(Ordering::Relaxed) as f64 / 100.0).round() / 10.0,
-        "procedure": {
-            "session": p.session,
-            "active": p.active,
-            "started_at": p.started_at,
-            "counters": op.counters_json(),
-        },
-        "spool_frames": s.spool.len().0,
-        "delivered": s.delivered_everywhere(),
-        "preview": preview.map(|f| serde_json::json!({
-            "id": f.id,
-            "width": f.preview_size.0,
-            "height": f.preview_size.1,
-            "crop_width": f.crop_size().0,
-            "crop_height": f.crop_size().1,
-            "quality": f.score.quality,
-            "captured_at": crate::record::format_time(f.captured_at),
-        })),
-    })
-}
-
 async fn events(
     State(s): State<AppState>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
@@ -411,15 +381,18 @@ async fn events(
     let stream =
         futures_util::stream::unfold((s, None::<String>, guard), |(s, last, guard)| async move {
             loop {
-                if s.stop.load(Ordering::Relaxed) {
+                if s.stop.is_stopped() {
                     return None;
                 }
-                let text = live_state(&s.shared).to_string();
+                let text = serde_json::to_string(&s.status.live()).expect("status serialises");
                 if last.as_deref() != Some(text.as_str()) {
                     let ev = Event::default().event("state").data(text.clone());
                     return Some((Ok(ev), (s, Some(text), guard)));
                 }
-                tokio::time::sleep(EVENT_TICK).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(EVENT_TICK) => {}
+                    _ = s.stop.stopped() => {}
+                }
             }
         });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
@@ -435,7 +408,7 @@ impl Drop for ClientGuard {
 
 async fn preview(State(s): State<AppState>, Path(file): Path<u64>) -> Response {
     let frame = s
-        .shared
+        .status
         .operator
         .recent
         .lock()
@@ -478,7 +451,7 @@ async fn mark(State(s): State<AppState>) -> Response {
         );
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if let Err(e) = s.shared.operator.send(Command::Mark { reply: tx }) {
+    if let Err(e) = s.status.operator.send(Command::Mark { reply: tx }) {
         return e.into_response();
     }
     wait_reply(rx).await
@@ -521,7 +494,7 @@ async fn freeze(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let op = &s.shared.operator;
+    let op = &s.status.operator;
     let mut recent = op.recent.lock().expect("recent lock");
     let id = match req.frame.or_else(|| recent.latest().map(|f| f.id)) {
         Some(id) => id,
@@ -554,7 +527,7 @@ async fn annotate(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let op = &s.shared.operator;
+    let op = &s.status.operator;
     let Some(frame) = op.recent.lock().expect("recent lock").get(req.frame) else {
         return OperatorError::UnknownFrame(req.frame).into_response();
     };
@@ -579,14 +552,14 @@ async fn annotate(
 }
 
 async fn session_start(State(s): State<AppState>) -> Response {
-    match s.shared.operator.rotate(true) {
+    match s.status.operator.rotate(true) {
         Ok(p) => (StatusCode::CREATED, Json(p)).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 async fn session_end(State(s): State<AppState>) -> Response {
-    match s.shared.operator.rotate(false) {
+    match s.status.operator.rotate(false) {
         Ok(p) => Json(p).into_response(),
         Err(e) => e.into_response(),
     }

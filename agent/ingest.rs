@@ -27,12 +27,11 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
 use rumqttc::Outgoing;
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::capture::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::shutdown::Shutdown;
 use crate::uplink::mqtt::{mqtt_options, wire};
 use crate::uplink::s3::S3Client;
 use crate::uplink::{is_safe_key, SinkError};
@@ -130,7 +129,7 @@ pub fn frame_of<'p>(p: &'p Publish, route: &Route) -> Result<FrameMsg<'p>, Strin
     let want = doc["jpeg"]["sha256"]
         .as_str()
         .ok_or("the record has no jpeg.sha256")?;
-    let actual = crate::score::model::sha256_hex(jpeg);
+    let actual = crate::sha256_hex(jpeg);
     if !want.eq_ignore_ascii_case(&actual)
         || doc["jpeg"]["bytes"].as_u64() != Some(jpeg.len() as u64)
     {
@@ -154,7 +153,7 @@ pub fn frame_of<'p>(p: &'p Publish, route: &Route) -> Result<FrameMsg<'p>, Strin
 }
 
 /// Run until `stop` is set. Connection problems are retried forever with backoff.
-pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError> {
+pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
     let client_id = if cfg.mqtt.client_id.is_empty() {
         "endo-ingest".to_string()
     } else {
@@ -214,7 +213,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError
         // behind the writer's last acks, went out.
         let drive = async {
             loop {
-                let stopping = stop.load(Ordering::Relaxed);
+                let stopping = stop.is_stopped();
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) if !stopping => {
                         backoff.reset();
@@ -246,15 +245,16 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<IngestStats, SinkError
                         let e = crate::uplink::mqtt::classify(e.to_string());
                         let wait = backoff.on_failure(Duration::ZERO);
                         tracing::error!("{e}; retrying in {wait:?}");
-                        tokio::time::sleep(wait).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.stopped() => {}
+                        }
                     }
                 }
             }
         };
         let close = async {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            stop.stopped().await;
             // The writer finishes the frame in hand (a PUT is bounded by s3.timeout_s) and
             // acks it; then the DISCONNECT goes into the request queue behind every ack.
             while !writer.is_finished() {
@@ -326,7 +326,7 @@ fn store_loop(
     route: &Route,
     rx: Receiver<Publish>,
     client: AsyncClient,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
 ) -> IngestStats {
     let mut stats = IngestStats::default();
     let mut seen = RecentKeys::new(RECENT_KEYS);
@@ -339,7 +339,7 @@ fn store_loop(
         // At a stop, what is still queued is left unacknowledged: the broker sends it
         // again next start.
         let p = match rx.recv_timeout(Duration::from_millis(100)) {
-            _ if stop.load(Ordering::Relaxed) => return stats,
+            _ if stop.is_stopped() => return stats,
             Ok(p) => p,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return stats,
@@ -368,11 +368,7 @@ fn store_loop(
                     Err(e) => {
                         let wait = backoff.on_failure(Duration::ZERO);
                         tracing::error!(%key, "{e}; retrying in {wait:?}");
-                        let end = std::time::Instant::now() + wait;
-                        while std::time::Instant::now() < end && !stop.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                        if stop.load(Ordering::Relaxed) {
+                        if stop.sleep(wait) {
                             // Not stored: no ack, the broker redelivers it next time.
                             return stats;
                         }
@@ -418,7 +414,7 @@ mod tests {
         serde_json::json!({
             "key": key,
             "sequence": 1,
-            "jpeg": {"bytes": jpeg.len(), "sha256": crate::score::model::sha256_hex(jpeg), "quality": 90},
+            "jpeg": {"bytes": jpeg.len(), "sha256": crate::sha256_hex(jpeg), "quality": 90},
         })
         .to_string()
     }

@@ -23,10 +23,12 @@
 //! stages together for `endo-agent run`; [`calibrate`] runs capture and scoring on a site's
 //! own recording and suggests `[scoring]` / `[select]` values for it.
 
-pub mod agent;
+pub mod artifact;
+pub mod backoff;
 pub mod calibrate;
 pub mod capture;
 pub mod config;
+pub mod daemon;
 pub mod encode;
 pub mod fov;
 pub mod frame;
@@ -41,7 +43,10 @@ pub mod preflight;
 pub mod record;
 pub mod score;
 pub mod select;
+pub mod shutdown;
 pub mod spool;
+pub mod stages;
+pub mod status;
 pub mod uplink;
 
 /// The agent's version, as recorded in every datalake record.
@@ -49,6 +54,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Longest text of a client's or a config's value echoed in an error message.
 pub const ECHO_MAX: usize = 200;
+
+/// Lower-case hex SHA-256 of `bytes`: the model file's pin and every JPEG's checksum.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
 
 /// At most [`ECHO_MAX`] characters of `text`, marked when cut: a 10 MB value sent or
 /// configured by mistake is named in an error, not echoed back whole.

@@ -4,8 +4,6 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use endo_agent::config::{Config, FovMode};
 use endo_agent::fov::{Fov, FovLocator, Locate};
@@ -14,6 +12,7 @@ use endo_agent::phantom::{self, Phantom, PhantomConfig, Schedule, StillFormat};
 use endo_agent::score::model::{manifest_path, Manifest, ModelRunner};
 use endo_agent::score::preprocess::Preprocessor;
 use endo_agent::score::Scorer;
+use endo_agent::shutdown::Shutdown;
 use std::io::Write;
 
 #[derive(Parser)]
@@ -196,16 +195,17 @@ fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            endo_agent::agent::run(cfg, stop)?;
+            let stop = Shutdown::new();
+            stop.on_signals()?;
+            endo_agent::daemon::run(cfg, stop)?;
             Ok(())
         }
         Command::Ingest { config } => {
             let cfg = Config::load(&config)?;
             cfg.validate_mqtt(&config)?;
             cfg.validate_s3(&config)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            stop_on_signals(&stop)?;
+            let stop = Shutdown::new();
+            stop.on_signals()?;
             let st = endo_agent::ingest::run(&cfg, stop)?;
             eprintln!(
                 "ingest: {} messages, {} frames stored ({} duplicates), {} rejected",
@@ -576,31 +576,5 @@ fn phantom_cmd(a: PhantomArgs) -> Result<()> {
         let n = phantom::write_stills(&p, d, frames, fmt)?;
         println!("wrote {n} stills and labels.csv to {}", d.display());
     }
-    Ok(())
-}
-
-/// Set `stop` on SIGTERM or SIGINT (a thread blocked in sigwait; no async needed).
-fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<()> {
-    // SAFETY: plain libc signal-mask calls on a local sigset_t, before other threads start.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            bail!("blocking SIGTERM/SIGINT failed");
-        }
-        set
-    };
-    let stop = stop.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut sig = 0;
-            // SAFETY: waits on the set built above; sig is a valid out-pointer.
-            unsafe { libc::sigwait(&set, &mut sig) };
-            tracing::info!(signal = sig, "stopping");
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        })?;
     Ok(())
 }

@@ -282,18 +282,6 @@ impl Operator {
             .try_send(c)
             .map_err(|_| OperatorError::Unavailable("the agent is busy or stopping".into()))
     }
-
-    pub fn counters_json(&self) -> serde_json::Value {
-        let c = &self.counters;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        serde_json::json!({
-            "scored": l(&c.scored),
-            "good": l(&c.good),
-            "kept": l(&c.kept),
-            "marks": l(&c.marks),
-            "annotations": l(&c.annotations),
-        })
-    }
 }
 
 /// One drawn region, in pixels of the cropped frame.

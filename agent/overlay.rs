@@ -12,11 +12,11 @@
 //! Pixels outside [`Layout::rect`] are untouched. The panel is aligned to even pixels so
 //! that blending into 4:2:0 video does not touch a chroma sample shared with a pixel outside.
 
+use crate::artifact::Artifact;
 use crate::config::{DisplayConfig, OverlayPosition};
 use crate::frame::Rect;
 use crate::metrics::DurationWindow;
 use crate::phantom::osd::glyph;
-use crate::score::artifact::Artifact;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_video as gst_video;

@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::agent::{http_token, AgentError};
 use crate::config::{Config, SinkKind, SourceKind};
+use crate::daemon::{http_token, AgentError};
 use crate::score::model::ModelRunner;
 use crate::uplink::mqtt::mqtt_options;
 use crate::uplink::s3::S3Sink;

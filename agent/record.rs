@@ -119,7 +119,7 @@ impl ScoreInfo {
             quality: s.quality,
             classical_quality: s.classical_quality,
             model_quality: s.model_quality(),
-            artifacts: crate::score::artifact::Artifact::ALL
+            artifacts: crate::artifact::Artifact::ALL
                 .iter()
                 .map(|a| (a.as_str(), s.artifact(*a)))
                 .collect(),
@@ -155,6 +155,101 @@ pub struct JpegInfo {
     pub bytes: usize,
     pub sha256: String,
     pub quality: u8,
+}
+
+/// What every record of this agent says the same way: who made it and how it chose.
+/// Built once per run from the config.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    pub site: String,
+    pub device: String,
+    pub threshold_high: f32,
+    pub threshold_low: f32,
+    pub window_ms: u64,
+    pub jpeg_quality: u8,
+    pub model: Option<ModelInfo>,
+}
+
+impl Producer {
+    pub fn new(cfg: &crate::config::Config, model: Option<ModelInfo>) -> Producer {
+        Producer {
+            site: cfg.agent.site.clone(),
+            device: cfg.agent.device.clone(),
+            threshold_high: cfg.select.threshold_high,
+            threshold_low: cfg.select.threshold_low,
+            window_ms: cfg.select.window_ms,
+            jpeg_quality: cfg.encode.jpeg_quality,
+            model,
+        }
+    }
+}
+
+/// Where one forwarded frame came from and why it was forwarded.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    pub key: &'a str,
+    pub session: &'a str,
+    pub sequence: u64,
+    pub captured_at: DateTime<Utc>,
+    pub pts_ns: Option<u64>,
+    pub source_frame: Option<u64>,
+    /// The whole source frame's size.
+    pub source_size: (u32, u32),
+    /// `best_in_window`, `operator_marked` or `operator_annotated`.
+    pub reason: &'static str,
+    pub operator: Option<OperatorInfo>,
+}
+
+impl Record {
+    /// The record of a forwarded frame whose JPEG (the cropped, masked `fov`) is `jpeg`.
+    pub fn new(
+        p: &Producer,
+        o: Origin<'_>,
+        fov: &crate::fov::Fov,
+        score: &Score,
+        jpeg: &[u8],
+    ) -> Record {
+        Record {
+            schema: SCHEMA,
+            key: o.key.to_string(),
+            site: p.site.clone(),
+            device: p.device.clone(),
+            session: o.session.to_string(),
+            sequence: o.sequence,
+            captured_at: format_time(o.captured_at),
+            pts_ns: o.pts_ns,
+            source_frame: o.source_frame,
+            frame: FrameInfo {
+                width: fov.rect.width,
+                height: fov.rect.height,
+                source_width: o.source_size.0,
+                source_height: o.source_size.1,
+                fov: fov.rect,
+                fov_shape: match fov.shape {
+                    crate::config::FovShape::Rect => "rect",
+                    crate::config::FovShape::Circle => "circle",
+                },
+                masks: fov.masks.len(),
+            },
+            score: ScoreInfo::from_score(score),
+            selection: SelectionInfo {
+                reason: o.reason,
+                threshold_high: p.threshold_high,
+                threshold_low: p.threshold_low,
+                window_ms: p.window_ms,
+            },
+            model: p.model.clone(),
+            agent: AgentInfo {
+                version: crate::VERSION,
+            },
+            jpeg: JpegInfo {
+                bytes: jpeg.len(),
+                sha256: crate::sha256_hex(jpeg),
+                quality: p.jpeg_quality,
+            },
+            operator: o.operator,
+        }
+    }
 }
 
 /// RFC 3339 UTC with milliseconds.

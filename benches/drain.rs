@@ -16,14 +16,14 @@ mod services;
 use endo_agent::config::{Config, FovShape, UplinkConfig};
 use endo_agent::fov::Fov;
 use endo_agent::phantom::{Phantom, PhantomConfig};
+use endo_agent::spool::SpoolHandle;
 use endo_agent::spool::{EvictPolicy, Spool, SpoolConfig, SpoolRecord};
 use endo_agent::uplink::mqtt::MqttSink;
 use endo_agent::uplink::s3::S3Sink;
-use endo_agent::uplink::worker::{run_sink, Retry, SinkStatus, SpoolHandle};
+use endo_agent::uplink::worker::{run_sink, Retry, SinkStatus};
 use endo_agent::uplink::{Blocking, Sink};
 use services::{Mosquitto, Pki, Seaweed, S3_KEY, S3_SECRET};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
@@ -76,7 +76,7 @@ fn filled_spool(dir: &Path, sink: &str, n: usize, jpeg: &[u8], round: usize) -> 
 }
 
 fn drain(sink: Box<dyn Sink>, spool: &SpoolHandle) -> (u64, Duration) {
-    let stop = AtomicBool::new(false);
+    let stop = endo_agent::shutdown::Shutdown::new();
     let status = SinkStatus::new(sink.name());
     let t0 = Instant::now();
     let n = run_sink(

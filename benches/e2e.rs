@@ -15,8 +15,6 @@
 //! 320×240 and checks that frames flowed.
 
 use endo_agent::config::{Config, FovShape, OnEos, SourceKind};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
@@ -43,7 +41,7 @@ fn peak_rss_mb() -> f64 {
 /// What one run measured.
 struct Run {
     elapsed: Duration,
-    summary: endo_agent::agent::Summary,
+    summary: endo_agent::daemon::Summary,
     cpu: Duration,
     dropped_busy: f64,
     fov_pending: f64,
@@ -148,15 +146,15 @@ fn run(args: &[String], secs: u64, (w, h, fps): (u32, u32, u32), display: Option
     }
     let (busy0, pending0) = dropped();
 
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = endo_agent::shutdown::Shutdown::new();
     let stopper = stop.clone();
     let cpu0 = cpu_time();
     let t0 = Instant::now();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(secs));
-        stopper.store(true, Ordering::Relaxed);
+        stopper.stop();
     });
-    let summary = endo_agent::agent::run(cfg, stop).expect("agent run");
+    let summary = endo_agent::daemon::run(cfg, stop).expect("agent run");
     let elapsed = t0.elapsed();
     let cpu = cpu_time() - cpu0;
     let (busy1, pending1) = dropped();

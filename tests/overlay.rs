@@ -17,7 +17,6 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -408,7 +407,7 @@ fn the_capture_pipeline_gets_a_display_branch_only_when_enabled_and_names_a_bad_
 fn run_capture(cfg: &Config, state: Option<Arc<OverlayState>>, secs: u64) -> (u64, Ended) {
     let (tx, rx) = crossbeam_channel::bounded(4);
     let stats = Arc::new(CaptureStats::default());
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = endo_agent::shutdown::Shutdown::new();
     let (cfg2, rx2, stats2, stop2) = (cfg.clone(), rx.clone(), stats.clone(), stop.clone());
     let t =
         std::thread::spawn(move || capture::run_supervised(&cfg2, tx, rx2, stats2, stop2, state));
@@ -419,7 +418,7 @@ fn run_capture(cfg: &Config, state: Option<Arc<OverlayState>>, secs: u64) -> (u6
             n += 1;
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    stop.stop();
     let ended = t.join().unwrap().unwrap();
     (n, ended)
 }

@@ -28,16 +28,18 @@ use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::artifact::Artifact;
 use crate::capture::{self, CaptureError, CaptureStats};
 use crate::config::{Config, OnEos, ScoringConfig, SourceKind};
 use crate::fov::{FovLocator, Locate};
 use crate::frame::Rect;
 use crate::record::ScoreInfo;
-use crate::score::artifact::Artifact;
 use crate::score::model::{ModelError, ModelRunner};
 use crate::score::{self, classical, Score, Scorer};
 use suggest::{Distribution, Dists, Frames, Params, Suggestion};
@@ -151,7 +153,7 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
 
     let (tx, rx) = bounded(cfg.capture.queue_frames.max(1));
     let stats = Arc::new(CaptureStats::default());
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Shutdown::new();
     let capture_thread = {
         let (cfg, rx, stats, stop) = (cfg.clone(), rx.clone(), stats.clone(), stop.clone());
         std::thread::Builder::new()
@@ -180,11 +182,11 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
     let mut no_frames = false;
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(frame) if !stop.load(Ordering::Relaxed) => {
+            Ok(frame) if !stop.is_stopped() => {
                 rec.received += 1;
                 first.get_or_insert_with(Instant::now);
                 if opts.frames.is_some_and(|n| rec.received >= n) {
-                    stop.store(true, Ordering::Relaxed);
+                    stop.stop();
                 }
                 let view = frame.view();
                 let fov = match locator.observe(&view) {
@@ -225,7 +227,7 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
             no_frames = true;
         }
         if over_time || no_frames {
-            stop.store(true, Ordering::Relaxed);
+            stop.stop();
         }
     }
     capture_thread.join().expect("capture thread panicked")?;
@@ -501,13 +503,12 @@ fn frame_json(s: &Sample, well_exposed: bool, rescored: f32, cfg: &Config) -> Va
         &cfg.scoring,
         Some(s.score.measures.sharpness_reference),
     );
-    let by_name =
-        |a: &[f32; crate::score::artifact::Artifact::COUNT]| -> BTreeMap<&'static str, f32> {
-            Artifact::ALL
-                .iter()
-                .map(|x| (x.as_str(), a[x.index()]))
-                .collect()
-        };
+    let by_name = |a: &[f32; crate::artifact::Artifact::COUNT]| -> BTreeMap<&'static str, f32> {
+        Artifact::ALL
+            .iter()
+            .map(|x| (x.as_str(), a[x.index()]))
+            .collect()
+    };
     json!({
         "pts_ns": s.pts_ns,
         "source_frame": s.source_frame,

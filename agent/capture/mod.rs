@@ -10,7 +10,7 @@
 //!
 //! [`run_supervised`] owns the pipeline's life: it starts it, watches the bus, and on an
 //! error, an end of stream or a stall (no frame for `STALL`) tears it down and starts it
-//! again after a [`backoff::Backoff`] delay — the process does not exit. The state is
+//! again after a [`crate::backoff::Backoff`] delay — the process does not exit. The state is
 //! in `endo_agent_source_state` / `endo_agent_source_up` and in the logs.
 //!
 //! With `[display] enabled = true` a `tee` after the source feeds a second, display branch
@@ -20,7 +20,6 @@
 //! logs that the display sink failed and rebuilds the pipeline without the display branch
 //! until the agent is restarted, so capture and scoring go on.
 
-pub mod backoff;
 pub mod devices;
 pub mod template;
 
@@ -35,11 +34,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
 use crate::config::{Config, OnEos, SourceKind};
 use crate::frame::I420View;
 use crate::overlay::{self, OverlayState};
 use crate::phantom::{self, Phantom};
-use backoff::Backoff;
+use crate::shutdown::Shutdown;
 
 /// A live source that delivers nothing for this long is restarted.
 const STALL: Duration = Duration::from_secs(5);
@@ -76,6 +76,45 @@ pub struct CapturedFrame {
 }
 
 impl CapturedFrame {
+    /// A frame copied from an owned image into a GStreamer buffer of the default I420
+    /// layout, arriving now: stills and tests meet the stages the way capture does.
+    pub fn from_image(
+        img: &crate::frame::I420Image,
+        pts_ns: Option<u64>,
+        offset: Option<u64>,
+    ) -> Result<CapturedFrame, CaptureError> {
+        let fail = |e: &dyn std::fmt::Display| CaptureError::Init(e.to_string());
+        gst::init().map_err(|e| fail(&e))?;
+        let info =
+            gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, img.width, img.height)
+                .build()
+                .map_err(|e| fail(&e))?;
+        let mut data = vec![0u8; info.size()];
+        let (w, h) = (img.width as usize, img.height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        for (plane, src, pw, ph) in [(0, &img.y, w, h), (1, &img.u, cw, ch), (2, &img.v, cw, ch)] {
+            let (off, stride) = (info.offset()[plane], info.stride()[plane] as usize);
+            for r in 0..ph {
+                let at = off + r * stride;
+                data[at..at + pw].copy_from_slice(&src[r * pw..(r + 1) * pw]);
+            }
+        }
+        let mut buffer = gst::Buffer::from_mut_slice(data);
+        if let Some(p) = pts_ns {
+            let b = buffer.get_mut().expect("a new buffer is writable");
+            b.set_pts(gst::ClockTime::from_nseconds(p));
+        }
+        let frame = gst_video::VideoFrame::from_buffer_readable(buffer, &info)
+            .map_err(|_| fail(&"the image does not map as an I420 frame"))?;
+        Ok(CapturedFrame {
+            frame,
+            pts_ns,
+            offset,
+            arrived: Instant::now(),
+            captured_at: Utc::now(),
+        })
+    }
+
     pub fn view(&self) -> I420View<'_> {
         let strides = self.frame.plane_stride();
         I420View {
@@ -336,16 +375,6 @@ fn set_source_state(state: &str, stats: &CaptureStats) {
     metrics::gauge!("endo_agent_source_up").set(if up { 1.0 } else { 0.0 });
 }
 
-/// Sleep up to `d`, waking early when `stop` is set.
-fn sleep_unless(stop: &AtomicBool, d: Duration) {
-    let end = Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-        std::thread::sleep(
-            Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())),
-        );
-    }
-}
-
 /// Run the capture pipeline until `stop` is set (or the source ends and the config says
 /// stop), restarting it with backoff after errors, ends of stream and stalls.
 /// Returns an error only for problems a restart cannot fix (a template that does not parse).
@@ -357,7 +386,7 @@ pub fn run_supervised(
     tx: Sender<CapturedFrame>,
     rx: Receiver<CapturedFrame>,
     stats: Arc<CaptureStats>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     overlay: Option<Arc<OverlayState>>,
 ) -> Result<Ended, CaptureError> {
     // Every cause exists from the start (at 0), so rates and alerts see a series.
@@ -471,8 +500,7 @@ pub fn run_supervised(
         let delay = backoff.on_failure(ran_for);
         set_source_state("backoff", &stats);
         tracing::info!(delay = ?delay, "restarting the source after backoff");
-        sleep_unless(&stop, delay);
-        if stop.load(Ordering::Relaxed) {
+        if stop.sleep(delay) {
             set_source_state("stopped", &stats);
             return Ok(Ended::Stopped);
         }
@@ -533,14 +561,14 @@ fn error_text(e: &gst::message::Error) -> String {
 fn watch(
     pipeline: &gst::Pipeline,
     stats: &CaptureStats,
-    stop: &AtomicBool,
+    stop: &Shutdown,
     frames_at_start: u64,
 ) -> Outcome {
     let bus = pipeline.bus().expect("pipelines have a bus");
     let started = Instant::now();
     let mut running = false;
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_stopped() {
             return Outcome::Stop;
         }
         let msg = bus.timed_pop_filtered(

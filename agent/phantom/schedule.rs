@@ -30,7 +30,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::score::artifact::Artifact;
+use crate::artifact::Artifact;
 
 /// What is done to the frames of one segment. Pixel sizes refer to a 1080-line frame.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

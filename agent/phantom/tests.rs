@@ -2,7 +2,7 @@
 //! the pixels, the OSD, and the file outputs. Small frames keep debug-mode tests fast.
 
 use super::*;
-use crate::score::artifact::Artifact;
+use crate::artifact::Artifact;
 use std::sync::Arc;
 
 fn cfg(width: u32, height: u32, schedule: &str) -> PhantomConfig {

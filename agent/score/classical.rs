@@ -39,10 +39,10 @@
 //! Each measure maps to an artifact value in 0..1 by a linear ramp between two configured
 //! points (`scoring.*` in the config).
 
+use crate::artifact::Artifact;
 use crate::config::ScoringConfig;
 use crate::fov::Fov;
 use crate::frame::I420View;
-use crate::score::artifact::Artifact;
 
 /// Raw measures of one frame's field of view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]

@@ -23,7 +23,7 @@
 //!
 //! With the model disabled, `quality = classical_quality`.
 
-pub mod artifact;
+pub use crate::artifact;
 pub mod classical;
 pub mod model;
 pub mod preprocess;

@@ -7,13 +7,12 @@
 //! tract types stay inside this module.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
-use crate::score::artifact::Artifact;
+use crate::artifact::Artifact;
 
 /// Why a model was refused.
 #[derive(Debug, thiserror::Error)]
@@ -159,9 +158,7 @@ pub fn manifest_path(model: &Path) -> PathBuf {
 }
 
 /// sha256 of a byte string, lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use crate::sha256_hex;
 
 /// The largest input dimension a manifest may declare (a 4096² input is already far
 /// beyond any quality model the agent runs per frame).

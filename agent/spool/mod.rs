@@ -38,6 +38,7 @@
 //! - `newest`: keep what is spooled, drop the new record.
 
 pub mod format;
+mod handle;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -45,6 +46,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use format::{FormatError, SpoolRecord};
+pub use handle::SpoolHandle;
 
 /// The largest record id the spool accepts from disk: half the u64 range, so that ids
 /// never wrap (at a million frames a second that is 290 000 years of ids).

@@ -19,87 +19,13 @@
 use metrics::{counter, gauge, histogram};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Encoded, Sink, SinkError};
-use crate::capture::backoff::Backoff;
-use crate::spool::{Appended, Spool, SpoolError, SpoolRecord};
+use crate::backoff::Backoff;
+use crate::shutdown::Shutdown;
+use crate::spool::{SpoolError, SpoolHandle};
 use rand_core::{Rng, SeedableRng};
-
-/// The spool shared by the encoder (appends) and the uplink workers (read, ack).
-/// File I/O happens under the lock; neither side is on the capture → score hot path.
-pub struct SpoolHandle {
-    spool: Mutex<Spool>,
-    wake: Condvar,
-    /// The encoder has finished: nothing more will be appended.
-    pub producer_done: AtomicBool,
-    /// Capture time (Unix ms) of the oldest frame held; 0 = empty.
-    oldest_ms: AtomicU64,
-    /// [`Spool::disk_low`] as of the last append.
-    disk_low: AtomicBool,
-}
-
-impl SpoolHandle {
-    pub fn new(spool: Spool) -> SpoolHandle {
-        let h = SpoolHandle {
-            spool: Mutex::new(spool),
-            wake: Condvar::new(),
-            producer_done: AtomicBool::new(false),
-            oldest_ms: AtomicU64::new(0),
-            disk_low: AtomicBool::new(false),
-        };
-        h.publish(&h.spool.lock().expect("spool lock"));
-        h
-    }
-
-    pub fn append(&self, r: &SpoolRecord) -> Result<Appended, SpoolError> {
-        let mut s = self.spool.lock().expect("spool lock");
-        let a = s.append(r)?;
-        self.publish(&s);
-        drop(s);
-        self.wake.notify_all();
-        Ok(a)
-    }
-
-    /// The encoder is done; wake the workers so they can finish.
-    pub fn close(&self) {
-        self.producer_done.store(true, Ordering::Release);
-        self.wake.notify_all();
-    }
-
-    pub fn len(&self) -> (usize, u64) {
-        self.spool.lock().expect("spool lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len().0 == 0
-    }
-
-    fn publish(&self, s: &Spool) {
-        let (n, bytes) = s.len();
-        gauge!("endo_agent_spool_records").set(n as f64);
-        gauge!("endo_agent_spool_bytes").set(bytes as f64);
-        self.oldest_ms
-            .store(s.oldest_created_ms().unwrap_or(0), Ordering::Relaxed);
-        self.disk_low.store(s.disk_low(), Ordering::Relaxed);
-        gauge!("endo_agent_spool_disk_low").set(f64::from(u8::from(s.disk_low())));
-    }
-
-    /// Whether the disk (not `spool.max_mib`) limited the last frame appended.
-    pub fn disk_low(&self) -> bool {
-        self.disk_low.load(Ordering::Relaxed)
-    }
-
-    /// Age of the oldest frame in the spool at `now_ms` (zero when empty), so that a
-    /// periodic task can show it growing while a sink is down.
-    pub fn oldest_age(&self, now_ms: u64) -> Duration {
-        match self.oldest_ms.load(Ordering::Relaxed) {
-            0 => Duration::ZERO,
-            t => Duration::from_millis(now_ms.saturating_sub(t)),
-        }
-    }
-}
 
 /// What the rest of the agent (status, systemd STATUS line) sees of one sink's worker.
 #[derive(Debug)]
@@ -143,7 +69,7 @@ pub fn run_sink(
     mut sink: Box<dyn Sink>,
     spool: &SpoolHandle,
     retry: Retry,
-    stop: &AtomicBool,
+    stop: &Shutdown,
     status: &SinkStatus,
 ) -> u64 {
     let name = sink.name();
@@ -186,7 +112,7 @@ pub fn run_sink(
         let mut idle = true;
         while inflight.len() < window {
             let next = {
-                let s = spool.spool.lock().expect("spool lock");
+                let s = spool.lock();
                 match s.next_pending(name, cursor) {
                     Ok(Some(id)) => Some((id, s.read(id))),
                     Ok(None) => None,
@@ -209,7 +135,7 @@ pub fn run_sink(
                     tracing::error!("{e}");
                     counter!("endo_agent_frames_evicted_total", "reason" => "spool_unreadable")
                         .increment(1);
-                    let _ = spool.spool.lock().expect("spool lock").ack(id, name);
+                    let _ = spool.lock().ack(id, name);
                     continue;
                 }
             };
@@ -241,7 +167,7 @@ pub fn run_sink(
                     // Retrying cannot help: take it out of this sink's queue.
                     counter!("endo_agent_uplink_dead_letter_total", "sink" => name, "reason" => reason)
                         .increment(1);
-                    let mut s = spool.spool.lock().expect("spool lock");
+                    let mut s = spool.lock();
                     match s.dead_letter(id, name) {
                         Ok(Some(kept)) => tracing::error!(
                             sink = name, %key, reason,
@@ -272,7 +198,7 @@ pub fn run_sink(
             match sink.poll(wait) {
                 Ok(acked) => {
                     if !acked.is_empty() {
-                        let mut s = spool.spool.lock().expect("spool lock");
+                        let mut s = spool.lock();
                         for id in &acked {
                             inflight.remove(id);
                             match s.ack(*id, name) {
@@ -304,11 +230,11 @@ pub fn run_sink(
             inflight.clear();
             cursor = None;
             inflight_g.set(0.0);
-            if stop.load(Ordering::Relaxed) {
+            if stop.is_stopped() {
                 // Stopping: another try now would fail the same way (a full disk logged
                 // one error 874 times in 30 ms). Wait for the encoder to finish, then go.
-                while !spool.producer_done.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(20));
+                while !spool.producer_done() {
+                    spool.wait(spool.lock(), Duration::from_millis(20));
                 }
                 tracing::warn!(
                     sink = name,
@@ -319,29 +245,23 @@ pub fn run_sink(
             let full = backoff.on_failure(Duration::ZERO);
             // Jitter: wait somewhere in the upper half, so a fleet does not retry in step.
             let delay = full / 2 + full.mul_f64(0.5 * (jitter.next_u32() as f64 / u32::MAX as f64));
-            let end = Instant::now() + delay;
-            while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            stop.sleep(delay);
             continue;
         }
         // 4. Nothing to send and nothing in flight: everything sent so far is stored,
         //    so the next scan starts from the oldest again; finish, or wait for the encoder.
         if idle && inflight.is_empty() {
             cursor = None;
-            let s = spool.spool.lock().expect("spool lock");
+            let s = spool.lock();
             if s.first_pending(name).ok().flatten().is_some() {
                 continue;
             }
-            if spool.producer_done.load(Ordering::Acquire) {
+            if spool.producer_done() {
                 drop(s);
                 sink.close();
                 return n;
             }
-            let _ = spool
-                .wake
-                .wait_timeout(s, Duration::from_millis(200))
-                .expect("spool lock");
+            spool.wait(s, Duration::from_millis(200));
         }
     }
 }

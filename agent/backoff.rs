@@ -1,4 +1,6 @@
-//! Restart backoff for the capture source: a pure state machine, no clock of its own.
+//! Retry backoff — for the capture source's restarts, each uplink worker's resends and
+//! ingest's reconnects: a pure state machine, no clock of its own (the waiting is
+//! [`crate::shutdown::Shutdown::sleep`], which a stop cuts short).
 //!
 //! After each failure the delay doubles from `initial` up to `max`. A source that ran for
 //! at least `reset_after` before failing starts again from `initial`: a camera unplugged

@@ -1,0 +1,108 @@
+//! The encode worker: JPEG of the cropped, masked frame plus its record, then the spool.
+//! Ends when the score thread hangs up; then it closes the spool for the uplink workers.
+
+use crossbeam_channel::Receiver;
+use metrics::{counter, histogram, Counter};
+use std::time::{Duration, Instant};
+
+use super::job::Job;
+use crate::encode;
+use crate::record::{Origin, Producer, Record};
+use crate::spool::{Appended, SpoolHandle, SpoolRecord};
+
+/// Encode every job until the score thread hangs up, then close the spool.
+pub fn run(producer: &Producer, jobs: Receiver<Job>, spool: &SpoolHandle) {
+    let encode_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "encode");
+    let mut full = FullLog::new();
+    for job in jobs.iter() {
+        let t0 = Instant::now();
+        let Some(item) = spool_record(producer, job) else {
+            continue;
+        };
+        encode_h.record(t0.elapsed().as_secs_f64());
+        match spool.append(&item) {
+            Ok(a) => full.note(&a, spool),
+            Err(e) => {
+                counter!("endo_agent_frames_evicted_total", "reason" => "spool_write_failed")
+                    .increment(1);
+                tracing::error!("{e}");
+            }
+        }
+    }
+    spool.close();
+}
+
+/// The JPEG and record of a job, as one spool record (None when encoding failed).
+fn spool_record(producer: &Producer, job: Job) -> Option<SpoolRecord> {
+    let view = job.frame.view();
+    let jpeg = match encode::encode_jpeg(&view, &job.fov, producer.jpeg_quality) {
+        Ok(j) => j,
+        Err(e) => {
+            counter!("endo_agent_frames_evicted_total", "reason" => "encode_failed").increment(1);
+            tracing::error!("{e}");
+            return None;
+        }
+    };
+    let captured_at = job.frame.captured_at();
+    let (pts_ns, source_frame) = job.frame.pts_and_offset();
+    let origin = Origin {
+        key: &job.key,
+        session: &job.session,
+        sequence: job.seq,
+        captured_at,
+        pts_ns,
+        source_frame,
+        source_size: (view.width, view.height),
+        reason: job.reason.as_str(),
+        operator: job.operator.clone(),
+    };
+    let rec = Record::new(producer, origin, &job.fov, &job.score, &jpeg);
+    Some(SpoolRecord {
+        key: job.key,
+        quality: job.score.quality,
+        created_ms: captured_at.timestamp_millis().max(0) as u64,
+        jpeg,
+        json: serde_json::to_vec(&rec).expect("records serialise"),
+        annotation: job.annotation,
+    })
+}
+
+/// A full spool (or disk) drops a frame per selection: counted every time, logged once
+/// every 10 s with the count since the last line.
+struct FullLog {
+    evicted: Counter,
+    logged: Option<(Instant, u64)>,
+}
+
+impl FullLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn new() -> FullLog {
+        FullLog {
+            evicted: counter!("endo_agent_frames_evicted_total", "reason" => "spool_full"),
+            logged: None,
+        }
+    }
+
+    fn note(&mut self, a: &Appended, spool: &SpoolHandle) {
+        let lost = a.evicted.len() as u64 + u64::from(a.id.is_none());
+        self.evicted.increment(lost);
+        if lost == 0 {
+            return;
+        }
+        match &mut self.logged {
+            Some((at, n)) if at.elapsed() < Self::EVERY => *n += lost,
+            _ => {
+                let before = self.logged.map_or(0, |(_, n)| n);
+                tracing::warn!(
+                    evicted = a.evicted.len(),
+                    kept_new = a.id.is_some(),
+                    disk_low = spool.disk_low(),
+                    dropped_since_last_log = before,
+                    "spool full (spool.max_records / max_mib, or the disk: spool.min_free_mib)"
+                );
+                self.logged = Some((Instant::now(), 0));
+            }
+        }
+    }
+}

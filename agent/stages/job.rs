@@ -1,0 +1,123 @@
+//! A forwarded frame on its way from the score thread to the encoder, and the keys the
+//! score thread gives it.
+
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+use crate::capture::CapturedFrame;
+use crate::config::Config;
+use crate::fov::Fov;
+use crate::frame::I420View;
+use crate::operator::RecentFrame;
+use crate::record::{self, OperatorInfo};
+use crate::score::Score;
+
+/// The frame of a job: live from capture (selected or operator-marked) or an owned recent
+/// frame (operator-annotated).
+pub enum JobFrame {
+    Live(Arc<CapturedFrame>),
+    Recent(Arc<RecentFrame>),
+}
+
+impl JobFrame {
+    pub fn view(&self) -> I420View<'_> {
+        match self {
+            JobFrame::Live(f) => f.view(),
+            JobFrame::Recent(f) => f.image.view(),
+        }
+    }
+
+    pub fn captured_at(&self) -> DateTime<Utc> {
+        match self {
+            JobFrame::Live(f) => f.captured_at,
+            JobFrame::Recent(f) => f.captured_at,
+        }
+    }
+
+    /// The buffer timestamp and the source's frame number.
+    pub fn pts_and_offset(&self) -> (Option<u64>, Option<u64>) {
+        match self {
+            JobFrame::Live(f) => (f.pts_ns, f.offset),
+            JobFrame::Recent(f) => (f.pts_ns, f.offset),
+        }
+    }
+}
+
+/// Why a frame is forwarded, as the record's `selection.reason` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    BestInWindow,
+    OperatorMarked,
+    OperatorAnnotated,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::BestInWindow => "best_in_window",
+            Reason::OperatorMarked => "operator_marked",
+            Reason::OperatorAnnotated => "operator_annotated",
+        }
+    }
+}
+
+/// A forwarded frame with its key already decided.
+pub struct Job {
+    pub frame: JobFrame,
+    pub fov: Arc<Fov>,
+    pub score: Score,
+    pub key: String,
+    pub session: Arc<str>,
+    pub seq: u64,
+    pub reason: Reason,
+    pub operator: Option<OperatorInfo>,
+    /// The COCO-style annotation record (empty unless annotated).
+    pub annotation: Vec<u8>,
+}
+
+/// The keys of one session: `{prefix}/{site}/{device}/{date}/{session}/{seq}`, the
+/// sequence from 0 in every session (see [`record::key_stem`]).
+pub struct Keys {
+    prefix: String,
+    site: String,
+    device: String,
+    session: Arc<str>,
+    seq: u64,
+}
+
+impl Keys {
+    pub fn new(cfg: &Config, session: &str) -> Keys {
+        Keys {
+            prefix: cfg.datalake.prefix.clone(),
+            site: cfg.agent.site.clone(),
+            device: cfg.agent.device.clone(),
+            session: Arc::from(session),
+            seq: 0,
+        }
+    }
+
+    /// The next key of this session, for a frame captured at `at`, and its sequence.
+    pub fn next(&mut self, at: DateTime<Utc>) -> (String, u64) {
+        let seq = self.seq;
+        self.seq += 1;
+        let key = record::key_stem(
+            &self.prefix,
+            &self.site,
+            &self.device,
+            at,
+            &self.session,
+            seq,
+        );
+        (key, seq)
+    }
+
+    /// A new session: its keys start from sequence 0.
+    pub fn start(&mut self, session: &str) {
+        self.session = Arc::from(session);
+        self.seq = 0;
+    }
+
+    pub fn session(&self) -> &Arc<str> {
+        &self.session
+    }
+}

@@ -1,0 +1,54 @@
+//! The preview worker: copies a frame out of its capture buffer (so the buffer goes back
+//! to the source at once), encodes the small preview JPEG of the web view and adds the
+//! frame to the operator's recent frames (which a freeze and an annotation use).
+
+use crossbeam_channel::Receiver;
+use metrics::histogram;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::capture::CapturedFrame;
+use crate::config::OperatorConfig;
+use crate::fov::Fov;
+use crate::operator::{Operator, RecentFrame};
+use crate::score::Score;
+
+/// A frame for the web preview, as the score thread hands it over.
+pub type PreviewJob = (Arc<CapturedFrame>, Arc<Fov>, Score);
+
+/// Run until the score thread hangs up.
+pub fn run(cfg: &OperatorConfig, rx: Receiver<PreviewJob>, op: &Operator) {
+    let preview_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "preview");
+    let mut id = 0u64;
+    for (frame, fov, score) in rx.iter() {
+        let t0 = Instant::now();
+        let image = frame.view().to_owned_image();
+        let (captured_at, pts_ns, offset) = (frame.captured_at, frame.pts_ns, frame.offset);
+        drop(frame);
+        let (jpeg, size) = match crate::encode::preview_jpeg(&image.view(), &fov, cfg.preview_width)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("preview: {e}");
+                continue;
+            }
+        };
+        id += 1;
+        let recent = Arc::new(RecentFrame {
+            id,
+            image,
+            fov,
+            score,
+            captured_at,
+            pts_ns,
+            offset,
+            preview_jpeg: jpeg,
+            preview_size: size,
+        });
+        op.recent
+            .lock()
+            .expect("recent lock")
+            .push(recent, cfg.recent_frames);
+        preview_h.record(t0.elapsed().as_secs_f64());
+    }
+}
