@@ -59,8 +59,8 @@ pub enum AgentError {
     Spool(#[from] crate::spool::SpoolError),
     #[error(transparent)]
     Sink(#[from] SinkError),
-    #[error("http.token_file {path}: {why}")]
-    Token { path: String, why: String },
+    #[error(transparent)]
+    Token(#[from] crate::config::TokenError),
     #[error("{key} {path}: {why}")]
     Path {
         key: &'static str,
@@ -125,7 +125,7 @@ pub fn run(cfg: Config, stop: Shutdown) -> Result<Summary, AgentError> {
     gauge!("endo_agent_capture_fps").set(0.0);
     gauge!("endo_agent_spool_oldest_age_seconds").set(0.0);
     let sinks = make_sinks(&cfg, &status)?;
-    let token = http_token(&cfg)?;
+    let token = cfg.http_token()?;
     if token.is_none() {
         tracing::info!("operator API without a token: http.listen is loopback only");
     }
@@ -332,28 +332,6 @@ fn open_spool(cfg: &Config) -> Result<Arc<SpoolHandle>, AgentError> {
         tracing::info!(records = rec.records, torn = rec.torn, corrupt = rec.corrupt.len(), dir = %cfg.spool.dir.display(), "spool recovered");
     }
     Ok(Arc::new(SpoolHandle::new(spool)))
-}
-
-/// The operator API's bearer token: `http.token`, or the first line of `http.token_file`.
-pub(crate) fn http_token(cfg: &Config) -> Result<Option<String>, AgentError> {
-    let h = &cfg.http;
-    let token = if h.token_file.as_os_str().is_empty() {
-        h.token.clone()
-    } else {
-        let why = |why: String| AgentError::Token {
-            path: h.token_file.display().to_string(),
-            why,
-        };
-        let text = std::fs::read_to_string(&h.token_file).map_err(|e| why(e.to_string()))?;
-        let t = text.lines().next().unwrap_or("").trim().to_string();
-        if t.len() < 16 || t.chars().any(char::is_whitespace) {
-            return Err(why(
-                "the first line must be a token of at least 16 characters without spaces".into(),
-            ));
-        }
-        t
-    };
-    Ok(Some(token).filter(|t| !t.is_empty()))
 }
 
 /// The HTTP thread: the listener (bound here, so a taken port fails the start) and the

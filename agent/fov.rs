@@ -491,39 +491,12 @@ fn fit(
     if asym_cols * 100 > n_cols * 15 {
         return Err(Reject::Asymmetric);
     }
-    // The symmetric part of a row: what its mirror image about the centre also covers.
-    let sym = |j: usize| {
-        let (l, r) = rows[j];
-        (r >= 0).then(|| (l.max(cx2 - r), r.min(cx2 - l)))
-    };
+    let sym = |j: usize| symmetric(rows[j], cx2);
     let jc = (cy2 / 2) as usize;
-    let centred = |j: usize| sum(rows[j]).is_some_and(|s| (s - cx2).abs() <= TOL);
-    if jc >= rows.len() || !centred(jc) {
+    if jc >= rows.len() || !centred(rows[jc], cx2) {
         return Err(Reject::Asymmetric);
     }
-    // Scan out from the centre row while rows stay centred and do not widen again; one odd
-    // row (text touching the image) is tolerated, two in a row end the shape.
-    let scan = |step: isize| {
-        let width = |j: usize| rows[j].1 - rows[j].0 + 1;
-        let (mut last, mut narrowest, mut odd) = (jc, width(jc), 0);
-        let mut j = jc as isize + step;
-        while j >= 0 && (j as usize) < rows.len() && rows[j as usize].1 >= 0 {
-            let ju = j as usize;
-            if centred(ju) && width(ju) <= narrowest + 2 {
-                last = ju;
-                narrowest = narrowest.min(width(ju));
-                odd = 0;
-            } else {
-                odd += 1;
-                if odd == 2 {
-                    break;
-                }
-            }
-            j += step;
-        }
-        last
-    };
-    let (top, bottom) = (scan(-1), scan(1));
+    let (top, bottom) = (scan(rows, jc, cx2, -1), scan(rows, jc, cx2, 1));
     if ((top + bottom) as i32 - cy2).abs() > TOL {
         return Err(Reject::Asymmetric);
     }
@@ -534,6 +507,63 @@ fn fit(
     if outside * 10 > n_rows {
         return Err(Reject::Asymmetric);
     }
+    let sym_width = |j: usize| sym(j).map_or(0, |(l, r)| r - l + 1);
+    let Outline {
+        left,
+        right,
+        top_px,
+        bottom_px,
+        cxp,
+    } = outline(&sym, cx2, (top, bottom), (w, h))?;
+
+    let m = cfg.auto_margin as f32;
+    let rect = match cfg.shape {
+        FovShape::Circle => pixel_rect(left + m, top_px + m, right - m, bottom_px - m),
+        FovShape::Rect => {
+            let (bw, k) = largest_centred_rect(&sym_width, jc, top, bottom);
+            let bw = (CELL as i32 * bw) as f32;
+            pixel_rect(
+                cxp - bw / 2.0 + m,
+                (CELL as usize * (jc - k)) as f32 + 0.5 + m,
+                cxp + bw / 2.0 - m,
+                (CELL as usize * (jc + k)) as f32 + 4.5 - m,
+            )
+        }
+    };
+    let rect = rect.intersect(&Rect::new(0, 0, w, h)).even();
+    if rect.width < 16 || rect.height < 16 {
+        return Err(Reject::TooSmall);
+    }
+    // Everything the locked FOV would show lies inside the lit region, row by row.
+    let lit = |gy: usize| sym(gy).filter(|_| (top..=bottom).contains(&gy));
+    if !inside_lit_rows(rows.len(), &lit, rect, cfg.shape) {
+        return Err(Reject::NotFilled);
+    }
+    let (text, visible) = g.text_cells(levels, rect, cfg.shape, masks);
+    if too_much_text(text, visible) {
+        return Err(Reject::TextInside);
+    }
+    Ok(rect)
+}
+
+/// The lit shape's outline in pixels.
+struct Outline {
+    left: f32,
+    right: f32,
+    top_px: f32,
+    bottom_px: f32,
+    /// The centre column.
+    cxp: f32,
+}
+
+/// The outline of the symmetric lit rows top..=bottom in pixels, refused when too small,
+/// off centre, or not round (aspect, fill, corners).
+fn outline(
+    sym: &dyn Fn(usize) -> Option<(i32, i32)>,
+    cx2: i32,
+    (top, bottom): (usize, usize),
+    (w, h): (u32, u32),
+) -> Result<Outline, Reject> {
     let mut widest = 0;
     let mut area = 0;
     for j in top..=bottom {
@@ -542,6 +572,7 @@ fn fit(
         area += (r - l + 1).max(0);
     }
     let sym_width = |j: usize| sym(j).map_or(0, |(l, r)| r - l + 1);
+    let n_rows = bottom - top + 1;
 
     // In pixels. A row's lit extent [4l + 0.5, 4r + 4.5) is its edge to ±1.5 px.
     let cxp = 2.0 * cx2 as f32 + 2.5;
@@ -573,59 +604,98 @@ fn fit(
     {
         return Err(Reject::NotRound);
     }
+    Ok(Outline {
+        left,
+        right,
+        top_px,
+        bottom_px,
+        cxp,
+    })
+}
 
-    let m = cfg.auto_margin as f32;
-    let rect = match cfg.shape {
-        FovShape::Circle => pixel_rect(left + m, top_px + m, right - m, bottom_px - m),
-        FovShape::Rect => {
-            // The largest rectangle centred on the centre row inside the lit region.
-            let (mut best, mut narrowest, mut k) = ((0, 0), i32::MAX, 0usize);
-            while jc >= top + k && jc + k <= bottom {
-                narrowest = narrowest.min(sym_width(jc - k)).min(sym_width(jc + k));
-                if narrowest * (2 * k as i32 + 1) > best.0 * (2 * best.1 as i32 + 1) {
-                    best = (narrowest, k);
-                }
-                k += 1;
+/// The symmetric part of a row's lit extent: what its mirror image about the centre
+/// (`cx2` = left + right of the centre, in cells) also covers.
+fn symmetric((l, r): (i32, i32), cx2: i32) -> Option<(i32, i32)> {
+    (r >= 0).then(|| (l.max(cx2 - r), r.min(cx2 - l)))
+}
+
+/// Whether a row's lit extent is centred on `cx2` (within 1.5 cells).
+fn centred(row: (i32, i32), cx2: i32) -> bool {
+    sum(row).is_some_and(|s| (s - cx2).abs() <= 3)
+}
+
+/// Scan out from the centre row `jc` by `step` while rows stay centred and do not widen
+/// again; one odd row (text touching the image) is tolerated, two in a row end the shape.
+/// The last row of the shape.
+fn scan(rows: &[(i32, i32)], jc: usize, cx2: i32, step: isize) -> usize {
+    let width = |j: usize| rows[j].1 - rows[j].0 + 1;
+    let (mut last, mut narrowest, mut odd) = (jc, width(jc), 0);
+    let mut j = jc as isize + step;
+    while j >= 0 && (j as usize) < rows.len() && rows[j as usize].1 >= 0 {
+        let ju = j as usize;
+        if centred(rows[ju], cx2) && width(ju) <= narrowest + 2 {
+            last = ju;
+            narrowest = narrowest.min(width(ju));
+            odd = 0;
+        } else {
+            odd += 1;
+            if odd == 2 {
+                break;
             }
-            let (bw, k) = ((CELL as i32 * best.0) as f32, best.1);
-            pixel_rect(
-                cxp - bw / 2.0 + m,
-                (CELL as usize * (jc - k)) as f32 + 0.5 + m,
-                cxp + bw / 2.0 - m,
-                (CELL as usize * (jc + k)) as f32 + 4.5 - m,
-            )
         }
-    };
-    let rect = rect.intersect(&Rect::new(0, 0, w, h)).even();
-    if rect.width < 16 || rect.height < 16 {
-        return Err(Reject::TooSmall);
+        j += step;
     }
-    // Everything the locked FOV would show lies inside the lit region, row by row.
-    for (gy, _) in rows.iter().enumerate() {
+    last
+}
+
+/// The largest rectangle centred on the centre row `jc` inside the lit rows top..=bottom:
+/// its width in cells and its half-height in rows.
+fn largest_centred_rect(
+    sym_width: &dyn Fn(usize) -> i32,
+    jc: usize,
+    top: usize,
+    bottom: usize,
+) -> (i32, usize) {
+    let (mut best, mut narrowest, mut k) = ((0, 0), i32::MAX, 0usize);
+    while jc >= top + k && jc + k <= bottom {
+        narrowest = narrowest.min(sym_width(jc - k)).min(sym_width(jc + k));
+        if narrowest * (2 * k as i32 + 1) > best.0 * (2 * best.1 as i32 + 1) {
+            best = (narrowest, k);
+        }
+        k += 1;
+    }
+    best
+}
+
+/// Whether every pixel the FOV `rect` of `shape` would show lies within the lit extent
+/// of its cell row (`lit`, in cells; None = not lit), to ±2 px.
+fn inside_lit_rows(
+    n_rows: usize,
+    lit: &dyn Fn(usize) -> Option<(i32, i32)>,
+    rect: Rect,
+    shape: FovShape,
+) -> bool {
+    for gy in 0..n_rows {
         let py = gy as u32 * CELL + CELL / 2;
         if py < rect.y || py >= rect.bottom() {
             continue;
         }
-        let (x0, x1) = shape_span(cfg.shape, py - rect.y, rect.width, rect.height);
+        let (x0, x1) = shape_span(shape, py - rect.y, rect.width, rect.height);
         if x1 <= x0 {
             continue;
         }
-        let Some((l, r)) = sym(gy).filter(|_| (top..=bottom).contains(&gy)) else {
-            return Err(Reject::NotFilled);
+        let Some((l, r)) = lit(gy) else {
+            return false;
         };
         let (lo, hi) = (
             (CELL as i32 * l) as f32 + 0.5 - 2.0,
             (CELL as i32 * r) as f32 + 4.5 + 2.0,
         );
         if ((rect.x + x0) as f32) < lo || ((rect.x + x1) as f32) > hi {
-            return Err(Reject::NotFilled);
+            return false;
         }
     }
-    let (text, visible) = g.text_cells(levels, rect, cfg.shape, masks);
-    if too_much_text(text, visible) {
-        return Err(Reject::TextInside);
-    }
-    Ok(rect)
+    true
 }
 
 /// The pixel rectangle inside the edges x0..x1, y0..y1 (rounded inwards).

@@ -71,19 +71,7 @@ pub struct Route<'a> {
 pub fn frame_of<'p>(p: &'p Publish, route: &Route) -> Result<FrameMsg<'p>, String> {
     use std::borrow::Cow;
     let topic = std::str::from_utf8(&p.topic).map_err(|_| "the topic is not UTF-8")?;
-    let (site, device) = topic
-        .strip_prefix(route.topic_prefix)
-        .and_then(|t| t.strip_prefix('/'))
-        .and_then(|t| t.strip_suffix("/frames"))
-        .and_then(|t| t.split_once('/'))
-        .filter(|(s, d)| crate::config::is_key_segment(s) && crate::config::is_key_segment(d))
-        .ok_or_else(|| {
-            format!(
-                "topic {:?} is not {}/<site>/<device>/frames",
-                crate::clip(topic),
-                route.topic_prefix
-            )
-        })?;
+    let (site, device) = site_and_device(topic, route)?;
     let props = p.properties.as_ref().ok_or("no MQTT 5 properties")?;
     let get = |name: &str| {
         props
@@ -117,8 +105,41 @@ pub fn frame_of<'p>(p: &'p Publish, route: &Route) -> Result<FrameMsg<'p>, Strin
             Cow::Owned(annotation.as_bytes().to_vec()),
         )
     };
+    check_record(key, jpeg, &record)?;
+    if !annotation.is_empty() {
+        serde_json::from_slice::<serde_json::Value>(&annotation)
+            .map_err(|e| format!("annotation is not JSON: {e}"))?;
+    }
+    Ok(FrameMsg {
+        key: key.to_string(),
+        jpeg,
+        record,
+        annotation,
+    })
+}
+
+/// The site and device of a frame topic, `{topic_prefix}/{site}/{device}/frames`.
+fn site_and_device<'t>(topic: &'t str, route: &Route) -> Result<(&'t str, &'t str), String> {
+    topic
+        .strip_prefix(route.topic_prefix)
+        .and_then(|t| t.strip_prefix('/'))
+        .and_then(|t| t.strip_suffix("/frames"))
+        .and_then(|t| t.split_once('/'))
+        .filter(|(s, d)| crate::config::is_key_segment(s) && crate::config::is_key_segment(d))
+        .ok_or_else(|| {
+            format!(
+                "topic {:?} is not {}/<site>/<device>/frames",
+                crate::clip(topic),
+                route.topic_prefix
+            )
+        })
+}
+
+/// The record is JSON about this key and describes this JPEG (bytes and sha256), and the
+/// JPEG is one (SOI and a marker at the start, EOI at the end).
+fn check_record(key: &str, jpeg: &[u8], record: &[u8]) -> Result<(), String> {
     let doc: serde_json::Value =
-        serde_json::from_slice(&record).map_err(|e| format!("record is not JSON: {e}"))?;
+        serde_json::from_slice(record).map_err(|e| format!("record is not JSON: {e}"))?;
     if doc.get("key").and_then(|k| k.as_str()) != Some(key) {
         return Err(format!("record's key differs from the message key {key:?}"));
     }
@@ -140,16 +161,7 @@ pub fn frame_of<'p>(p: &'p Publish, route: &Route) -> Result<FrameMsg<'p>, Strin
             crate::clip(want)
         ));
     }
-    if !annotation.is_empty() {
-        serde_json::from_slice::<serde_json::Value>(&annotation)
-            .map_err(|e| format!("annotation is not JSON: {e}"))?;
-    }
-    Ok(FrameMsg {
-        key: key.to_string(),
-        jpeg,
-        record,
-        annotation,
-    })
+    Ok(())
 }
 
 /// Run until `stop` is set. Connection problems are retried forever with backoff.
@@ -199,84 +211,107 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
                 detail: format!("thread: {e}"),
             })?
     };
-    let mut backoff = Backoff::new(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-        Duration::from_secs(60),
-    );
     let mut received = 0u64;
-    let mut warned = false;
     tracing::info!(host = %cfg.mqtt.host, port = cfg.mqtt.port, %filter, "ingest starting");
     rt.block_on(async {
         // rumqttc's poll is driven without interruption (cancelling it mid-write could
         // leave half a packet in its buffer) until the DISCONNECT queued at the stop,
         // behind the writer's last acks, went out.
-        let drive = async {
-            loop {
-                let stopping = stop.is_stopped();
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) if !stopping => {
-                        backoff.reset();
-                        tracing::info!("ingest connected; subscribing to {filter}");
-                        let f = Filter::new(filter.clone(), QoS::AtLeastOnce);
-                        if let Err(e) = client.try_subscribe_many([f]) {
-                            tracing::error!("subscribe: {e}");
-                        }
-                    }
-                    // Stopping: not taken, not acknowledged, sent again next start.
-                    Ok(Event::Incoming(Packet::Publish(_))) if stopping => {}
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        received += 1;
-                        if tx.send(p).is_err() {
-                            return;
-                        }
-                        if tx.len() > 2 * RECEIVE_MAXIMUM as usize && !warned {
-                            warned = true;
-                            tracing::warn!(
-                                "{} messages wait for the store: the broker sends more than the {RECEIVE_MAXIMUM} unacknowledged ones ingest asked for",
-                                tx.len()
-                            );
-                        }
-                    }
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-                    Ok(_) => {}
-                    Err(_) if stopping => return,
-                    Err(e) => {
-                        let e = crate::uplink::mqtt::classify(e.to_string());
-                        let wait = backoff.on_failure(Duration::ZERO);
-                        tracing::error!("{e}; retrying in {wait:?}");
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = stop.stopped() => {}
-                        }
-                    }
-                }
-            }
-        };
-        let close = async {
-            stop.stopped().await;
-            // The writer finishes the frame in hand (a PUT is bounded by s3.timeout_s) and
-            // acks it; then the DISCONNECT goes into the request queue behind every ack.
-            while !writer.is_finished() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            if let Err(e) = client.disconnect().await {
-                tracing::warn!("disconnect: {e}");
-            }
-            // `drive` ends once it went out; a broker that does not answer cannot hold
-            // the stop up for ever.
-            tokio::time::sleep(STOP_TIMEOUT).await;
-            tracing::warn!("the broker did not take the disconnect within {STOP_TIMEOUT:?}");
+        let link = Link {
+            client: &client,
+            filter: &filter,
+            stop: &stop,
         };
         tokio::select! {
-            _ = drive => {}
-            _ = close => {}
+            _ = link.drive(&mut eventloop, &tx, &mut received) => {}
+            _ = link.close(&writer) => {}
         }
     });
     drop(tx);
     let mut stats = writer.join().expect("ingest writer panicked");
     stats.received = received;
     Ok(stats)
+}
+
+/// Ingest's side of the broker connection.
+struct Link<'a> {
+    client: &'a AsyncClient,
+    filter: &'a str,
+    stop: &'a Shutdown,
+}
+
+impl Link<'_> {
+    /// Poll the connection: subscribe at each CONNACK, hand each frame message to the
+    /// writer (none while stopping: not acknowledged, sent again next start), reconnect
+    /// with backoff. Ends when the DISCONNECT went out, or at an error while stopping.
+    async fn drive(
+        &self,
+        eventloop: &mut rumqttc::v5::EventLoop,
+        tx: &crossbeam_channel::Sender<Publish>,
+        received: &mut u64,
+    ) {
+        let mut backoff = Backoff::new(
+            Duration::from_millis(200),
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        );
+        let mut warned = false;
+        loop {
+            let stopping = self.stop.is_stopped();
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) if !stopping => {
+                    backoff.reset();
+                    tracing::info!("ingest connected; subscribing to {}", self.filter);
+                    let f = Filter::new(self.filter.to_string(), QoS::AtLeastOnce);
+                    if let Err(e) = self.client.try_subscribe_many([f]) {
+                        tracing::error!("subscribe: {e}");
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(_))) if stopping => {}
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    *received += 1;
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                    if tx.len() > 2 * RECEIVE_MAXIMUM as usize && !warned {
+                        warned = true;
+                        tracing::warn!(
+                            "{} messages wait for the store: the broker sends more than the {RECEIVE_MAXIMUM} unacknowledged ones ingest asked for",
+                            tx.len()
+                        );
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+                Ok(_) => {}
+                Err(_) if stopping => return,
+                Err(e) => {
+                    let e = crate::uplink::mqtt::classify(e.to_string());
+                    let wait = backoff.on_failure(Duration::ZERO);
+                    tracing::error!("{e}; retrying in {wait:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.stop.stopped() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// At the stop: the writer finishes the frame in hand (a PUT is bounded by
+    /// s3.timeout_s) and acks it; then the DISCONNECT goes into the request queue behind
+    /// every ack, and `drive` ends once it went out. A broker that does not answer cannot
+    /// hold the stop up for ever: this ends after [`STOP_TIMEOUT`].
+    async fn close(&self, writer: &std::thread::JoinHandle<IngestStats>) {
+        self.stop.stopped().await;
+        while !writer.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(e) = self.client.disconnect().await {
+            tracing::warn!("disconnect: {e}");
+        }
+        tokio::time::sleep(STOP_TIMEOUT).await;
+        tracing::warn!("the broker did not take the disconnect within {STOP_TIMEOUT:?}");
+    }
 }
 
 /// Unacknowledged messages the broker may send at once (MQTT 5 receive maximum).

@@ -14,9 +14,9 @@
 
 use crate::artifact::Artifact;
 use crate::config::{DisplayConfig, OverlayPosition};
+use crate::font::glyph;
 use crate::frame::Rect;
 use crate::metrics::DurationWindow;
-use crate::phantom::osd::glyph;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_video as gst_video;

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, SinkKind, SourceKind};
-use crate::daemon::{http_token, AgentError};
+use crate::daemon::AgentError;
 use crate::score::model::ModelRunner;
 use crate::uplink::mqtt::mqtt_options;
 use crate::uplink::s3::S3Sink;
@@ -46,7 +46,7 @@ pub fn check_files(cfg: &Config) -> Result<Vec<String>, AgentError> {
     for (key, dir) in dirs {
         out.push(format!("{key}: {}", directory(key, dir)?));
     }
-    out.push(match http_token(cfg)? {
+    out.push(match cfg.http_token()? {
         Some(t) if cfg.http.token_file.as_os_str().is_empty() => {
             format!("http token: http.token ({} characters)", t.len())
         }

@@ -29,19 +29,18 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-
-use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::artifact::Artifact;
-use crate::capture::{self, CaptureError, CaptureStats};
+use crate::capture::{self, CaptureError, CaptureStats, CapturedFrame};
 use crate::config::{Config, OnEos, ScoringConfig, SourceKind};
 use crate::fov::{FovLocator, Locate};
 use crate::frame::Rect;
 use crate::record::ScoreInfo;
 use crate::score::model::{ModelError, ModelRunner};
 use crate::score::{self, classical, Score, Scorer};
+use crate::shutdown::Shutdown;
 use suggest::{Distribution, Dists, Frames, Params, Suggestion};
 
 pub const SCHEMA: &str = "endo-agent/calibration/v1";
@@ -113,8 +112,9 @@ pub struct Recording {
     pub seconds: f64,
 }
 
-/// Record and score frames from the source `opts` names, through the agent's own pipeline.
-pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError> {
+/// The config a recording runs with: the input file as the source (when given), no
+/// display branch, and the source's end is the recording's end.
+fn recording_config(cfg: &Config, opts: &Options) -> Result<Config, CalibrateError> {
     let mut cfg = cfg.clone();
     if let Some(p) = &opts.input {
         if !p.is_file() {
@@ -127,9 +127,14 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
         cfg.source.path = p.clone();
         cfg.capture.template = None;
     }
-    // Only the scoring branch; the source's end is the recording's end.
     cfg.display.enabled = false;
     cfg.capture.on_eos = OnEos::Stop;
+    Ok(cfg)
+}
+
+/// Record and score frames from the source `opts` names, through the agent's own pipeline.
+pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError> {
+    let cfg = recording_config(cfg, opts)?;
     let (origin, _) = capture::launch_description(&cfg)?;
     let source = match &opts.input {
         Some(p) => format!("file {}", p.display()),
@@ -188,32 +193,7 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
                 if opts.frames.is_some_and(|n| rec.received >= n) {
                     stop.stop();
                 }
-                let view = frame.view();
-                let fov = match locator.observe(&view) {
-                    Locate::Pending | Locate::Refused => {
-                        rec.fov_pending += 1;
-                        continue;
-                    }
-                    Locate::Locked(f) => f,
-                };
-                let score = match scorer.score(&view, fov) {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        tracing::error!("{e}");
-                        rec.score_failed += 1;
-                        continue;
-                    }
-                };
-                if rec.fovs.last().is_none_or(|(r, _)| *r != fov.rect) {
-                    rec.fovs.push((fov.rect, 0));
-                }
-                rec.fovs.last_mut().expect("pushed above").1 += 1;
-                rec.samples.push(Sample {
-                    pts_ns: frame.pts_ns,
-                    source_frame: frame.offset,
-                    fov: rec.fovs.len() - 1,
-                    score,
-                });
+                rec.take(&frame, &mut locator, &mut scorer);
             }
             // Stopping: let the capture wind down.
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
@@ -239,6 +219,39 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
         });
     }
     Ok(rec)
+}
+
+impl Recording {
+    /// Score one frame into the recording (counted when no field of view is locked yet or
+    /// scoring fails).
+    fn take(&mut self, frame: &CapturedFrame, locator: &mut FovLocator, scorer: &mut Scorer) {
+        let view = frame.view();
+        let fov = match locator.observe(&view) {
+            Locate::Pending | Locate::Refused => {
+                self.fov_pending += 1;
+                return;
+            }
+            Locate::Locked(f) => f,
+        };
+        let score = match scorer.score(&view, fov) {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                self.score_failed += 1;
+                return;
+            }
+        };
+        if self.fovs.last().is_none_or(|(r, _)| *r != fov.rect) {
+            self.fovs.push((fov.rect, 0));
+        }
+        self.fovs.last_mut().expect("pushed above").1 += 1;
+        self.samples.push(Sample {
+            pts_ns: frame.pts_ns,
+            source_frame: frame.offset,
+            fov: self.fovs.len() - 1,
+            score,
+        });
+    }
 }
 
 /// The named values of one frame (see the module header for the names).
@@ -303,21 +316,7 @@ const EXPOSURE_ARTIFACTS: [Artifact; 4] = [
 
 /// Distributions of every series and the suggestion rule of [`suggest`], in its three steps.
 pub fn analyse(rec: &Recording, cfg: &Config, opts: &Options) -> Result<Analysis, CalibrateError> {
-    let n = rec.samples.len();
-    if n < opts.min_frames {
-        let why = if rec.fovs.is_empty() {
-            format!(
-                "the field of view was never found in {} frames (is the recording black, or the scope not lit?)",
-                rec.received
-            )
-        } else {
-            format!("only {n} of {} frames could be scored", rec.received)
-        };
-        return Err(CalibrateError::TooFew(format!(
-            "{why}; at least {} are needed",
-            opts.min_frames
-        )));
-    }
+    let n = enough_frames(rec, opts)?;
     let rows: Vec<Vec<(String, f32)>> = rec
         .samples
         .iter()
@@ -353,20 +352,7 @@ pub fn analyse(rec: &Recording, cfg: &Config, opts: &Options) -> Result<Analysis
     let scoring1 = scoring_of(&proposed, cfg);
 
     // 2. Focus keys, from the well-exposed frames.
-    let well_exposed: Vec<bool> = rec
-        .samples
-        .iter()
-        .map(|s| {
-            let a = classical::artifacts(
-                &s.score.measures,
-                &scoring1,
-                Some(s.score.measures.sharpness_reference),
-            );
-            EXPOSURE_ARTIFACTS
-                .iter()
-                .all(|x| a[x.index()] < scoring1.reason_threshold)
-        })
-        .collect();
+    let well_exposed = well_exposed(rec, &scoring1);
     let n_well = well_exposed.iter().filter(|w| **w).count();
     if n_well < opts.min_frames {
         return Err(CalibrateError::TooFew(format!(
@@ -385,32 +371,7 @@ pub fn analyse(rec: &Recording, cfg: &Config, opts: &Options) -> Result<Analysis
     let scoring2 = scoring_of(&proposed, cfg);
 
     // 3. Select keys, from every frame's quality under the suggested [scoring].
-    let replay = |s: &Sample, sc: &ScoringConfig| {
-        let m = s.score.measures;
-        score::combine(
-            sc,
-            m,
-            classical::artifacts(&m, sc, Some(m.sharpness_reference)),
-            s.score.model,
-            s.score.dhash,
-        )
-        .quality
-    };
-    let faithful = rec
-        .samples
-        .iter()
-        .all(|s| (replay(s, &cfg.scoring) - s.score.quality).abs() < 1e-5);
-    let rescored: Vec<f32> = if faithful {
-        rec.samples.iter().map(|s| replay(s, &scoring2)).collect()
-    } else {
-        notes.push(
-            "re-scoring from the measures does not reproduce the scorer's quality (the scoring \
-             rule keeps state calibrate cannot replay): the select thresholds are derived from \
-             the quality under the current [scoring] keys"
-                .into(),
-        );
-        rec.samples.iter().map(|s| s.score.quality).collect()
-    };
+    let rescored = rescore(rec, &cfg.scoring, &scoring2, &mut notes);
     dists.insert(
         ("quality".into(), Frames::Rescored),
         Distribution::new(rescored.clone()),
@@ -432,6 +393,79 @@ pub fn analyse(rec: &Recording, cfg: &Config, opts: &Options) -> Result<Analysis
         suggestions,
         notes,
     })
+}
+
+/// The number of scored frames, when there are at least `opts.min_frames`.
+fn enough_frames(rec: &Recording, opts: &Options) -> Result<usize, CalibrateError> {
+    let n = rec.samples.len();
+    if n >= opts.min_frames {
+        return Ok(n);
+    }
+    let why = if rec.fovs.is_empty() {
+        format!(
+            "the field of view was never found in {} frames (is the recording black, or the scope not lit?)",
+            rec.received
+        )
+    } else {
+        format!("only {n} of {} frames could be scored", rec.received)
+    };
+    Err(CalibrateError::TooFew(format!(
+        "{why}; at least {} are needed",
+        opts.min_frames
+    )))
+}
+
+/// Per frame: no exposure artifact (dark, overexposed, glare, outside) under `scoring`.
+fn well_exposed(rec: &Recording, scoring: &ScoringConfig) -> Vec<bool> {
+    rec.samples
+        .iter()
+        .map(|s| {
+            let a = classical::artifacts(
+                &s.score.measures,
+                scoring,
+                Some(s.score.measures.sharpness_reference),
+            );
+            EXPOSURE_ARTIFACTS
+                .iter()
+                .all(|x| a[x.index()] < scoring.reason_threshold)
+        })
+        .collect()
+}
+
+/// Every frame's quality under `proposed`, replayed from its measures — when replaying
+/// under `current` reproduces the scorer's own quality; otherwise the recorded quality,
+/// with a note saying so.
+fn rescore(
+    rec: &Recording,
+    current: &ScoringConfig,
+    proposed: &ScoringConfig,
+    notes: &mut Vec<String>,
+) -> Vec<f32> {
+    let replay = |s: &Sample, sc: &ScoringConfig| {
+        let m = s.score.measures;
+        score::combine(
+            sc,
+            m,
+            classical::artifacts(&m, sc, Some(m.sharpness_reference)),
+            s.score.model,
+            s.score.dhash,
+        )
+        .quality
+    };
+    let faithful = rec
+        .samples
+        .iter()
+        .all(|s| (replay(s, current) - s.score.quality).abs() < 1e-5);
+    if faithful {
+        return rec.samples.iter().map(|s| replay(s, proposed)).collect();
+    }
+    notes.push(
+        "re-scoring from the measures does not reproduce the scorer's quality (the scoring \
+         rule keeps state calibrate cannot replay): the select thresholds are derived from \
+         the quality under the current [scoring] keys"
+            .into(),
+    );
+    rec.samples.iter().map(|s| s.score.quality).collect()
 }
 
 /// The `[scoring]` section of a proposed config JSON; the current one if it does not parse.

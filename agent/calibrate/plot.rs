@@ -2,7 +2,7 @@
 //! (dashed), the suggested ones in orange, each labelled with its key and value.
 //!
 //! Drawn directly into an RGB buffer with the `image` crate the agent already uses and the
-//! project's 5×7 bitmap font ([`crate::phantom::osd`], plus the punctuation a report
+//! project's 5×7 bitmap font ([`crate::font`], plus the punctuation a report
 //! needs): no font files, fontconfig or plotting library on the device image.
 
 use image::{Rgb, RgbImage};
@@ -287,7 +287,7 @@ fn outline(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
 fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, c: Rgb<u8>) {
     for (i, ch) in s.bytes().enumerate() {
         let gx = x + i as u32 * CHAR_W;
-        for (r, bits) in crate::phantom::osd::glyph(ch).iter().enumerate() {
+        for (r, bits) in crate::font::glyph(ch).iter().enumerate() {
             for col in 0..5u32 {
                 if bits & (0x10 >> col) != 0 {
                     fill(img, gx + col * S, y + r as u32 * S, S, S, c);

@@ -338,20 +338,7 @@ fn attach_sink(
                     arrived,
                     captured_at: Utc::now(),
                 };
-                match tx.try_send(item) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(item)) => {
-                        // Leaky downstream: drop the oldest waiting frame, keep the newest.
-                        if rx.try_recv().is_ok() {
-                            scorer_busy.increment(1);
-                        }
-                        if tx.try_send(item).is_err() {
-                            scorer_busy.increment(1);
-                        }
-                    }
-                    Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
-                }
-                Ok(gst::FlowSuccess::Ok)
+                hand_off(&tx, &rx, item, &scorer_busy)
             })
             .build(),
     );
@@ -363,6 +350,29 @@ fn attach_sink(
             None
         });
     }
+}
+
+/// The leaky hand-off to the scorer: when its queue is full, the oldest waiting frame is
+/// dropped (counted) and the newest kept; the streaming thread never waits.
+fn hand_off(
+    tx: &Sender<CapturedFrame>,
+    rx: &Receiver<CapturedFrame>,
+    item: CapturedFrame,
+    scorer_busy: &metrics::Counter,
+) -> Result<gst::FlowSuccess, gst::FlowError> {
+    match tx.try_send(item) {
+        Ok(()) => {}
+        Err(TrySendError::Full(item)) => {
+            if rx.try_recv().is_ok() {
+                scorer_busy.increment(1);
+            }
+            if tx.try_send(item).is_err() {
+                scorer_busy.increment(1);
+            }
+        }
+        Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
+    }
+    Ok(gst::FlowSuccess::Ok)
 }
 
 fn set_source_state(state: &str, stats: &CaptureStats) {
@@ -403,27 +413,69 @@ pub fn run_supervised(
     let phantom = (cfg.source.kind == SourceKind::Phantom).then(|| {
         // Building the phantom's textures is the generator's cost, not the agent's.
         let t0 = phantom::output::thread_cpu_ns();
-        let p = Arc::new(Phantom::new(phantom_config(cfg)));
+        let p = Arc::new(Phantom::new(
+            cfg.phantom().expect("validated with the config"),
+        ));
         let spent = phantom::output::thread_cpu_ns().saturating_sub(t0);
         stats.generator_cpu_ns.fetch_add(spent, Ordering::Relaxed);
         p
     });
-    let mut phantom_next = 0u64;
     let overlay = overlay.or_else(|| {
         cfg.display
             .enabled
             .then(|| OverlayState::new(cfg.select.threshold_low, cfg.select.threshold_high))
     });
-    // Cleared when the display branch fails: capture goes on without it.
-    let mut display = cfg.display.enabled;
+    let mut source = Source {
+        cfg,
+        tx,
+        rx,
+        stats,
+        phantom,
+        phantom_next: 0,
+        overlay,
+        display: cfg.display.enabled,
+    };
     loop {
-        set_source_state("starting", &stats);
-        let pipeline = build(cfg, display)?;
-        attach_sink(&pipeline, tx.clone(), rx.clone(), stats.clone());
-        if let (true, Some(state)) = (display, &overlay) {
+        let (outcome, ran_for) = source.run_once(&stop)?;
+        if let Some(ended) = source.judge(outcome, ran_for) {
+            return Ok(ended);
+        }
+        let delay = backoff.on_failure(ran_for);
+        set_source_state("backoff", &source.stats);
+        tracing::info!(delay = ?delay, "restarting the source after backoff");
+        if stop.sleep(delay) {
+            set_source_state("stopped", &source.stats);
+            return Ok(Ended::Stopped);
+        }
+    }
+}
+
+/// What the capture supervisor keeps across restarts of the pipeline.
+struct Source<'a> {
+    cfg: &'a Config,
+    tx: Sender<CapturedFrame>,
+    rx: Receiver<CapturedFrame>,
+    stats: Arc<CaptureStats>,
+    phantom: Option<Arc<Phantom>>,
+    /// The phantom frame a restarted pipeline continues from.
+    phantom_next: u64,
+    overlay: Option<Arc<OverlayState>>,
+    /// Cleared when the display branch fails: capture goes on without it.
+    display: bool,
+}
+
+impl Source<'_> {
+    /// Build and play the pipeline until it stops, ends, stalls or fails; tear it down.
+    /// How it ended and how long it ran.
+    fn run_once(&mut self, stop: &Shutdown) -> Result<(Outcome, Duration), CaptureError> {
+        let (cfg, stats) = (self.cfg, &self.stats);
+        set_source_state("starting", stats);
+        let pipeline = build(cfg, self.display)?;
+        attach_sink(&pipeline, self.tx.clone(), self.rx.clone(), stats.clone());
+        if let (true, Some(state)) = (self.display, &self.overlay) {
             overlay::attach(&pipeline, state.clone(), &cfg.display);
         }
-        let feed = phantom.as_ref().map(|p| {
+        let feed = self.phantom.as_ref().map(|p| {
             let appsrc = pipeline
                 .by_name("phantom")
                 .expect("checked in build")
@@ -435,8 +487,8 @@ pub fn run_supervised(
                 appsrc,
                 phantom::output::LiveOpts {
                     realtime: true,
-                    max_frames: (max > 0).then(|| max.saturating_sub(phantom_next)),
-                    start_index: phantom_next,
+                    max_frames: (max > 0).then(|| max.saturating_sub(self.phantom_next)),
+                    start_index: self.phantom_next,
                 },
             )
         });
@@ -446,11 +498,11 @@ pub fn run_supervised(
             Err(_) => Outcome::Error(
                 first_error(&pipeline).unwrap_or_else(|| "the pipeline refused to start".into()),
             ),
-            Ok(_) => watch(&pipeline, &stats, &stop, frames_at_start),
+            Ok(_) => watch(&pipeline, stats, stop, frames_at_start),
         };
         if let Some(f) = feed {
             f.stop();
-            phantom_next += f.frames_pushed();
+            self.phantom_next += f.frames_pushed();
             stats
                 .generator_cpu_ns
                 .fetch_add(f.cpu_time().as_nanos() as u64, Ordering::Relaxed);
@@ -459,72 +511,48 @@ pub fn run_supervised(
                 .fetch_add(f.frames_skipped(), Ordering::Relaxed);
         }
         let _ = pipeline.set_state(gst::State::Null);
-        let ran_for = started.elapsed();
+        Ok((outcome, started.elapsed()))
+    }
+
+    /// Count and log how a run ended: Some when capture is over, None to restart.
+    fn judge(&mut self, outcome: Outcome, ran_for: Duration) -> Option<Ended> {
+        let restart = |cause: &'static str| {
+            metrics::counter!("endo_agent_source_restarts_total", "cause" => cause).increment(1)
+        };
         match outcome {
             Outcome::Stop => {
-                set_source_state("stopped", &stats);
-                return Ok(Ended::Stopped);
+                set_source_state("stopped", &self.stats);
+                return Some(Ended::Stopped);
             }
-            Outcome::Eos if c.on_eos != OnEos::Restart => {
+            Outcome::Eos if self.cfg.capture.on_eos != OnEos::Restart => {
                 tracing::info!("source reached its end; not restarting (capture.on_eos)");
-                set_source_state("stopped", &stats);
-                return Ok(Ended::EndOfStream);
+                set_source_state("stopped", &self.stats);
+                return Some(Ended::EndOfStream);
             }
             Outcome::Eos => {
-                metrics::counter!("endo_agent_source_restarts_total", "cause" => "eos")
-                    .increment(1);
+                restart("eos");
                 tracing::warn!(ran_for = ?ran_for, "source reached end of stream; restarting");
             }
             Outcome::Stall => {
-                metrics::counter!("endo_agent_source_restarts_total", "cause" => "stall")
-                    .increment(1);
+                restart("stall");
                 tracing::warn!(ran_for = ?ran_for, "source delivered no frame for {STALL:?}; restarting");
             }
-            Outcome::Error(msg) if display && overlay::is_display_error(&msg) => {
-                metrics::counter!("endo_agent_source_restarts_total", "cause" => "error")
-                    .increment(1);
-                display = false;
+            Outcome::Error(msg) if self.display && overlay::is_display_error(&msg) => {
+                restart("error");
+                self.display = false;
                 tracing::error!(
                     ran_for = ?ran_for,
                     "the display sink failed (display.sink = {:?}): {msg}; capture restarts \
                      without the on-screen overlay until the agent is restarted",
-                    cfg.display.sink
+                    self.cfg.display.sink
                 );
             }
             Outcome::Error(msg) => {
-                metrics::counter!("endo_agent_source_restarts_total", "cause" => "error")
-                    .increment(1);
+                restart("error");
                 tracing::error!(ran_for = ?ran_for, "source failed: {msg}");
             }
         }
-        let delay = backoff.on_failure(ran_for);
-        set_source_state("backoff", &stats);
-        tracing::info!(delay = ?delay, "restarting the source after backoff");
-        if stop.sleep(delay) {
-            set_source_state("stopped", &stats);
-            return Ok(Ended::Stopped);
-        }
-    }
-}
-
-pub fn phantom_config(cfg: &Config) -> phantom::PhantomConfig {
-    let s = &cfg.source;
-    phantom::PhantomConfig {
-        width: s.width,
-        height: s.height,
-        fps: s.fps,
-        seed: s.seed,
-        schedule: if s.schedule.is_empty() {
-            phantom::schedule::Schedule::default()
-        } else {
-            phantom::schedule::Schedule::parse(&s.schedule).expect("validated with the config")
-        },
-        fov_shape: if s.phantom_fov == "octagon" {
-            phantom::FovShape::Octagon
-        } else {
-            phantom::FovShape::Circle
-        },
-        ..phantom::PhantomConfig::default()
+        None
     }
 }
 

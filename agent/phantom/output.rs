@@ -481,6 +481,29 @@ fn make_pool(caps: &gst::Caps, size: usize) -> Option<gst::BufferPool> {
     Some(pool)
 }
 
+/// Frame `index` (the `slot`-th since the start) rendered into a buffer from `pool`,
+/// with its timestamps and frame number.
+fn frame_buffer(
+    phantom: &Phantom,
+    pool: Option<&gst::BufferPool>,
+    info: &gst_video::VideoInfo,
+    index: u64,
+    slot: u64,
+) -> Result<gst::Buffer, String> {
+    let fps = phantom.config().fps;
+    let mut buffer = pool
+        .and_then(|p| p.acquire_buffer(None).ok())
+        .map_or_else(|| gst::Buffer::with_size(info.size()), Ok)
+        .map_err(|_| format!("cannot allocate a {}-byte buffer", info.size()))?;
+    let b = buffer.get_mut().expect("fresh buffer is writable");
+    render_into_buffer(phantom, index, b, info).map_err(|e| e.to_string())?;
+    b.set_pts(frame_time(slot, fps));
+    b.set_duration(frame_time(slot + 1, fps) - frame_time(slot, fps));
+    b.set_offset(index);
+    b.set_offset_end(index + 1);
+    Ok(buffer)
+}
+
 fn live_loop(
     phantom: &Phantom,
     appsrc: &gst_app::AppSrc,
@@ -527,25 +550,13 @@ fn live_loop(
         }
 
         let index = opts.start_index + slot;
-        let buffer = pool
-            .as_ref()
-            .and_then(|p| p.acquire_buffer(None).ok())
-            .map_or_else(|| gst::Buffer::with_size(info.size()), Ok);
-        let Ok(mut buffer) = buffer else {
-            tracing::error!("phantom feed: cannot allocate a {frame_bytes}-byte buffer");
-            break;
-        };
-        {
-            let b = buffer.get_mut().expect("fresh buffer is writable");
-            if let Err(e) = render_into_buffer(phantom, index, b, info) {
+        let buffer = match frame_buffer(phantom, pool.as_ref(), info, index, slot) {
+            Ok(b) => b,
+            Err(e) => {
                 tracing::error!("phantom feed: {e}");
                 break;
             }
-            b.set_pts(frame_time(slot, fps));
-            b.set_duration(frame_time(slot + 1, fps) - frame_time(slot, fps));
-            b.set_offset(index);
-            b.set_offset_end(index + 1);
-        }
+        };
         match appsrc.push_buffer(buffer) {
             Ok(_) => {}
             Err(gst::FlowError::Flushing) | Err(gst::FlowError::Eos) => break,

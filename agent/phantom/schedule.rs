@@ -285,18 +285,12 @@ impl<'de> Deserialize<'de> for Schedule {
     }
 }
 
-fn parse_segment(part: &str) -> Result<Segment, String> {
-    let mut words = part.split_whitespace();
-    let keyword = words.next().ok_or("empty segment")?;
-    let dur = words
-        .next()
-        .ok_or_else(|| format!("missing duration after `{keyword}` (e.g. `{keyword} 2s`)"))?;
-    let seconds = dur
-        .strip_suffix('s')
-        .and_then(|n| n.parse::<f32>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .ok_or_else(|| format!("duration `{dur}` is not a positive number of seconds like `2s`"))?;
-
+/// The `key=value` parameters of a segment of kind `keyword`: numbers, each once, each
+/// one the kind takes.
+fn parse_params<'a>(
+    words: impl Iterator<Item = &'a str>,
+    keyword: &str,
+) -> Result<Vec<(&'a str, f32)>, String> {
     let mut params: Vec<(&str, f32)> = Vec::new();
     for w in words {
         let (k, v) = w
@@ -334,6 +328,22 @@ fn parse_segment(part: &str) -> Result<Segment, String> {
             )
         });
     }
+    Ok(params)
+}
+
+fn parse_segment(part: &str) -> Result<Segment, String> {
+    let mut words = part.split_whitespace();
+    let keyword = words.next().ok_or("empty segment")?;
+    let dur = words
+        .next()
+        .ok_or_else(|| format!("missing duration after `{keyword}` (e.g. `{keyword} 2s`)"))?;
+    let seconds = dur
+        .strip_suffix('s')
+        .and_then(|n| n.parse::<f32>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| format!("duration `{dur}` is not a positive number of seconds like `2s`"))?;
+
+    let params = parse_params(words, keyword)?;
     let get = |k: &str, default: f32| {
         params
             .iter()

@@ -211,46 +211,7 @@ impl ModelRunner {
             reason,
         };
         let spec = manifest.input.clone();
-        if spec.color != "RGB" {
-            return Err(invalid(format!(
-                "manifest input.color {:?}: only RGB is supported",
-                spec.color
-            )));
-        }
-        // Concrete, sane dimensions before anything is sized by them: a model with symbolic
-        // H/W takes whatever the manifest says (a zero size scored everything 0, a huge one
-        // aborted on a 160 GB allocation).
-        if spec.shape.iter().any(|&d| d == 0 || d > MAX_INPUT_DIM) {
-            return Err(invalid(format!(
-                "manifest input.shape {:?}: every dimension must be within 1..={MAX_INPUT_DIM}",
-                spec.shape
-            )));
-        }
-        let channels = match spec.layout {
-            Layout::Nchw => spec.shape[1],
-            Layout::Nhwc => spec.shape[3],
-        };
-        if spec.shape[0] != 1 || channels != spec.channels() {
-            return Err(invalid(format!(
-                "manifest input.shape {:?}: expected batch 1 and {} channels",
-                spec.shape,
-                spec.channels()
-            )));
-        }
-        if let Some(d) = &spec.detail {
-            let (h, w) = spec.size();
-            let ok = spec.layout == Layout::Nchw
-                && d.tiles >= 1
-                && h % d.tiles == 0
-                && w % d.tiles == 0
-                && (0.0..=1.0).contains(&d.spread)
-                && d.std != 0.0;
-            if !ok {
-                return Err(invalid(format!(
-                    "manifest input.detail {d:?}: needs NCHW, 1 or more tiles dividing {h}x{w}, spread in 0..1 and std != 0"
-                )));
-            }
-        }
+        check_input_spec(&spec).map_err(invalid)?;
         let mut labels = Vec::new();
         for l in &manifest.outputs.labels {
             labels.push(Artifact::parse(l).ok_or_else(|| {
@@ -263,41 +224,7 @@ impl ModelRunner {
             .model_for_read(&mut &bytes[..])
             .map_err(|e| invalid(format!("not a loadable ONNX model: {e:#}")))?;
         // The declared input must be the model's input, with the declared shape.
-        let inputs = model
-            .input_outlets()
-            .map_err(|e| invalid(format!("{e:#}")))?;
-        if inputs.len() != 1 {
-            return Err(invalid(format!(
-                "model has {} inputs, the agent feeds exactly one",
-                inputs.len()
-            )));
-        }
-        let in_name = model.node(inputs[0].node).name.clone();
-        if in_name != spec.name {
-            return Err(invalid(format!(
-                "model input is {in_name:?} but the manifest says {:?}",
-                spec.name
-            )));
-        }
-        let declared = model.input_fact(0).map_err(|e| invalid(format!("{e:#}")))?;
-        {
-            let dims: Vec<Option<i64>> = declared
-                .shape
-                .dims()
-                .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
-                .collect();
-            let matches = dims.len() == 4
-                && dims
-                    .iter()
-                    .zip(spec.shape)
-                    .all(|(d, s)| d.is_none_or(|d| d == s as i64));
-            if !matches {
-                return Err(invalid(format!(
-                    "model input shape is {dims:?} but the manifest says {:?}",
-                    spec.shape
-                )));
-            }
-        }
+        check_model_input(&model, &spec).map_err(invalid)?;
         let out_names: Vec<String> = model
             .output_outlets()
             .map_err(|e| invalid(format!("{e:#}")))?
@@ -387,4 +314,88 @@ impl ModelRunner {
             artifacts,
         })
     }
+}
+
+/// The manifest's input is one the agent can feed: RGB, concrete sane dimensions, batch 1,
+/// the channels its layout says, and detail tiles that divide the input.
+fn check_input_spec(spec: &InputSpec) -> Result<(), String> {
+    if spec.color != "RGB" {
+        return Err(format!(
+            "manifest input.color {:?}: only RGB is supported",
+            spec.color
+        ));
+    }
+    // Concrete, sane dimensions before anything is sized by them: a model with symbolic
+    // H/W takes whatever the manifest says (a zero size scored everything 0, a huge one
+    // aborted on a 160 GB allocation).
+    if spec.shape.iter().any(|&d| d == 0 || d > MAX_INPUT_DIM) {
+        return Err(format!(
+            "manifest input.shape {:?}: every dimension must be within 1..={MAX_INPUT_DIM}",
+            spec.shape
+        ));
+    }
+    let channels = match spec.layout {
+        Layout::Nchw => spec.shape[1],
+        Layout::Nhwc => spec.shape[3],
+    };
+    if spec.shape[0] != 1 || channels != spec.channels() {
+        return Err(format!(
+            "manifest input.shape {:?}: expected batch 1 and {} channels",
+            spec.shape,
+            spec.channels()
+        ));
+    }
+    if let Some(d) = &spec.detail {
+        let (h, w) = spec.size();
+        let ok = spec.layout == Layout::Nchw
+            && d.tiles >= 1
+            && h % d.tiles == 0
+            && w % d.tiles == 0
+            && (0.0..=1.0).contains(&d.spread)
+            && d.std != 0.0;
+        if !ok {
+            return Err(format!(
+                "manifest input.detail {d:?}: needs NCHW, 1 or more tiles dividing {h}x{w}, spread in 0..1 and std != 0"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The model has exactly the one input the manifest declares, with its name and shape.
+fn check_model_input(model: &InferenceModel, spec: &InputSpec) -> Result<(), String> {
+    let inputs = model.input_outlets().map_err(|e| format!("{e:#}"))?;
+    if inputs.len() != 1 {
+        return Err(format!(
+            "model has {} inputs, the agent feeds exactly one",
+            inputs.len()
+        ));
+    }
+    let in_name = model.node(inputs[0].node).name.clone();
+    if in_name != spec.name {
+        return Err(format!(
+            "model input is {in_name:?} but the manifest says {:?}",
+            spec.name
+        ));
+    }
+    let declared = model.input_fact(0).map_err(|e| format!("{e:#}"))?;
+    {
+        let dims: Vec<Option<i64>> = declared
+            .shape
+            .dims()
+            .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
+            .collect();
+        let matches = dims.len() == 4
+            && dims
+                .iter()
+                .zip(spec.shape)
+                .all(|(d, s)| d.is_none_or(|d| d == s as i64));
+        if !matches {
+            return Err(format!(
+                "model input shape is {dims:?} but the manifest says {:?}",
+                spec.shape
+            ));
+        }
+    }
+    Ok(())
 }

@@ -42,7 +42,6 @@ mod handle;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use format::{FormatError, SpoolRecord};
@@ -170,82 +169,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 impl Spool {
     pub fn open(cfg: SpoolConfig) -> Result<(Spool, Recovery), SpoolError> {
         fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
-        let mut rec = Recovery::default();
-        let mut entries = BTreeMap::new();
-        let mut acks = Vec::new();
-        let mut bytes = 0;
-        let quarantine = |path: &Path, name: &str| -> Result<(), SpoolError> {
-            let dir = cfg.dir.join("corrupt");
-            fs::create_dir_all(&dir).map_err(io(&dir))?;
-            fs::rename(path, dir.join(name)).map_err(io(path))
-        };
+        let mut found = Found::default();
         for e in fs::read_dir(&cfg.dir).map_err(io(&cfg.dir))? {
-            let e = e.map_err(io(&cfg.dir))?;
-            let path = e.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let ours = name.ends_with(".tmp") || name.ends_with(".rec");
-            // `file_type` does not follow symlinks: a link named like a record is not one.
-            if ours && !e.file_type().map_err(io(&path))?.is_file() {
-                quarantine(&path, &name)?;
-                rec.corrupt.push((path, FormatError::NotAFile));
-                continue;
-            }
-            if name.ends_with(".tmp") {
-                fs::remove_file(&path).map_err(io(&path))?;
-                rec.torn += 1;
-            } else if name.ends_with(".rec") && record_id(&name).is_none() {
-                quarantine(&path, &name)?;
-                rec.corrupt.push((path, FormatError::Name));
-            } else if let Some(id) = record_id(&name) {
-                let data = fs::read(&path).map_err(io(&path))?;
-                match format::decode(&data) {
-                    Ok(r) => {
-                        entries.insert(
-                            id,
-                            Entry {
-                                quality: r.quality,
-                                created_ms: r.created_ms,
-                                bytes: data.len() as u64,
-                                done: vec![Done::Pending; cfg.sinks.len()],
-                            },
-                        );
-                        bytes += data.len() as u64;
-                        rec.records += 1;
-                    }
-                    Err(why) => {
-                        quarantine(&path, &name)?;
-                        rec.corrupt.push((path, why));
-                    }
-                }
-            } else if let Some((rest, done)) = name
-                .strip_suffix(".ack")
-                .map(|r| (r, Done::Acked))
-                .or_else(|| name.strip_suffix(".dead").map(|r| (r, Done::DeadLettered)))
-            {
-                if let Some((id, sink)) = rest.split_once('.') {
-                    if let Ok(id) = id.parse::<u64>() {
-                        acks.push((id, sink.to_string(), done, path));
-                    }
-                }
-            }
+            found.file(&cfg, e.map_err(io(&cfg.dir))?)?;
         }
-        for (id, sink, done, path) in acks {
-            match (
-                entries.get_mut(&id),
-                cfg.sinks.iter().position(|s| *s == sink),
-            ) {
-                // Acknowledged wins over dead-lettered (a crash between the two markers).
-                (Some(e), Some(i)) if e.done[i] != Done::Acked => e.done[i] = done,
-                (Some(_), Some(_)) => {}
-                // A marker without its record (deleted before the marker) or for a sink no
-                // longer configured: nothing to keep.
-                _ => fs::remove_file(&path).map_err(io(&path))?,
-            }
-        }
+        found.apply_markers(&cfg.sinks)?;
+        let Found {
+            rec,
+            entries,
+            bytes,
+            ..
+        } = found;
         let next_id = entries.keys().next_back().map_or(0, |k| k + 1);
         let mut spool = Spool {
             cfg,
@@ -332,18 +266,8 @@ impl Spool {
         self.next_id += 1;
         let path = self.rec_path(id);
         let tmp = path.with_extension("rec.tmp");
-        let written = File::create(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&data)?;
-                f.sync_all()
-            })
-            .and_then(|()| fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            // A full disk: no half record stays behind to be mistaken for one.
-            let _ = fs::remove_file(&tmp);
-            return Err(io(&tmp)(e));
-        }
-        self.sync_dir()?;
+        // A full disk: no half record stays behind to be mistaken for one.
+        crate::fsutil::write_atomic(&tmp, &path, &data).map_err(|(p, e)| io(&p)(e))?;
         self.entries.insert(
             id,
             Entry {
@@ -531,6 +455,98 @@ fn choose_victims(
         b -= e.bytes;
     }
     (fits(n, b), victims)
+}
+
+/// What a spool directory holds, as [`Spool::open`] finds it.
+#[derive(Default)]
+struct Found {
+    rec: Recovery,
+    entries: BTreeMap<u64, Entry>,
+    /// Acknowledgement and dead-letter markers: (record id, sink, what, file).
+    acks: Vec<(u64, String, Done, PathBuf)>,
+    bytes: u64,
+}
+
+impl Found {
+    /// One file of the directory: a record, a marker, a torn write (removed) or something
+    /// that is not a record (moved to `corrupt/`).
+    fn file(&mut self, cfg: &SpoolConfig, e: fs::DirEntry) -> Result<(), SpoolError> {
+        let path = e.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let ours = name.ends_with(".tmp") || name.ends_with(".rec");
+        // `file_type` does not follow symlinks: a link named like a record is not one.
+        if ours && !e.file_type().map_err(io(&path))?.is_file() {
+            quarantine(&cfg.dir, &path, &name)?;
+            self.rec.corrupt.push((path, FormatError::NotAFile));
+            return Ok(());
+        }
+        if name.ends_with(".tmp") {
+            fs::remove_file(&path).map_err(io(&path))?;
+            self.rec.torn += 1;
+        } else if name.ends_with(".rec") && record_id(&name).is_none() {
+            quarantine(&cfg.dir, &path, &name)?;
+            self.rec.corrupt.push((path, FormatError::Name));
+        } else if let Some(id) = record_id(&name) {
+            let data = fs::read(&path).map_err(io(&path))?;
+            match format::decode(&data) {
+                Ok(r) => {
+                    let entry = Entry {
+                        quality: r.quality,
+                        created_ms: r.created_ms,
+                        bytes: data.len() as u64,
+                        done: vec![Done::Pending; cfg.sinks.len()],
+                    };
+                    self.entries.insert(id, entry);
+                    self.bytes += data.len() as u64;
+                    self.rec.records += 1;
+                }
+                Err(why) => {
+                    quarantine(&cfg.dir, &path, &name)?;
+                    self.rec.corrupt.push((path, why));
+                }
+            }
+        } else if let Some((rest, done)) = name
+            .strip_suffix(".ack")
+            .map(|r| (r, Done::Acked))
+            .or_else(|| name.strip_suffix(".dead").map(|r| (r, Done::DeadLettered)))
+        {
+            if let Some((id, sink)) = rest.split_once('.') {
+                if let Ok(id) = id.parse::<u64>() {
+                    self.acks.push((id, sink.to_string(), done, path));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Mark what each sink acknowledged or dead-lettered; remove markers of nothing.
+    fn apply_markers(&mut self, sinks: &[String]) -> Result<(), SpoolError> {
+        for (id, sink, done, path) in std::mem::take(&mut self.acks) {
+            match (
+                self.entries.get_mut(&id),
+                sinks.iter().position(|s| *s == sink),
+            ) {
+                // Acknowledged wins over dead-lettered (a crash between the two markers).
+                (Some(e), Some(i)) if e.done[i] != Done::Acked => e.done[i] = done,
+                (Some(_), Some(_)) => {}
+                // A marker without its record (deleted before the marker) or for a sink no
+                // longer configured: nothing to keep.
+                _ => fs::remove_file(&path).map_err(io(&path))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Move a file that is not a record to `{dir}/corrupt/`, for a person to look at.
+fn quarantine(dir: &Path, path: &Path, name: &str) -> Result<(), SpoolError> {
+    let dir = dir.join("corrupt");
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    fs::rename(path, dir.join(name)).map_err(io(path))
 }
 
 #[cfg(test)]

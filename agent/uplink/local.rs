@@ -6,8 +6,7 @@
 //! under a final name. A write that fails (a full disk) removes its temporary file; what a
 //! crash left in `.tmp/` is removed when the sink starts.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{BlockingSink, Encoded, SinkError};
@@ -55,19 +54,8 @@ impl LocalDatalake {
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).map_err(io)?;
         let tmp = tmp_dir.join(format!("{name}-{}", std::process::id()));
-        let written = File::create(&tmp)
-            .and_then(|mut f| {
-                f.write_all(bytes)?;
-                f.sync_all()
-            })
-            .and_then(|()| fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            // A full disk: nothing half-written stays behind.
-            let _ = fs::remove_file(&tmp);
-            return Err(io(e));
-        }
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(())
+        // A full disk: nothing half-written stays behind.
+        crate::fsutil::write_atomic(&tmp, &path, bytes).map_err(|(_, e)| io(e))
     }
 }
 

@@ -66,66 +66,151 @@ impl From<&crate::config::UplinkConfig> for Retry {
 /// Run one sink until the producer is done and everything is delivered (or, with `stop`
 /// set, until the first failure). Returns the number of frames delivered.
 pub fn run_sink(
-    mut sink: Box<dyn Sink>,
+    sink: Box<dyn Sink>,
     spool: &SpoolHandle,
     retry: Retry,
     stop: &Shutdown,
     status: &SinkStatus,
 ) -> u64 {
-    let name = sink.name();
-    let ok = counter!("endo_agent_frames_delivered_total", "sink" => name);
-    let sent_c = counter!("endo_agent_sink_sent_total", "sink" => name);
-    let retried_c = counter!("endo_agent_sink_retries_total", "sink" => name);
-    let up_g = gauge!("endo_agent_sink_up", "sink" => name);
-    let set_up = |v: bool| {
-        up_g.set(if v { 1.0 } else { 0.0 });
-        status.up.store(v, Ordering::Relaxed);
-    };
-    let inflight_g = gauge!("endo_agent_sink_inflight", "sink" => name);
-    let write_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "write");
-    // No time-based reset: a delivery that succeeds resets it explicitly.
-    let mut backoff = Backoff::new(retry.initial, retry.max, Duration::MAX);
-    let mut jitter = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()),
-    );
-    let window = sink.window().max(1);
-    // Sent, awaiting acknowledgement; the last id sent; the highest id ever sent.
-    let mut inflight: BTreeSet<u64> = BTreeSet::new();
-    let mut cursor: Option<u64> = None;
-    let mut high: Option<u64> = None;
-    let mut n = 0;
-    set_up(true);
-    // Every failure reason exists from the start (at 0), so rates and alerts see a series.
-    for reason in SinkError::REASONS {
-        counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => reason).increment(0);
-    }
-    for reason in SinkError::DEAD_LETTER_REASONS {
-        counter!("endo_agent_uplink_dead_letter_total", "sink" => name, "reason" => reason)
-            .increment(0);
-    }
+    let mut w = Worker::new(sink, spool, retry, stop, status);
     loop {
         // 1. Fill the window.
-        let mut failure = None;
+        let (idle, failure) = match w.fill() {
+            Ok(idle) => (idle, None),
+            Err(Stop::Failed(e)) => (false, Some(e)),
+            Err(Stop::SpoolUnreadable) => {
+                w.sink.close();
+                return w.delivered;
+            }
+        };
+        w.m.inflight.set(w.inflight.len() as f64);
+        // 2. Collect acknowledgements.
+        let failure = failure.or_else(|| w.collect().err());
+        // 3. On failure: forget what is in flight, back off, start again from the oldest.
+        if let Some(e) = failure {
+            if w.fail(e) {
+                return w.delivered;
+            }
+            continue;
+        }
+        // 4. Nothing to send and nothing in flight: everything sent so far is stored,
+        //    so the next scan starts from the oldest again; finish, or wait for the encoder.
+        if idle && w.inflight.is_empty() && w.finish_or_wait() {
+            return w.delivered;
+        }
+    }
+}
+
+/// Why filling the window stopped short.
+enum Stop {
+    /// The sink failed: back off and start again from the oldest record.
+    Failed(SinkError),
+    /// The spool's index cannot be read: nothing more can be sent.
+    SpoolUnreadable,
+}
+
+/// A worker's metric handles, labelled with its sink.
+struct WorkerMetrics {
+    delivered: metrics::Counter,
+    sent: metrics::Counter,
+    retried: metrics::Counter,
+    up: metrics::Gauge,
+    inflight: metrics::Gauge,
+    write: metrics::Histogram,
+}
+
+/// One sink's delivery state: the records in flight and where the scan is.
+struct Worker<'a> {
+    sink: Box<dyn Sink>,
+    name: &'static str,
+    spool: &'a SpoolHandle,
+    stop: &'a Shutdown,
+    status: &'a SinkStatus,
+    m: WorkerMetrics,
+    backoff: Backoff,
+    jitter: rand_xoshiro::Xoshiro256PlusPlus,
+    window: usize,
+    /// Sent, awaiting acknowledgement; the last id sent; the highest id ever sent.
+    inflight: BTreeSet<u64>,
+    cursor: Option<u64>,
+    high: Option<u64>,
+    delivered: u64,
+}
+
+impl<'a> Worker<'a> {
+    fn new(
+        sink: Box<dyn Sink>,
+        spool: &'a SpoolHandle,
+        retry: Retry,
+        stop: &'a Shutdown,
+        status: &'a SinkStatus,
+    ) -> Worker<'a> {
+        let name = sink.name();
+        // Every failure reason exists from the start (at 0), so rates and alerts see a series.
+        for reason in SinkError::REASONS {
+            counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => reason)
+                .increment(0);
+        }
+        for reason in SinkError::DEAD_LETTER_REASONS {
+            counter!("endo_agent_uplink_dead_letter_total", "sink" => name, "reason" => reason)
+                .increment(0);
+        }
+        let w = Worker {
+            name,
+            spool,
+            stop,
+            status,
+            m: WorkerMetrics {
+                delivered: counter!("endo_agent_frames_delivered_total", "sink" => name),
+                sent: counter!("endo_agent_sink_sent_total", "sink" => name),
+                retried: counter!("endo_agent_sink_retries_total", "sink" => name),
+                up: gauge!("endo_agent_sink_up", "sink" => name),
+                inflight: gauge!("endo_agent_sink_inflight", "sink" => name),
+                write: histogram!("endo_agent_stage_duration_seconds", "stage" => "write"),
+            },
+            // No time-based reset: a delivery that succeeds resets it explicitly.
+            backoff: Backoff::new(retry.initial, retry.max, Duration::MAX),
+            jitter: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+                    ^ u64::from(std::process::id()),
+            ),
+            window: sink.window().max(1),
+            sink,
+            inflight: BTreeSet::new(),
+            cursor: None,
+            high: None,
+            delivered: 0,
+        };
+        w.set_up(true);
+        w
+    }
+
+    fn set_up(&self, v: bool) {
+        self.m.up.set(if v { 1.0 } else { 0.0 });
+        self.status.up.store(v, Ordering::Relaxed);
+    }
+
+    /// Send the oldest records not sent yet, up to the window. Ok(idle): whether there was
+    /// nothing to send.
+    fn fill(&mut self) -> Result<bool, Stop> {
         let mut idle = true;
-        while inflight.len() < window {
+        while self.inflight.len() < self.window {
             let next = {
-                let s = spool.lock();
-                match s.next_pending(name, cursor) {
+                let s = self.spool.lock();
+                match s.next_pending(self.name, self.cursor) {
                     Ok(Some(id)) => Some((id, s.read(id))),
                     Ok(None) => None,
                     Err(e) => {
                         tracing::error!("{e}");
-                        sink.close();
-                        return n;
+                        return Err(Stop::SpoolUnreadable);
                     }
                 }
             };
             let Some((id, read)) = next else { break };
             idle = false;
-            cursor = Some(id);
+            self.cursor = Some(id);
             let rec = match read {
                 Ok(r) => r,
                 Err(SpoolError::Missing(_)) => continue, // evicted meanwhile
@@ -135,7 +220,7 @@ pub fn run_sink(
                     tracing::error!("{e}");
                     counter!("endo_agent_frames_evicted_total", "reason" => "spool_unreadable")
                         .increment(1);
-                    let _ = spool.lock().ack(id, name);
+                    let _ = self.spool.lock().ack(id, self.name);
                     continue;
                 }
             };
@@ -145,123 +230,138 @@ pub fn run_sink(
                 record_json: rec.json,
                 annotation: rec.annotation,
             };
-            if high.is_some_and(|h| id <= h) {
-                retried_c.increment(1);
+            self.send(id, item).map_err(Stop::Failed)?;
+        }
+        Ok(idle)
+    }
+
+    /// Send one record; a record the sink can never take is dead-lettered, not a failure.
+    fn send(&mut self, id: u64, item: Encoded) -> Result<(), SinkError> {
+        if self.high.is_some_and(|h| id <= h) {
+            self.m.retried.increment(1);
+        }
+        self.high = self.high.max(Some(id));
+        let t0 = Instant::now();
+        match self.sink.send(id, item) {
+            Ok(()) => {
+                self.m.sent.increment(1);
+                self.inflight.insert(id);
+                if self.window == 1 {
+                    self.m.write.record(t0.elapsed().as_secs_f64());
+                }
+                Ok(())
             }
-            high = high.max(Some(id));
-            let t0 = Instant::now();
-            match sink.send(id, item) {
-                Ok(()) => {
-                    sent_c.increment(1);
-                    inflight.insert(id);
-                    if window == 1 {
-                        write_h.record(t0.elapsed().as_secs_f64());
-                    }
-                }
-                Err(SinkError::Undeliverable {
-                    key,
-                    reason,
-                    detail,
-                    ..
-                }) => {
-                    // Retrying cannot help: take it out of this sink's queue.
-                    counter!("endo_agent_uplink_dead_letter_total", "sink" => name, "reason" => reason)
-                        .increment(1);
-                    let mut s = spool.lock();
-                    match s.dead_letter(id, name) {
-                        Ok(Some(kept)) => tracing::error!(
-                            sink = name, %key, reason,
-                            "dead-lettered: {detail}; no sink stored it, kept as {}", kept.display()
-                        ),
-                        Ok(None) => tracing::error!(
-                            sink = name, %key, reason,
-                            "dead-lettered: {detail}; not sent to this sink"
-                        ),
-                        Err(e) => tracing::error!(sink = name, %key, "dead-lettering: {e}"),
-                    }
-                    spool.publish(&s);
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+            Err(SinkError::Undeliverable {
+                key,
+                reason,
+                detail,
+                ..
+            }) => {
+                self.dead_letter(id, &key, reason, &detail);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Retrying cannot help: take the record out of this sink's queue.
+    fn dead_letter(&self, id: u64, key: &str, reason: &'static str, detail: &str) {
+        let name = self.name;
+        counter!("endo_agent_uplink_dead_letter_total", "sink" => name, "reason" => reason)
+            .increment(1);
+        let mut s = self.spool.lock();
+        match s.dead_letter(id, name) {
+            Ok(Some(kept)) => tracing::error!(
+                sink = name, %key, reason,
+                "dead-lettered: {detail}; no sink stored it, kept as {}", kept.display()
+            ),
+            Ok(None) => tracing::error!(
+                sink = name, %key, reason,
+                "dead-lettered: {detail}; not sent to this sink"
+            ),
+            Err(e) => tracing::error!(sink = name, %key, "dead-lettering: {e}"),
+        }
+        self.spool.publish(&s);
+    }
+
+    /// Take the sink's acknowledgements (waiting a little when something is in flight)
+    /// and ack them in the spool.
+    fn collect(&mut self) -> Result<(), SinkError> {
+        let wait = if self.inflight.is_empty() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(200)
+        };
+        let acked = self.sink.poll(wait)?;
+        if acked.is_empty() {
+            return Ok(());
+        }
+        let mut s = self.spool.lock();
+        for id in &acked {
+            self.inflight.remove(id);
+            match s.ack(*id, self.name) {
+                Ok(()) | Err(SpoolError::Missing(_)) => {}
+                Err(e) => tracing::error!("{e}"),
             }
         }
-        inflight_g.set(inflight.len() as f64);
-        // 2. Collect acknowledgements.
-        if failure.is_none() {
-            let wait = if inflight.is_empty() {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(200)
-            };
-            match sink.poll(wait) {
-                Ok(acked) => {
-                    if !acked.is_empty() {
-                        let mut s = spool.lock();
-                        for id in &acked {
-                            inflight.remove(id);
-                            match s.ack(*id, name) {
-                                Ok(()) | Err(SpoolError::Missing(_)) => {}
-                                Err(e) => tracing::error!("{e}"),
-                            }
-                        }
-                        spool.publish(&s);
-                        drop(s);
-                        ok.increment(acked.len() as u64);
-                        status
-                            .delivered
-                            .fetch_add(acked.len() as u64, Ordering::Relaxed);
-                        n += acked.len() as u64;
-                        backoff.reset();
-                        set_up(true);
-                    }
-                }
-                Err(e) => failure = Some(e),
+        self.spool.publish(&s);
+        drop(s);
+        let n = acked.len() as u64;
+        self.m.delivered.increment(n);
+        self.status.delivered.fetch_add(n, Ordering::Relaxed);
+        self.delivered += n;
+        self.backoff.reset();
+        self.set_up(true);
+        Ok(())
+    }
+
+    /// A failure: forget what is in flight and back off. True when the worker should end
+    /// (the agent is stopping).
+    fn fail(&mut self, e: SinkError) -> bool {
+        let name = self.name;
+        counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => e.reason())
+            .increment(1);
+        self.set_up(false);
+        tracing::error!(sink = name, "{e}");
+        self.sink.reset();
+        self.inflight.clear();
+        self.cursor = None;
+        self.m.inflight.set(0.0);
+        if self.stop.is_stopped() {
+            // Stopping: another try now would fail the same way (a full disk logged
+            // one error 874 times in 30 ms). Wait for the encoder to finish, then go.
+            while !self.spool.producer_done() {
+                self.spool
+                    .wait(self.spool.lock(), Duration::from_millis(20));
             }
+            tracing::warn!(
+                sink = name,
+                "stopping with frames still in the spool; they are sent after the next start"
+            );
+            return true;
         }
-        // 3. On failure: forget what is in flight, back off, start again from the oldest.
-        if let Some(e) = failure {
-            counter!("endo_agent_sink_errors_total", "sink" => name, "reason" => e.reason())
-                .increment(1);
-            set_up(false);
-            tracing::error!(sink = name, "{e}");
-            sink.reset();
-            inflight.clear();
-            cursor = None;
-            inflight_g.set(0.0);
-            if stop.is_stopped() {
-                // Stopping: another try now would fail the same way (a full disk logged
-                // one error 874 times in 30 ms). Wait for the encoder to finish, then go.
-                while !spool.producer_done() {
-                    spool.wait(spool.lock(), Duration::from_millis(20));
-                }
-                tracing::warn!(
-                    sink = name,
-                    "stopping with frames still in the spool; they are sent after the next start"
-                );
-                return n;
-            }
-            let full = backoff.on_failure(Duration::ZERO);
-            // Jitter: wait somewhere in the upper half, so a fleet does not retry in step.
-            let delay = full / 2 + full.mul_f64(0.5 * (jitter.next_u32() as f64 / u32::MAX as f64));
-            stop.sleep(delay);
-            continue;
+        let full = self.backoff.on_failure(Duration::ZERO);
+        // Jitter: wait somewhere in the upper half, so a fleet does not retry in step.
+        let r = self.jitter.next_u32() as f64 / u32::MAX as f64;
+        self.stop.sleep(full / 2 + full.mul_f64(0.5 * r));
+        false
+    }
+
+    /// Nothing was sent and nothing is in flight: the next scan starts from the oldest
+    /// again. True (the sink closed) when the encoder is done and nothing is pending;
+    /// otherwise wait a little for the encoder.
+    fn finish_or_wait(&mut self) -> bool {
+        self.cursor = None;
+        let s = self.spool.lock();
+        if s.first_pending(self.name).ok().flatten().is_some() {
+            return false;
         }
-        // 4. Nothing to send and nothing in flight: everything sent so far is stored,
-        //    so the next scan starts from the oldest again; finish, or wait for the encoder.
-        if idle && inflight.is_empty() {
-            cursor = None;
-            let s = spool.lock();
-            if s.first_pending(name).ok().flatten().is_some() {
-                continue;
-            }
-            if spool.producer_done() {
-                drop(s);
-                sink.close();
-                return n;
-            }
-            spool.wait(s, Duration::from_millis(200));
+        if self.spool.producer_done() {
+            drop(s);
+            self.sink.close();
+            return true;
         }
+        self.spool.wait(s, Duration::from_millis(200));
+        false
     }
 }
