@@ -488,6 +488,45 @@ fn model_input(
     Ok(())
 }
 
+/// `phantom --stills D --model-input M`: the model's input tensors of the frames, as
+/// the agent's preprocessing makes them, with their labels.
+fn write_model_inputs(p: &Phantom, d: &Path, m: &Path, frames: std::ops::Range<u64>) -> Result<()> {
+    let spec = read_manifest(m)?.input;
+    let mut pre = Preprocessor::new(&spec);
+    let rect = p.fov_rect();
+    std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    let path = d.join("inputs.f32");
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let fov_cfg = endo_agent::config::FovConfig {
+        auto_frames: 1,
+        ..Default::default()
+    };
+    let n = phantom::write_labelled(p, d, frames, |index, img| {
+        // The rectangle the agent would find (a little inside the drawn one); the drawn
+        // one where it finds none (dark frames), as a live agent keeps its locked FOV.
+        let found = match FovLocator::new(&fov_cfg).observe(&img.view()) {
+            Locate::Locked(f) => f.rect,
+            Locate::Pending | Locate::Refused => rect,
+        };
+        pre.run(&img.view(), found);
+        append_f32(&mut w, &pre.input).map_err(|source| phantom::OutputError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(format!("input_{index:06}"))
+    })?;
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "wrote {n} model inputs to {} and labels.csv to {}",
+        path.display(),
+        d.display()
+    );
+    Ok(())
+}
+
 fn phantom_cmd(a: PhantomArgs) -> Result<()> {
     let schedule = match &a.schedule {
         Some(s) => Schedule::parse(s)?,
@@ -533,40 +572,7 @@ fn phantom_cmd(a: PhantomArgs) -> Result<()> {
         println!("wrote {n} frames to {}", v.display());
     }
     if let (Some(d), Some(m)) = (&a.stills, &a.model_input) {
-        let spec = read_manifest(m)?.input;
-        let mut pre = Preprocessor::new(&spec);
-        let rect = p.fov_rect();
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-        let path = d.join("inputs.f32");
-        let mut w = std::io::BufWriter::new(
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-        );
-        let fov_cfg = endo_agent::config::FovConfig {
-            auto_frames: 1,
-            ..Default::default()
-        };
-        let n = phantom::write_labelled(&p, d, frames, |index, img| {
-            // The rectangle the agent would find (a little inside the drawn one); the drawn
-            // one where it finds none (dark frames), as a live agent keeps its locked FOV.
-            let found = match FovLocator::new(&fov_cfg).observe(&img.view()) {
-                Locate::Locked(f) => f.rect,
-                Locate::Pending | Locate::Refused => rect,
-            };
-            pre.run(&img.view(), found);
-            append_f32(&mut w, &pre.input).map_err(|source| phantom::OutputError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            Ok(format!("input_{index:06}"))
-        })?;
-        w.flush()
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!(
-            "wrote {n} model inputs to {} and labels.csv to {}",
-            path.display(),
-            d.display()
-        );
-        return Ok(());
+        return write_model_inputs(&p, d, m, frames);
     }
     if let Some(d) = &a.stills {
         let fmt = match a.format {

@@ -144,12 +144,7 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
         (cfg.source.kind.is_live() && opts.frames.is_none()).then_some(DEFAULT_LIVE_SECONDS)
     });
 
-    let runner = if cfg.model.enabled {
-        Some(ModelRunner::load(&cfg.model.path)?)
-    } else {
-        None
-    };
-    let mut scorer = Scorer::new(cfg.scoring.clone(), runner);
+    let mut scorer = scorer(&cfg)?;
     let model = scorer.model().map(|m| {
         let man = m.manifest();
         json!({"name": man.name, "version": man.version, "sha256": man.sha256})
@@ -170,17 +165,7 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
             })?
     };
 
-    let mut rec = Recording {
-        source,
-        received: 0,
-        captured: 0,
-        fov_pending: 0,
-        score_failed: 0,
-        fovs: Vec::new(),
-        samples: Vec::new(),
-        model,
-        seconds: 0.0,
-    };
+    let mut rec = Recording::new(source, model);
     let mut locator = FovLocator::new(&cfg.fov);
     let started = Instant::now();
     let mut first: Option<Instant> = None;
@@ -221,7 +206,31 @@ pub fn record(cfg: &Config, opts: &Options) -> Result<Recording, CalibrateError>
     Ok(rec)
 }
 
+/// The agent's scorer, with the model when the config enables it.
+fn scorer(cfg: &Config) -> Result<Scorer, CalibrateError> {
+    let runner = if cfg.model.enabled {
+        Some(ModelRunner::load(&cfg.model.path)?)
+    } else {
+        None
+    };
+    Ok(Scorer::new(cfg.scoring.clone(), runner))
+}
+
 impl Recording {
+    fn new(source: String, model: Option<Value>) -> Recording {
+        Recording {
+            source,
+            received: 0,
+            captured: 0,
+            fov_pending: 0,
+            score_failed: 0,
+            fovs: Vec::new(),
+            samples: Vec::new(),
+            model,
+            seconds: 0.0,
+        }
+    }
+
     /// Score one frame into the recording (counted when no field of view is locked yet or
     /// scoring fails).
     fn take(&mut self, frame: &CapturedFrame, locator: &mut FovLocator, scorer: &mut Scorer) {

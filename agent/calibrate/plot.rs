@@ -151,6 +151,36 @@ pub fn render(panels: &[Panel], header: &[String]) -> RgbImage {
     img
 }
 
+/// A panel's plot area in image pixels, and the value range its x axis spans.
+#[derive(Clone, Copy)]
+struct Area {
+    px: u32,
+    py: u32,
+    pw: u32,
+    ph: u32,
+    lo: f32,
+    hi: f32,
+}
+
+impl Area {
+    fn x_of(&self, v: f32) -> u32 {
+        let t = ((v - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0);
+        self.px + (t * (self.pw - 1) as f32) as u32
+    }
+
+    /// Counts per histogram bin.
+    fn counts(&self, vals: &[f32]) -> [u32; BINS] {
+        let mut c = [0u32; BINS];
+        for v in vals {
+            let b = ((v - self.lo) / (self.hi - self.lo) * BINS as f32).floor();
+            c[(b.max(0.0) as usize).min(BINS - 1)] += 1;
+        }
+        c
+    }
+}
+
+/// One panel: a measure's histogram (all frames as bars, the subset as a step outline),
+/// its axis, and the current (dashed) and suggested (solid) thresholds.
 fn draw_panel(img: &mut RgbImage, x0: u32, y0: u32, p: &Panel) {
     let (w, h) = (PANEL_W, PANEL_H);
     outline(img, x0 + 4, y0 + 4, w - 8, h - 8, FRAME);
@@ -162,17 +192,33 @@ fn draw_panel(img: &mut RgbImage, x0: u32, y0: u32, p: &Panel) {
     let py = y0 + 12 + LINE_H + label_rows * LINE_H + 6;
     let ph = (y0 + h - 4 - 2 * LINE_H) - py;
     let (lo, hi) = range(p);
-    let to_x = |v: f32| px + (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * (pw - 1) as f32) as u32;
-
-    let counts = |vals: &[f32]| {
-        let mut c = [0u32; BINS];
-        for v in vals {
-            let b = ((v - lo) / (hi - lo) * BINS as f32).floor();
-            c[(b.max(0.0) as usize).min(BINS - 1)] += 1;
-        }
-        c
+    let area = Area {
+        px,
+        py,
+        pw,
+        ph,
+        lo,
+        hi,
     };
-    let all = counts(&p.all);
+    let top = draw_histogram(img, area, p);
+    draw_axis(img, area);
+    // The tallest bar's count, where the title leaves room.
+    if (title.len() as u32 + 10) * CHAR_W + 24 <= w {
+        text(
+            img,
+            x0 + w - 12 - 8 * CHAR_W,
+            y0 + 10,
+            &format!("max {top:>4}"),
+            BARS,
+        );
+    }
+    draw_thresholds(img, (x0, y0), area, p);
+}
+
+/// The bars of every frame and the subset's outline; the tallest bar's count.
+fn draw_histogram(img: &mut RgbImage, a: Area, p: &Panel) -> u32 {
+    let (px, py, pw, ph) = (a.px, a.py, a.pw, a.ph);
+    let all = a.counts(&p.all);
     let top = all.iter().copied().max().unwrap_or(0).max(1);
     let bin_w = pw as f32 / BINS as f32;
     let bar_h = |n: u32| (n as f32 / top as f32 * ph as f32).round() as u32;
@@ -184,7 +230,7 @@ fn draw_panel(img: &mut RgbImage, x0: u32, y0: u32, p: &Panel) {
     }
     if let Some((_, vals)) = &p.subset {
         // A step outline of the subset's histogram, on the same count scale.
-        let sub = counts(vals);
+        let sub = a.counts(vals);
         let mut prev_y = py + ph;
         for (b, n) in sub.iter().enumerate() {
             let y = py + ph - bar_h(*n).min(ph);
@@ -196,10 +242,15 @@ fn draw_panel(img: &mut RgbImage, x0: u32, y0: u32, p: &Panel) {
         }
         vline(img, px + pw - 1, prev_y, py + ph, SUBSET, 2);
     }
-    // Axis and ticks.
+    top
+}
+
+/// The x axis with ticks at both ends and the middle.
+fn draw_axis(img: &mut RgbImage, a: Area) {
+    let (px, py, pw, ph) = (a.px, a.py, a.pw, a.ph);
     fill(img, px, py + ph, pw, 1, INK);
-    for (i, v) in [lo, (lo + hi) / 2.0, hi].into_iter().enumerate() {
-        let x = to_x(v);
+    for (i, v) in [a.lo, (a.lo + a.hi) / 2.0, a.hi].into_iter().enumerate() {
+        let x = a.x_of(v);
         fill(img, x.min(px + pw - 1), py + ph, 1, 5, INK);
         let s = fmt(v);
         let tw = s.len() as u32 * CHAR_W;
@@ -210,19 +261,13 @@ fn draw_panel(img: &mut RgbImage, x0: u32, y0: u32, p: &Panel) {
         };
         text(img, tx, py + ph + 8, &s, INK);
     }
-    // The tallest bar's count, where the title leaves room.
-    if (title.len() as u32 + 10) * CHAR_W + 24 <= w {
-        text(
-            img,
-            x0 + w - 12 - 8 * CHAR_W,
-            y0 + 10,
-            &format!("max {top:>4}"),
-            BARS,
-        );
-    }
-    // Thresholds: current dashed, suggested solid, each label on its own row.
+}
+
+/// Thresholds: current dashed, suggested solid, each label on its own row.
+fn draw_thresholds(img: &mut RgbImage, (x0, y0): (u32, u32), a: Area, p: &Panel) {
+    let (py, ph, w) = (a.py, a.ph, PANEL_W);
     for (i, l) in p.lines.iter().enumerate() {
-        let x = to_x(l.value);
+        let x = a.x_of(l.value);
         let colour = if l.suggested { SUGGESTED } else { CURRENT };
         if l.suggested {
             vline(img, x.saturating_sub(1), py, py + ph, colour, 3);

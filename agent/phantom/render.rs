@@ -248,35 +248,7 @@ impl Phantom {
             Degradation::Outside => &self.outside,
             _ => &self.world,
         };
-        let (ox, oy) = self.pan.offset(t);
-        let r = self.fov.rect;
-        copy_window(
-            world.width as usize,
-            &world.y,
-            (ox, oy),
-            r,
-            1,
-            dst.y,
-            dst.y_stride,
-        );
-        copy_window(
-            world.width as usize / 2,
-            &world.u,
-            (ox, oy),
-            r,
-            2,
-            dst.u,
-            dst.uv_stride,
-        );
-        copy_window(
-            world.width as usize / 2,
-            &world.v,
-            (ox, oy),
-            r,
-            2,
-            dst.v,
-            dst.uv_stride,
-        );
+        copy_scene(world, self.pan.offset(t), self.fov.rect, dst);
 
         // 2. Optical degradations of the scene. Pixel sizes are given at 1080p.
         match degradation {
@@ -477,37 +449,15 @@ impl Phantom {
         theta: f32,
         wobble: [f32; 2],
     ) {
-        const RIM: f32 = 0.35; // rim width, relative to the radius
-        const OUTER: f32 = 1.24 * (1.0 + RIM); // beyond this normalised radius: untouched
         let (sin, cos) = theta.sin_cos();
-        let (w3s, w3c) = wobble[0].sin_cos();
-        let (w5s, w5c) = wobble[1].sin_cos();
-        let (inv_a, inv_b) = (1.0 / a, 1.0 / b);
-        // Normalised radius: < 1 in the core, 1..1+RIM in the rim. The outline is
-        // 1 + 0.16·sin(3φ + w₀) + 0.08·sin(5φ + w₁), with the harmonics of the polar angle φ
-        // taken as powers of the unit complex number (u + iv)/ρ instead of calling trig per pixel.
-        let rho = |x: f32, y: f32| {
-            let (dx, dy) = (x - c.0, y - c.1);
-            let (u, v) = (
-                (dx * cos + dy * sin) * inv_a,
-                (-dx * sin + dy * cos) * inv_b,
-            );
-            let r2 = u * u + v * v;
-            // The outline lies within [0.76, 1.24]: only the band between needs harmonics.
-            if r2 >= OUTER * OUTER {
-                return OUTER;
-            }
-            if r2 <= 0.76 * 0.76 {
-                return 0.0;
-            }
-            let r = r2.sqrt();
-            let (zc, zs) = (u / r, v / r);
-            let (z2c, z2s) = (zc * zc - zs * zs, 2.0 * zc * zs);
-            let (z3c, z3s) = (z2c * zc - z2s * zs, z2c * zs + z2s * zc);
-            let (z5c, z5s) = (z3c * z2c - z3s * z2s, z3c * z2s + z3s * z2c);
-            let outline = 1.0 + 0.16 * (z3s * w3c + z3c * w3s) + 0.08 * (z5s * w5c + z5c * w5s);
-            r / outline
+        let shape = Highlight {
+            c,
+            inv: (1.0 / a, 1.0 / b),
+            rot: (sin, cos),
+            w3: wobble[0].sin_cos(),
+            w5: wobble[1].sin_cos(),
         };
+        let rho = |x: f32, y: f32| shape.rho(x, y);
         // Half-extents of the bounding box of the rotated ellipse, grown to the outer limit.
         let reach_x = OUTER * ((a * cos).powi(2) + (b * sin).powi(2)).sqrt() + 1.0;
         let reach_y = OUTER * ((a * sin).powi(2) + (b * cos).powi(2)).sqrt() + 1.0;
@@ -554,6 +504,55 @@ impl Phantom {
     }
 }
 
+/// Rim width of a specular highlight, relative to its radius.
+const RIM: f32 = 0.35;
+/// Beyond this normalised radius a highlight leaves pixels untouched.
+const OUTER: f32 = 1.24 * (1.0 + RIM);
+
+/// A specular highlight's outline: a rotated ellipse with a wobbly rim.
+struct Highlight {
+    c: (f32, f32),
+    /// 1 / semi-axes.
+    inv: (f32, f32),
+    /// sin and cos of the rotation.
+    rot: (f32, f32),
+    /// sin and cos of the 3rd and 5th harmonics' phases.
+    w3: (f32, f32),
+    w5: (f32, f32),
+}
+
+impl Highlight {
+    /// Normalised radius at (x, y): < 1 in the core, 1..1+RIM in the rim. The outline is
+    /// 1 + 0.16·sin(3φ + w₀) + 0.08·sin(5φ + w₁), with the harmonics of the polar angle φ
+    /// taken as powers of the unit complex number (u + iv)/ρ instead of calling trig per
+    /// pixel.
+    #[inline]
+    fn rho(&self, x: f32, y: f32) -> f32 {
+        let ((sin, cos), (inv_a, inv_b)) = (self.rot, self.inv);
+        let (dx, dy) = (x - self.c.0, y - self.c.1);
+        let (u, v) = (
+            (dx * cos + dy * sin) * inv_a,
+            (-dx * sin + dy * cos) * inv_b,
+        );
+        let r2 = u * u + v * v;
+        // The outline lies within [0.76, 1.24]: only the band between needs harmonics.
+        if r2 >= OUTER * OUTER {
+            return OUTER;
+        }
+        if r2 <= 0.76 * 0.76 {
+            return 0.0;
+        }
+        let r = r2.sqrt();
+        let (zc, zs) = (u / r, v / r);
+        let (z2c, z2s) = (zc * zc - zs * zs, 2.0 * zc * zs);
+        let (z3c, z3s) = (z2c * zc - z2s * zs, z2c * zs + z2s * zc);
+        let (z5c, z5s) = (z3c * z2c - z3s * z2s, z3c * z2s + z3s * z2c);
+        let ((w3s, w3c), (w5s, w5c)) = (self.w3, self.w5);
+        let outline = 1.0 + 0.16 * (z3s * w3c + z3c * w3s) + 0.08 * (z5s * w5c + z5c * w5s);
+        r / outline
+    }
+}
+
 /// Combined gain (Q8) of vignetting `vig` and exposure `gain` (both Q8).
 ///
 /// Under-exposure simply scales. Over-exposure happens when the tip is close to the mucosa,
@@ -587,4 +586,17 @@ fn copy_window(
         let d = (ry + j) * dst_stride + rx;
         dst[d..d + w].copy_from_slice(&world[s..s + w]);
     }
+}
+
+/// Copy the window of `world` at `offset` into the field of view `r` of every plane.
+fn copy_scene(
+    world: &crate::frame::I420Image,
+    offset: (u32, u32),
+    r: Rect,
+    dst: &mut I420PlanesMut<'_>,
+) {
+    let ww = world.width as usize;
+    copy_window(ww, &world.y, offset, r, 1, dst.y, dst.y_stride);
+    copy_window(ww / 2, &world.u, offset, r, 2, dst.u, dst.uv_stride);
+    copy_window(ww / 2, &world.v, offset, r, 2, dst.v, dst.uv_stride);
 }
