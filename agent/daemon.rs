@@ -61,6 +61,9 @@ pub enum AgentError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Token(#[from] crate::config::TokenError),
+    /// `http.tls_cert_file` / `http.tls_key_file` unusable (the text names the key).
+    #[error("{0}")]
+    Tls(String),
     #[error("{key} {path}: {why}")]
     Path {
         key: &'static str,
@@ -131,7 +134,7 @@ pub fn run(cfg: Config, stop: Shutdown) -> Result<Summary, AgentError> {
     }
     let mut sup = Supervisor::new(stop.clone());
     let app = crate::http::router(status.clone(), prometheus.clone(), token, stop.clone());
-    let http = start_http(&mut sup, &cfg.http.listen, app, status.clone(), prometheus)?;
+    let http = start_http(&mut sup, &cfg.http, app, status.clone(), prometheus)?;
 
     let (frame_tx, frame_rx) = bounded::<CapturedFrame>(cfg.capture.queue_frames);
     let (job_tx, job_rx) = bounded::<Job>(cfg.encode.queue_frames);
@@ -338,19 +341,28 @@ fn open_spool(cfg: &Config) -> Result<Arc<SpoolHandle>, AgentError> {
 /// 1 s upkeep, until the stop. A server that ends before the stop has died.
 fn start_http(
     sup: &mut Supervisor,
-    listen: &str,
+    http: &crate::config::HttpConfig,
     app: axum::Router,
     status: Arc<Status>,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Result<JoinHandle<()>, AgentError> {
+    let listen = &http.listen;
     let listen_err = |source| AgentError::Listen {
         addr: listen.to_string(),
         source,
     };
+    // Read before the port is bound: a bad certificate or key stops the start, naming it.
+    let tls = match http.tls() {
+        Some((cert, key)) => Some(Arc::new(
+            crate::tls::server_config(cert, key).map_err(AgentError::Tls)?,
+        )),
+        None => None,
+    };
     let std_listener = std::net::TcpListener::bind(listen).map_err(listen_err)?;
     std_listener.set_nonblocking(true).map_err(listen_err)?;
     let addr = std_listener.local_addr().map_err(listen_err)?;
-    tracing::info!("http listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("http listening on {scheme}://{addr}");
     let (stop, died) = (sup.stop.clone(), sup.died.clone());
     sup.spawn("http", move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -360,7 +372,7 @@ fn start_http(
         rt.block_on(async {
             let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
             tokio::spawn(upkeep(status, prometheus, stop.clone()));
-            crate::http::serve(listener, app, stop.stopped()).await;
+            crate::http::serve(listener, app, stop.stopped(), tls).await;
         });
         if !stop.is_stopped() {
             Supervisor::record_death(&died, &stop, "http");

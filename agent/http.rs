@@ -159,7 +159,45 @@ pub fn router(
         .route("/readyz", get(readyz))
         .route("/api/status", get(status_doc))
         .merge(operator)
+        .layer(middleware::from_fn(limit_body))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// The largest request body any route takes (annotations are the largest real ones).
+pub const MAX_BODY: usize = 2 << 20;
+
+/// A refused body up to this size is read and dropped before the 413, so that a client
+/// still sending it sees the answer instead of a reset connection.
+const DRAIN_MAX: u64 = 16 << 20;
+
+/// Every route: a body declared larger than [`MAX_BODY`] is refused with 413 before the
+/// handler runs (JSON bodies are also cut at it while read, whatever they declare). A
+/// client that asked `Expect: 100-continue` never sends it; from one that did not, up to
+/// [`DRAIN_MAX`] is read (for at most 5 s) and dropped, never kept.
+async fn limit_body(req: Request, next: Next) -> Response {
+    use futures_util::StreamExt;
+    let headers = req.headers();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(n) = declared.filter(|n| *n > MAX_BODY as u64) else {
+        return next.run(req).await;
+    };
+    let expects = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects && n <= DRAIN_MAX {
+        let mut data = req.into_body().into_data_stream();
+        let drain = async { while let Some(Ok(_)) = data.next().await {} };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    }
+    BodyError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body: {n} bytes, more than the {MAX_BODY}-byte limit"),
+    )
+    .into_response()
 }
 
 /// Connections served at once. One more is closed at once (counted): a flood of idle
@@ -172,20 +210,22 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serve `app` on `listener` until `shutdown` completes: HTTP/1.1 with
-/// [`HEADER_TIMEOUT`] and at most [`MAX_CONNECTIONS`]. Each request carries the
-/// peer's [`ConnectInfo`]. An accept error (EMFILE when descriptors ran out) waits a
-/// little instead of spinning, and is counted.
+/// [`HEADER_TIMEOUT`] and at most [`MAX_CONNECTIONS`], over TLS when `tls` is given (the
+/// handshake within [`HEADER_TIMEOUT`] too; a client that does not speak TLS is dropped
+/// and counted as `tls_failed`). Each request carries the peer's [`ConnectInfo`]. An
+/// accept error (EMFILE when descriptors ran out) waits a little instead of spinning,
+/// and is counted.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt;
-    for outcome in ["refused_busy", "accept_error"] {
+    for outcome in ["refused_busy", "accept_error", "tls_failed"] {
         metrics::counter!("endo_agent_http_connections_total", "outcome" => outcome).increment(0);
     }
     metrics::gauge!("endo_agent_http_connections").set(0.0);
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
@@ -213,33 +253,16 @@ pub async fn serve(
             continue;
         };
         metrics::gauge!("endo_agent_http_connections").increment(1.0);
-        let app = app.clone();
-        let mut closing = closing.clone();
+        let (app, closing, tls) = (app.clone(), closing.clone(), tls.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    app.clone().oneshot(req.map(axum::body::Body::new))
-                },
-            );
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = async {
-                    while !*closing.borrow_and_update() {
-                        if closing.changed().await.is_err() {
-                            return;
-                        }
+            match tls {
+                None => serve_connection(stream, app, peer, closing).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => serve_connection(s, app, peer, closing).await,
+                        Ok(Err(e)) => tls_failed(peer, &e.to_string()),
+                        Err(_) => tls_failed(peer, "no handshake within the header timeout"),
                     }
-                } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.as_mut().await;
                 }
             }
             metrics::gauge!("endo_agent_http_connections").decrement(1.0);
@@ -250,6 +273,51 @@ pub async fn serve(
     let _ = closing_tx.send(true);
     // Every slot back = every connection closed.
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(MAX_CONNECTIONS as u32)).await;
+}
+
+/// A client that did not complete the TLS handshake (plain HTTP to the HTTPS port, an
+/// untrusted certificate, a port scan): counted, logged at debug level only.
+fn tls_failed(peer: SocketAddr, why: &str) {
+    metrics::counter!("endo_agent_http_connections_total", "outcome" => "tls_failed").increment(1);
+    tracing::debug!(%peer, "tls handshake failed: {why}");
+}
+
+/// One connection's requests, until the client closes it or the server stops (then
+/// gracefully: the request in hand is answered).
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    peer: SocketAddr,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async {
+            while !*closing.borrow_and_update() {
+                if closing.changed().await.is_err() {
+                    return;
+                }
+            }
+        } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.as_mut().await;
+        }
+    }
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -474,7 +542,7 @@ impl IntoResponse for BodyError {
 }
 
 /// A JSON body, or the documented `{"error": …}` answer: 413 when it is larger than
-/// the 2 MB limit, else 400 (not JSON, the wrong fields or types), the reason clipped.
+/// [`MAX_BODY`], else 400 (not JSON, the wrong fields or types), the reason clipped.
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, BodyError> {
     b.map(|Json(t)| t).map_err(|e| {
         let status = match e.status() {

@@ -49,6 +49,7 @@ pub mod shutdown;
 pub mod spool;
 pub mod stages;
 pub mod status;
+pub mod tls;
 pub mod uplink;
 
 /// The agent's version, as recorded in every datalake record.

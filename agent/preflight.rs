@@ -57,6 +57,14 @@ pub fn check_files(cfg: &Config) -> Result<Vec<String>, AgentError> {
         ),
         None => "http token: none (http.listen is loopback only)".into(),
     });
+    if let Some((cert, key)) = cfg.http.tls() {
+        crate::tls::server_config(cert, key).map_err(AgentError::Tls)?;
+        out.push(format!(
+            "http tls: {} and {} read (https)",
+            cert.display(),
+            key.display()
+        ));
+    }
     for kind in &cfg.uplink.sinks {
         match kind {
             SinkKind::Local => {}

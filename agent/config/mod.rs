@@ -145,6 +145,8 @@ impl Config {
         fix(&mut self.s3.ca_file);
         fix(&mut self.s3.credentials_file);
         fix(&mut self.http.token_file);
+        fix(&mut self.http.tls_cert_file);
+        fix(&mut self.http.tls_key_file);
         if let Some(t) = self.capture.template.as_mut() {
             fix(t);
         }

@@ -186,6 +186,11 @@ pub struct HttpConfig {
     pub token: String,
     /// File holding the token (first line), instead of `token`.
     pub token_file: PathBuf,
+    /// Serve HTTPS instead of HTTP: the PEM certificate chain (leaf first) of the listener.
+    /// Set together with `tls_key_file`; empty = plain HTTP.
+    pub tls_cert_file: PathBuf,
+    /// The PEM private key of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -194,11 +199,21 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:9464".into(),
             token: String::new(),
             token_file: PathBuf::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
         }
     }
 }
 
 impl HttpConfig {
+    /// The certificate and key files when the listener serves HTTPS.
+    pub fn tls(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        fn set(p: &std::path::Path) -> Option<&std::path::Path> {
+            (!p.as_os_str().is_empty()).then_some(p)
+        }
+        set(&self.tls_cert_file).zip(set(&self.tls_key_file))
+    }
+
     /// Whether `listen` is a loopback address (only this machine can connect).
     pub fn is_loopback(&self) -> bool {
         self.listen

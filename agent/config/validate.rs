@@ -294,6 +294,12 @@ impl Config {
     fn validate_operator(&self, path: &Path) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| invalid(path, key, why);
         let h = &self.http;
+        if h.tls_cert_file.as_os_str().is_empty() != h.tls_key_file.as_os_str().is_empty() {
+            return bad(
+                "http.tls_cert_file",
+                "http.tls_cert_file and http.tls_key_file go together".into(),
+            );
+        }
         if !h.token.is_empty() && !h.token_file.as_os_str().is_empty() {
             return bad(
                 "http.token",

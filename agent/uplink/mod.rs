@@ -14,7 +14,7 @@
 pub mod local;
 pub mod mqtt;
 pub mod s3;
-pub mod tls;
+pub use crate::tls;
 pub mod worker;
 
 use std::path::PathBuf;

@@ -107,12 +107,15 @@ impl Agent {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("http listening on http://") {
-                    let _ = tx.send(
-                        line[i + "http listening on http://".len()..]
-                            .trim()
-                            .to_string(),
-                    );
+                // `http listening on http://ADDR` (or https:// with [http] tls_*_file).
+                if let Some(i) = line.find("http listening on ") {
+                    let rest = &line[i + "http listening on ".len()..];
+                    if let Some(addr) = rest
+                        .strip_prefix("http://")
+                        .or_else(|| rest.strip_prefix("https://"))
+                    {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
                 }
                 log2.lock().unwrap().push(line);
             }

@@ -1,11 +1,13 @@
-//! TLS client configuration shared by the MQTT sink, the S3 sink and `ingest`: rustls with
-//! the ring provider, TLS 1.2 and 1.3 only (rustls has nothing older), server certificates
-//! checked against the configured CA (or the public web roots), optional client
-//! certificate for mTLS. Errors name the file and what is wrong with it.
+//! TLS with rustls and the ring provider, TLS 1.2 and 1.3 only (rustls has nothing older):
+//! the client configuration shared by the MQTT sink, the S3 sink and `ingest` (server
+//! certificates checked against the configured CA or the public web roots, an optional
+//! client certificate for mTLS), and the HTTP listener's server configuration
+//! (`http.tls_cert_file`, `http.tls_key_file`). Errors name the key, the file and what is
+//! wrong with it.
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -75,6 +77,27 @@ pub fn client_config(
                 )
             }),
     }
+}
+
+/// The HTTP listener's TLS configuration: the certificate chain (leaf first) and private
+/// key of `http.tls_cert_file` and `http.tls_key_file`, offering HTTP/1.1 by ALPN.
+pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, String> {
+    let certs = load_certs(cert).map_err(|e| format!("http.tls_cert_file {e}"))?;
+    let key_der = load_key(key).map_err(|e| format!("http.tls_key_file {e}"))?;
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| {
+            format!(
+                "http.tls_cert_file {} / http.tls_key_file {}: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
 }
 
 /// A path option from the config: empty means unset.
