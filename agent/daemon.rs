@@ -128,18 +128,13 @@ pub fn run(cfg: Config, stop: Shutdown) -> Result<Summary, AgentError> {
     gauge!("endo_agent_capture_fps").set(0.0);
     gauge!("endo_agent_spool_oldest_age_seconds").set(0.0);
     let sinks = make_sinks(&cfg, &status)?;
-    let token = cfg.http_token()?;
-    if token.is_none() {
-        tracing::info!("operator API without a token: http.listen is loopback only");
-    }
     let mut sup = Supervisor::new(stop.clone());
-    let app = crate::http::router(status.clone(), prometheus.clone(), token, stop.clone());
-    let http = start_http(&mut sup, &cfg.http, app, status.clone(), prometheus)?;
+    let http = start_service(&mut sup, &cfg, &status, prometheus)?;
 
     let (frame_tx, frame_rx) = bounded::<CapturedFrame>(cfg.capture.queue_frames);
     let (job_tx, job_rx) = bounded::<Job>(cfg.encode.queue_frames);
     let (preview_tx, preview_rx) = bounded::<PreviewJob>(1);
-    let producer = Producer::new(&cfg, model.as_ref().map(model_info));
+    let producer = Producer::new(&cfg);
     let stage = ScoreStage::new(
         cfg.clone(),
         Scorer::new(cfg.scoring.clone(), model),
@@ -182,6 +177,31 @@ pub fn run(cfg: Config, stop: Shutdown) -> Result<Summary, AgentError> {
     sup.result()?;
     ended.transpose()?;
     Ok(summary)
+}
+
+/// What serves the agent besides the data path: the HTTP listener (with the operator
+/// API's token) and the model reload on SIGHUP.
+fn start_service(
+    sup: &mut Supervisor,
+    cfg: &Config,
+    status: &Arc<Status>,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+) -> Result<JoinHandle<()>, AgentError> {
+    let token = cfg.http_token()?;
+    if token.is_none() {
+        tracing::info!("operator API without a token: http.listen is loopback only");
+    }
+    let model_path = cfg.model.enabled.then(|| cfg.model.path.clone());
+    crate::reload::init_metrics();
+    crate::reload::on_sighup(model_path.clone(), status.operator.clone()).map_err(|source| {
+        AgentError::Thread {
+            name: "reload",
+            source,
+        }
+    })?;
+    let stop = sup.stop.clone();
+    let app = crate::http::router(status.clone(), prometheus.clone(), token, stop, model_path);
+    start_http(sup, &cfg.http, app, status.clone(), prometheus)
 }
 
 /// After the stages ended: say what stays in the spool; with `capture.on_eos = "idle"`
@@ -239,19 +259,8 @@ fn load_model(cfg: &Config) -> Result<Option<ModelRunner>, AgentError> {
     let m = ModelRunner::load(&cfg.model.path)?;
     let man = m.manifest();
     tracing::info!(path = %cfg.model.path.display(), name = %man.name, version = %man.version, "model loaded");
-    gauge!("endo_agent_model_info", "name" => man.name.clone(), "version" => man.version.clone(),
-        "sha256" => man.sha256.clone(), "quantization" => man.quantization.clone())
-    .set(1.0);
+    crate::reload::show_model(None, man);
     Ok(Some(m))
-}
-
-fn model_info(m: &ModelRunner) -> record::ModelInfo {
-    let man = m.manifest();
-    record::ModelInfo {
-        name: man.name.clone(),
-        version: man.version.clone(),
-        sha256: man.sha256.clone(),
-    }
 }
 
 fn new_status(cfg: &Config, operator: Arc<Operator>, spool: Arc<SpoolHandle>) -> Status {

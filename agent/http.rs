@@ -117,6 +117,8 @@ pub struct AppState {
     pub token_failures: Arc<Throttle>,
     /// Marks, counted under one address for all clients ([`MARKS_PER_SECOND`]).
     pub marks: Arc<Throttle>,
+    /// `model.path`, reloaded by `POST /api/model/reload` (None: the model is disabled).
+    pub model_path: Option<Arc<std::path::Path>>,
 }
 
 pub fn router(
@@ -124,6 +126,7 @@ pub fn router(
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     token: Option<String>,
     stop: Shutdown,
+    model_path: Option<std::path::PathBuf>,
 ) -> Router {
     // Both exist from the start, so dashboards and alerts see a series.
     metrics::gauge!("endo_agent_web_clients").set(0.0);
@@ -141,6 +144,7 @@ pub fn router(
             Duration::from_secs(60),
         )),
         marks: Arc::new(Throttle::new(MARKS_PER_SECOND, Duration::from_secs(1))),
+        model_path: model_path.map(Arc::from),
     };
     let operator = Router::new()
         .route("/api/operator", get(operator_info))
@@ -151,6 +155,7 @@ pub fn router(
         .route("/api/annotations", post(annotate))
         .route("/api/session/start", post(session_start))
         .route("/api/session/end", post(session_end))
+        .route("/api/model/reload", post(model_reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(index))
@@ -318,6 +323,23 @@ async fn serve_connection<I>(
             let _ = conn.as_mut().await;
         }
     }
+}
+
+/// `POST /api/model/reload`: load `model.path` again and put it in force (see
+/// [`crate::reload`]): 200 with the model, 422 naming the file and why it was refused
+/// (the model in force stays), 409 when the model is disabled.
+async fn model_reload(State(s): State<AppState>) -> Response {
+    use crate::reload::ReloadError;
+    let (path, op) = (s.model_path.clone(), s.status.operator.clone());
+    let done = tokio::task::spawn_blocking(move || crate::reload::reload(path.as_deref(), &op));
+    let (status, error) = match done.await {
+        Ok(Ok(model)) => return Json(serde_json::json!({ "model": model })).into_response(),
+        Ok(Err(e @ ReloadError::Model(_))) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Ok(Err(e @ ReloadError::Disabled)) => (StatusCode::CONFLICT, e.to_string()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    (status, Json(serde_json::json!({ "error": clip(&error) }))).into_response()
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.

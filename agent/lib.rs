@@ -43,6 +43,7 @@ pub mod overlay;
 pub mod phantom;
 pub mod preflight;
 pub mod record;
+pub mod reload;
 pub mod score;
 pub mod select;
 pub mod shutdown;

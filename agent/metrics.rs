@@ -8,7 +8,8 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `endo_agent_build_info` | gauge (1) | `version` |
-//! | `endo_agent_model_info` | gauge (1) | `name`, `version`, `sha256`, `quantization` |
+//! | `endo_agent_model_info` | gauge (1 in force, 0 replaced by a reload) | `name`, `version`, `sha256`, `quantization` |
+//! | `endo_agent_model_reloads_total` | counter | `outcome` = ok, refused |
 //! | `endo_agent_source_up` | gauge 0/1 | |
 //! | `endo_agent_source_state` | gauge (1 for the current state) | `state` = starting, running, backoff, stopped |
 //! | `endo_agent_source_restarts_total` | counter | `cause` = error, eos, stall |
@@ -91,7 +92,11 @@ fn describe() {
     );
     describe_gauge!(
         "endo_agent_model_info",
-        "Loaded quality model; the value is 1."
+        "Quality model: 1 for the one in force, 0 for one a reload replaced."
+    );
+    describe_counter!(
+        "endo_agent_model_reloads_total",
+        "Model reloads (SIGHUP, POST /api/model/reload), by outcome: ok, or refused (the old model stays)."
     );
     describe_gauge!(
         "endo_agent_source_up",

@@ -45,6 +45,8 @@ pub struct RecentFrame {
     pub image: I420Image,
     pub fov: Arc<Fov>,
     pub score: Score,
+    /// The model that scored it.
+    pub model: Option<Arc<crate::record::ModelInfo>>,
     pub captured_at: DateTime<Utc>,
     pub pts_ns: Option<u64>,
     pub offset: Option<u64>,
@@ -145,6 +147,12 @@ pub enum Command {
         frame: Arc<RecentFrame>,
         request: AnnotationRequest,
         reply: tokio::sync::oneshot::Sender<Result<Kept, OperatorError>>,
+    },
+    /// Score with this model from the next frame on (see [`crate::reload`]); the old one
+    /// comes back, to be dropped off the score thread.
+    Model {
+        model: Box<crate::score::LoadedModel>,
+        reply: tokio::sync::oneshot::Sender<Option<Box<crate::score::LoadedModel>>>,
     },
 }
 

@@ -138,11 +138,23 @@ pub struct SelectionInfo {
     pub window_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelInfo {
     pub name: String,
     pub version: String,
     pub sha256: String,
+}
+
+impl ModelInfo {
+    /// What a record says of the model that scored its frame.
+    pub fn of(m: &crate::score::model::ModelRunner) -> ModelInfo {
+        let man = m.manifest();
+        ModelInfo {
+            name: man.name.clone(),
+            version: man.version.clone(),
+            sha256: man.sha256.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -167,11 +179,10 @@ pub struct Producer {
     pub threshold_low: f32,
     pub window_ms: u64,
     pub jpeg_quality: u8,
-    pub model: Option<ModelInfo>,
 }
 
 impl Producer {
-    pub fn new(cfg: &crate::config::Config, model: Option<ModelInfo>) -> Producer {
+    pub fn new(cfg: &crate::config::Config) -> Producer {
         Producer {
             site: cfg.agent.site.clone(),
             device: cfg.agent.device.clone(),
@@ -179,7 +190,6 @@ impl Producer {
             threshold_low: cfg.select.threshold_low,
             window_ms: cfg.select.window_ms,
             jpeg_quality: cfg.encode.jpeg_quality,
-            model,
         }
     }
 }
@@ -197,6 +207,8 @@ pub struct Origin<'a> {
     pub source_size: (u32, u32),
     /// `best_in_window`, `operator_marked` or `operator_annotated`.
     pub reason: &'static str,
+    /// The model that scored it.
+    pub model: Option<&'a ModelInfo>,
     pub operator: Option<OperatorInfo>,
 }
 
@@ -238,7 +250,7 @@ impl Record {
                 threshold_low: p.threshold_low,
                 window_ms: p.window_ms,
             },
-            model: p.model.clone(),
+            model: o.model.cloned(),
             agent: AgentInfo {
                 version: crate::VERSION,
             },

@@ -188,6 +188,22 @@ impl SharpnessReference {
     }
 }
 
+/// A model ready to score with: loaded, hash-checked and dry-run, with the
+/// preprocessing buffers its input needs.
+pub struct LoadedModel {
+    pub runner: ModelRunner,
+    pre: Preprocessor,
+}
+
+impl LoadedModel {
+    /// [`ModelRunner::load`] (manifest, sha256, a dry run) plus its preprocessing buffers.
+    pub fn load(path: &std::path::Path) -> Result<LoadedModel, model::ModelError> {
+        let runner = ModelRunner::load(path)?;
+        let pre = Preprocessor::new(&runner.manifest().input);
+        Ok(LoadedModel { runner, pre })
+    }
+}
+
 impl Scorer {
     pub fn new(cfg: ScoringConfig, model: Option<ModelRunner>) -> Scorer {
         let spec = model
@@ -209,6 +225,18 @@ impl Scorer {
     /// The loaded model, if any.
     pub fn model(&self) -> Option<&ModelRunner> {
         self.model.as_ref()
+    }
+
+    /// Put `new` in place of the model between two frames: two moves, no allocation (the
+    /// model and its preprocessing buffers were built by [`LoadedModel::load`] off the
+    /// score thread). The old model comes back, to be dropped off the score thread too.
+    pub fn swap_model(&mut self, new: LoadedModel) -> Option<LoadedModel> {
+        let old_pre = std::mem::replace(&mut self.pre, new.pre);
+        let old = self.model.replace(new.runner);
+        old.map(|runner| LoadedModel {
+            runner,
+            pre: old_pre,
+        })
     }
 
     /// Start a new sharpness reference: a new procedure session or field of view, or

@@ -54,6 +54,7 @@ fn spool_record(producer: &Producer, job: Job) -> Option<SpoolRecord> {
         source_frame,
         source_size: (view.width, view.height),
         reason: job.reason.as_str(),
+        model: job.model.as_deref(),
         operator: job.operator.clone(),
     };
     let rec = Record::new(producer, origin, &job.fov, &job.score, &jpeg);

@@ -70,6 +70,8 @@ pub struct Job {
     pub session: Arc<str>,
     pub seq: u64,
     pub reason: Reason,
+    /// The model that scored the frame (the one in force at its capture).
+    pub model: Option<Arc<record::ModelInfo>>,
     pub operator: Option<OperatorInfo>,
     /// The COCO-style annotation record (empty unless annotated).
     pub annotation: Vec<u8>,

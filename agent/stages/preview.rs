@@ -11,16 +11,18 @@ use crate::capture::CapturedFrame;
 use crate::config::OperatorConfig;
 use crate::fov::Fov;
 use crate::operator::{Operator, RecentFrame};
+use crate::record::ModelInfo;
 use crate::score::Score;
 
-/// A frame for the web preview, as the score thread hands it over.
-pub type PreviewJob = (Arc<CapturedFrame>, Arc<Fov>, Score);
+/// A frame for the web preview, as the score thread hands it over, with the model that
+/// scored it.
+pub type PreviewJob = (Arc<CapturedFrame>, Arc<Fov>, Score, Option<Arc<ModelInfo>>);
 
 /// Run until the score thread hangs up.
 pub fn run(cfg: &OperatorConfig, rx: Receiver<PreviewJob>, op: &Operator) {
     let preview_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "preview");
     let mut id = 0u64;
-    for (frame, fov, score) in rx.iter() {
+    for (frame, fov, score, model) in rx.iter() {
         let t0 = Instant::now();
         let image = frame.view().to_owned_image();
         let (captured_at, pts_ns, offset) = (frame.captured_at, frame.pts_ns, frame.offset);
@@ -39,6 +41,7 @@ pub fn run(cfg: &OperatorConfig, rx: Receiver<PreviewJob>, op: &Operator) {
             image,
             fov,
             score,
+            model,
             captured_at,
             pts_ns,
             offset,

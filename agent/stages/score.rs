@@ -25,13 +25,14 @@ use crate::fov::{Fov, FovLocator, Locate};
 use crate::metrics::DurationWindow;
 use crate::operator::RecentFrame;
 use crate::operator::{AnnotationContext, AnnotationRequest, Command, Kept, OperatorError};
-use crate::record::{self, OperatorInfo};
-use crate::score::{Score, Scorer, Timings};
+use crate::record::{self, ModelInfo, OperatorInfo};
+use crate::score::{LoadedModel, Score, Scorer, Timings};
 use crate::select::{Rejection, Selector, Step};
 use crate::status::{Latest, Status};
 
-/// A scored frame as the selector and the mark window hold it.
-type Item = (Arc<CapturedFrame>, Arc<Fov>, Score);
+/// A scored frame as the selector and the mark window hold it, with the model that
+/// scored it.
+type Item = (Arc<CapturedFrame>, Arc<Fov>, Score, Option<Arc<ModelInfo>>);
 /// Where an operator command's answer goes.
 type Reply = tokio::sync::oneshot::Sender<Result<Kept, OperatorError>>;
 
@@ -94,6 +95,8 @@ pub struct ScoreOutputs {
 pub struct ScoreStage {
     cfg: Arc<Config>,
     scorer: Scorer,
+    /// The model in force: every frame scored from now on carries it to its record.
+    model: Option<Arc<ModelInfo>>,
     locator: FovLocator,
     /// The locked field of view, shared by every job cut from it.
     fov: Option<Arc<Fov>>,
@@ -123,6 +126,7 @@ impl ScoreStage {
         let generation = op.generation();
         status.session_changed();
         ScoreStage {
+            model: scorer.model().map(|m| Arc::new(ModelInfo::of(m))),
             scorer,
             locator: FovLocator::new(&cfg.fov),
             fov: None,
@@ -219,26 +223,25 @@ impl ScoreStage {
             .unwrap_or_else(|| (frame.arrived - self.epoch).as_nanos() as u64);
         let frame = Arc::new(frame);
         let mark_window = self.mark_window;
-        if self
-            .best
-            .as_ref()
-            .is_none_or(|(b, _, s)| s.quality <= score.quality || b.arrived.elapsed() > mark_window)
-        {
-            self.best = Some((frame.clone(), fov.clone(), score));
+        let model = self.model.clone();
+        if self.best.as_ref().is_none_or(|(b, _, s, _)| {
+            s.quality <= score.quality || b.arrived.elapsed() > mark_window
+        }) {
+            self.best = Some((frame.clone(), fov.clone(), score, model.clone()));
         }
         if self
             .last_preview
             .is_none_or(|l| l.elapsed() >= self.preview_every)
         {
             // The preview worker copies it out; when it is still busy, skip this one.
-            let preview = (frame.clone(), fov.clone(), score);
+            let preview = (frame.clone(), fov.clone(), score, model.clone());
             if self.out.previews.try_send(preview).is_ok() {
                 self.last_preview = Some(Instant::now());
             }
         }
-        let step = self
-            .selector
-            .offer(t_ns, score.quality, score.dhash, (frame, fov, score));
+        let step =
+            self.selector
+                .offer(t_ns, score.quality, score.dhash, (frame, fov, score, model));
         self.take_step(step, true);
     }
 
@@ -335,7 +338,7 @@ impl ScoreStage {
             self.m.rejected[r as usize].increment(1);
         }
         if let Some(sel) = step.selected {
-            let (frame, fov, score) = sel.item;
+            let (frame, fov, score, model) = sel.item;
             self.m.selected.increment(1);
             let (key, seq) = self.keys.next(frame.captured_at);
             self.forward(
@@ -347,6 +350,7 @@ impl ScoreStage {
                     session: self.keys.session().clone(),
                     seq,
                     reason: Reason::BestInWindow,
+                    model,
                     operator: None,
                     annotation: Vec::new(),
                 },
@@ -376,6 +380,7 @@ impl ScoreStage {
                 request,
                 reply,
             } => self.annotate(frame, request, reply),
+            Command::Model { model, reply } => self.swap_model(model, reply),
         };
         if let Err(e) = outcome {
             tracing::info!("operator {action}: {e}");
@@ -393,9 +398,9 @@ impl ScoreStage {
             return ("keep (already kept)", Ok(()));
         }
         let result = match self.best.clone() {
-            Some((frame, fov, score)) if frame.arrived.elapsed() <= self.mark_window => {
+            Some((frame, fov, score, model)) if frame.arrived.elapsed() <= self.mark_window => {
                 let (job, kept) =
-                    self.operator_job(JobFrame::Live(frame), fov, score, None, Utc::now());
+                    self.operator_job(JobFrame::Live(frame), (fov, score, model), None, Utc::now());
                 self.hand_over(job, kept)
             }
             _ => Err(OperatorError::Conflict(format!(
@@ -421,9 +426,10 @@ impl ScoreStage {
     ) -> (&'static str, Result<(), OperatorError>) {
         let now = Utc::now();
         let (width, height) = frame.crop_size();
-        let (fov, score, captured_at) = (frame.fov.clone(), frame.score, frame.captured_at);
+        let scored = (frame.fov.clone(), frame.score, frame.model.clone());
+        let captured_at = frame.captured_at;
         let label = Some(request.label.clone());
-        let (mut job, kept) = self.operator_job(JobFrame::Recent(frame), fov, score, label, now);
+        let (mut job, kept) = self.operator_job(JobFrame::Recent(frame), scored, label, now);
         let cfg = &self.cfg;
         let doc = crate::operator::coco(
             &request,
@@ -459,8 +465,7 @@ impl ScoreStage {
     fn operator_job(
         &mut self,
         frame: JobFrame,
-        fov: Arc<Fov>,
-        score: Score,
+        (fov, score, model): (Arc<Fov>, Score, Option<Arc<ModelInfo>>),
         label: Option<String>,
         now: DateTime<Utc>,
     ) -> (Job, Kept) {
@@ -491,6 +496,7 @@ impl ScoreStage {
             session,
             seq,
             reason,
+            model,
             operator: Some(OperatorInfo {
                 marked: true,
                 action,
@@ -501,6 +507,22 @@ impl ScoreStage {
             annotation: Vec::new(),
         };
         (job, kept)
+    }
+
+    /// A reloaded model scores from the next frame on; frames scored before keep the old
+    /// one in their records. Two moves here: loading, hashing and the dry run were done
+    /// off this thread, and the old model is dropped off it too (sent back).
+    fn swap_model(
+        &mut self,
+        new: Box<LoadedModel>,
+        reply: tokio::sync::oneshot::Sender<Option<Box<LoadedModel>>>,
+    ) -> (&'static str, Result<(), OperatorError>) {
+        let info = Arc::new(ModelInfo::of(&new.runner));
+        let old = self.scorer.swap_model(*new);
+        tracing::info!(name = %info.name, version = %info.version, sha256 = %info.sha256, "model in force");
+        self.model = Some(info);
+        let _ = reply.send(old.map(Box::new));
+        ("model reload", Ok(()))
     }
 
     fn hand_over(&self, job: Job, kept: Kept) -> Result<Kept, OperatorError> {

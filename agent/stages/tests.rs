@@ -229,3 +229,47 @@ fn the_counters_of_forwarded_frames_agree() {
     let per_session = |s: &str| jobs.iter().filter(|j| &*j.session == s).count();
     assert_eq!(per_session(&doc.session), 2);
 }
+
+#[test]
+fn a_swapped_model_scores_from_the_next_frame_and_the_old_one_comes_back() {
+    let mut r = rig(16);
+    r.frame();
+    r.mark().unwrap();
+    let before = r.forwarded();
+    assert_eq!(before.len(), 1);
+    assert!(before[0].model.is_none(), "scored without a model");
+
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx");
+    let loaded = crate::score::LoadedModel::load(&path).unwrap();
+    let want = crate::record::ModelInfo::of(&loaded.runner);
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    r.stage.on_command(Command::Model {
+        model: Box::new(loaded),
+        reply: tx,
+    });
+    let old = rx.try_recv().expect("answered at once");
+    assert!(old.is_none(), "there was no model before");
+
+    // The old session's pending window holds the frame scored before the swap; the new
+    // session flushes it, and its own window holds frames of the new model.
+    r.status.operator.rotate(true).unwrap();
+    r.frame();
+    r.frame();
+    r.stage.finish();
+    let after: Vec<Job> = r.jobs.try_iter().collect();
+    assert_eq!(
+        after.len(),
+        2,
+        "the old session's window, then the new one's"
+    );
+    assert!(
+        after[0].model.is_none(),
+        "scored before the swap: keeps its model"
+    );
+    assert_eq!(
+        after[1].model.as_deref(),
+        Some(&want),
+        "scored by the new model"
+    );
+    assert!(after[1].score.model_quality().is_some());
+}

@@ -218,6 +218,11 @@ impl Agent {
     }
 
     /// SIGTERM, then wait for the exit status.
+    /// Send `signal` (e.g. SIGHUP) and go on.
+    pub fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     pub fn stop(self) -> std::process::ExitStatus {
         self.stop_with(libc::SIGTERM)
     }
