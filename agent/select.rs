@@ -7,7 +7,8 @@
 //!    backwards, e.g. after a source restart), the window's best frame is released —
 //!    unless it is within `1 / max_per_second` of the last forwarded frame (`rate_limited`)
 //!    or its difference hash is within `duplicate_bits` of the last forwarded frame's
-//!    (`duplicate`).
+//!    (`duplicate`) while that one is less than `duplicate_resend_s` old (a still scene
+//!    forwards a frame every `duplicate_resend_s`, not one in all).
 //! 2. **Threshold with hysteresis.** The selector turns good when quality ≥ `threshold_high`
 //!    and bad again when quality < `threshold_low`. A frame seen while bad is rejected as
 //!    `below_threshold` (quality < low) or `hysteresis` (between the thresholds).
@@ -175,8 +176,11 @@ impl<T> Selector<T> {
                 step.reject(Rejection::RateLimited);
                 return;
             }
+            let resend_ns = u64::from(self.cfg.duplicate_resend_s).saturating_mul(1_000_000_000);
+            let stale = resend_ns > 0 && best.t_ns.saturating_sub(t) >= resend_ns;
             if self.cfg.duplicate_bits > 0
                 && (best.dhash ^ hash).count_ones() <= self.cfg.duplicate_bits
+                && !stale
             {
                 step.reject(Rejection::Duplicate);
                 return;
@@ -204,6 +208,7 @@ mod tests {
             window_ms: 100,
             max_per_second: 5.0,
             duplicate_bits: 4,
+            duplicate_resend_s: 10,
         }
     }
 
@@ -294,6 +299,29 @@ mod tests {
             rej.extend(sel.offer(i * 300 * MS, 0.9, 0xABCD, i).rejections());
         }
         assert_eq!(rej, vec![Rejection::Duplicate, Rejection::Duplicate]);
+    }
+
+    #[test]
+    fn a_still_scene_forwards_a_duplicate_again_after_duplicate_resend_s() {
+        // One identical frame every 300 ms for 25 s: windows of 10 ms, so each frame
+        // closes the window of the one before.
+        let run = |resend_s: u32| {
+            let mut c = cfg();
+            c.window_ms = 10;
+            c.duplicate_resend_s = resend_s;
+            let mut sel = Selector::new(c);
+            let mut out = vec![];
+            for i in 0..=84u64 {
+                let step = sel.offer(i * 300 * MS, 0.9, 0xABCD, i * 300);
+                out.extend(step.selected.map(|s| s.item));
+            }
+            out
+        };
+        // Forwarded at 0 s, then the first duplicate at least 10 s after the last
+        // forwarded one: 10.2 s, then 20.4 s.
+        assert_eq!(run(10), vec![0, 10_200, 20_400]);
+        // 0 = never: one frame in all, as before the key existed.
+        assert_eq!(run(0), vec![0]);
     }
 
     #[test]

@@ -319,6 +319,9 @@ pub struct SelectConfig {
     pub max_per_second: f32,
     /// Frames whose 64-bit difference hash is within this many bits of the last forwarded frame are duplicates (0 = off).
     pub duplicate_bits: u32,
+    /// A near-duplicate is forwarded anyway when no frame was forwarded for this many
+    /// seconds (a still scene then keeps a frame every N s instead of one in all; 0 = never).
+    pub duplicate_resend_s: u32,
 }
 
 impl Default for SelectConfig {
@@ -329,6 +332,7 @@ impl Default for SelectConfig {
             window_ms: 1000,
             max_per_second: 2.0,
             duplicate_bits: 4,
+            duplicate_resend_s: 10,
         }
     }
 }

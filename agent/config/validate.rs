@@ -451,7 +451,7 @@ impl Config {
     /// queue allocations) far from overflow and from allocations that abort.
     ///
     /// [`validate`]: Config::validate
-    pub fn int_ranges(&self) -> [(&'static str, u64, u64, u64); 33] {
+    pub fn int_ranges(&self) -> [(&'static str, u64, u64, u64); 34] {
         const H: u64 = 3_600_000; // an hour, in milliseconds
         let n = |v: usize| v as u64;
         let (s, c, f, sc) = (&self.source, &self.capture, &self.fov, &self.scoring);
@@ -501,6 +501,12 @@ impl Config {
                 self.select.duplicate_bits.into(),
                 0,
                 32,
+            ),
+            (
+                "select.duplicate_resend_s",
+                self.select.duplicate_resend_s.into(),
+                0,
+                86_400,
             ),
             (
                 "encode.jpeg_quality",
