@@ -21,8 +21,10 @@ pub enum ReloadError {
     Disabled,
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("the score thread is not taking commands (the agent is stopping)")]
-    Stopping,
+    #[error(
+        "the score thread is not taking commands (busy with 16 others, or stopping); try again"
+    )]
+    Unavailable,
 }
 
 /// Every outcome exists from the start (at 0), so rates and alerts see a series.
@@ -32,17 +34,21 @@ pub fn init_metrics() {
     }
 }
 
-/// `endo_agent_model_info` for the model in force: the old label set goes to 0.
+/// `endo_agent_model_info` for the model in force: the old label set goes to 0 (unless
+/// it is the same set: the same model reloaded).
 pub fn show_model(old: Option<&Manifest>, new: &Manifest) {
-    let gauge = |m: &Manifest| {
-        metrics::gauge!("endo_agent_model_info", "name" => m.name.clone(),
-            "version" => m.version.clone(), "sha256" => m.sha256.clone(),
-            "quantization" => m.quantization.clone())
+    let labels = |m: &Manifest| {
+        [
+            ("name", m.name.clone()),
+            ("version", m.version.clone()),
+            ("sha256", m.sha256.clone()),
+            ("quantization", m.quantization.clone()),
+        ]
     };
-    if let Some(old) = old.filter(|o| o.sha256 != new.sha256 || o.name != new.name) {
-        gauge(old).set(0.0);
+    if let Some(old) = old.map(labels).filter(|o| *o != labels(new)) {
+        metrics::gauge!("endo_agent_model_info", &old).set(0.0);
     }
-    gauge(new).set(1.0);
+    metrics::gauge!("endo_agent_model_info", &labels(new)).set(1.0);
 }
 
 /// Load `path` (None: the model is disabled) and put it in force. Blocking: call it from
@@ -65,10 +71,10 @@ pub fn reload(path: Option<&Path>, operator: &Operator) -> Result<ModelInfo, Rel
     };
     operator
         .send(cmd)
-        .map_err(|_| refused(ReloadError::Stopping))?;
+        .map_err(|_| refused(ReloadError::Unavailable))?;
     let old = rx
         .blocking_recv()
-        .map_err(|_| refused(ReloadError::Stopping))?;
+        .map_err(|_| refused(ReloadError::Unavailable))?;
     show_model(old.as_ref().map(|o| o.runner.manifest()), &manifest);
     drop(old);
     metrics::counter!("endo_agent_model_reloads_total", "outcome" => "ok").increment(1);

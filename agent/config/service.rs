@@ -208,10 +208,8 @@ impl Default for HttpConfig {
 impl HttpConfig {
     /// The certificate and key files when the listener serves HTTPS.
     pub fn tls(&self) -> Option<(&std::path::Path, &std::path::Path)> {
-        fn set(p: &std::path::Path) -> Option<&std::path::Path> {
-            (!p.as_os_str().is_empty()).then_some(p)
-        }
-        set(&self.tls_cert_file).zip(set(&self.tls_key_file))
+        use crate::tls::opt_path;
+        opt_path(&self.tls_cert_file).zip(opt_path(&self.tls_key_file))
     }
 
     /// Whether `listen` is a loopback address (only this machine can connect).

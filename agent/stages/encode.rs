@@ -33,7 +33,7 @@ pub fn run(producer: &Producer, jobs: Receiver<Job>, spool: &SpoolHandle) {
 }
 
 /// The JPEG and record of a job, as one spool record (None when encoding failed).
-fn spool_record(producer: &Producer, job: Job) -> Option<SpoolRecord> {
+fn spool_record(producer: &Producer, mut job: Job) -> Option<SpoolRecord> {
     let view = job.frame.view();
     let jpeg = match encode::encode_jpeg(&view, &job.fov, producer.jpeg_quality) {
         Ok(j) => j,
@@ -55,7 +55,7 @@ fn spool_record(producer: &Producer, job: Job) -> Option<SpoolRecord> {
         source_size: (view.width, view.height),
         reason: job.reason.as_str(),
         model: job.model.as_deref(),
-        operator: job.operator.clone(),
+        operator: job.operator.take(),
     };
     let rec = Record::new(producer, origin, &job.fov, &job.score, &jpeg);
     Some(SpoolRecord {
