@@ -108,16 +108,18 @@ impl Agent {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 // `http listening on http://ADDR` (or https:// with [http] tls_*_file).
-                if let Some(i) = line.find("http listening on ") {
+                // The line goes into the log before the address is announced, so a test
+                // that starts on the address always finds the line in the log.
+                let addr = line.find("http listening on ").and_then(|i| {
                     let rest = &line[i + "http listening on ".len()..];
-                    if let Some(addr) = rest
-                        .strip_prefix("http://")
+                    rest.strip_prefix("http://")
                         .or_else(|| rest.strip_prefix("https://"))
-                    {
-                        let _ = tx.send(addr.trim().to_string());
-                    }
-                }
+                        .map(|a| a.trim().to_string())
+                });
                 log2.lock().unwrap().push(line);
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                }
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {
