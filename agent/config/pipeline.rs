@@ -241,25 +241,28 @@ pub struct ScoringConfig {
     pub isotropy_bad: f32,
     /// Luma below this counts as dark.
     pub dark_level: u8,
-    /// Dark fraction of the field of view at which dark = 0 / dark = 1.
+    /// Dark fraction of the field of view at which dark = 0 / dark = 0.5 (a soft curve,
+    /// towards 1 beyond; `score::classical::soft`).
     pub dark_fraction: [f32; 2],
-    /// Mean luma of the field of view at which dark = 1 / dark = 0 (a dim frame with no
-    /// black area is as unusable as one with a black half).
+    /// Mean luma of the field of view at which dark = 0.5 / dark = 0 (soft, towards 1 as
+    /// the mean falls further: a dim frame with no black area is as unusable as one with
+    /// a black half).
     pub dark_mean_luma: [f32; 2],
     /// Luma at or above this counts as clipped.
     pub clip_level: u8,
-    /// Clipped fraction at which overexposed = 0 / = 1.
+    /// Clipped fraction at which overexposed = 0 / = 0.5 (soft).
     pub clipped_fraction: [f32; 2],
-    /// Mean luma of the field of view at which overexposed = 0 / = 1 (washed out before
-    /// much of it clips).
+    /// Mean luma of the field of view at which overexposed = 0 / = 0.5 (soft; washed out
+    /// before much of it clips).
     pub overexposed_mean_luma: [f32; 2],
-    /// Specular (clipped and colourless) fraction at which glare = 0 / = 1.
+    /// Specular (clipped and colourless) fraction at which glare = 0 / = 0.5 (soft).
     pub specular_fraction: [f32; 2],
     /// Mean Cb − mean Cr (blue over red cast) at which outside = 0 / = 1.
     pub outside_cast: [f32; 2],
-    /// Estimated noise σ (luma code values, flattest blocks) at which noise = 0 / = 1.
+    /// Estimated noise σ (luma code values, flattest blocks) at which noise = 0 / = 0.5
+    /// (soft).
     pub noise_sigma: [f32; 2],
-    /// 8-pixel block-grid strength (compression) at which noise = 0 / = 1.
+    /// 8-pixel block-grid strength (compression) at which noise = 0 / = 0.5 (soft).
     pub blockiness: [f32; 2],
     /// quality = classical × model ^ model_weight (0..1; 1 = plain product, 0 = ignore
     /// the model's quality; its artifacts still count as reasons).
@@ -287,15 +290,15 @@ impl Default for ScoringConfig {
             isotropy_bad: 0.1,
             dark_level: 40,
             dark_fraction: [0.25, 0.6],
-            dark_mean_luma: [40.0, 65.0],
+            dark_mean_luma: [60.0, 80.0],
             clip_level: 235,
             clipped_fraction: [0.05, 0.3],
-            overexposed_mean_luma: [150.0, 200.0],
-            specular_fraction: [0.01, 0.03],
+            overexposed_mean_luma: [135.0, 180.0],
+            specular_fraction: [0.005, 0.02],
             outside_cast: [0.0, 12.0],
-            noise_sigma: [4.0, 16.0],
-            blockiness: [1.5, 8.0],
-            model_weight: 0.5,
+            noise_sigma: [4.0, 10.5],
+            blockiness: [1.05, 2.4],
+            model_weight: 0.25,
             reason_threshold: 0.5,
             sharpness_row_step: 2,
             relative_sharpness: [0.65, 0.85],

@@ -36,8 +36,10 @@
 //!   no 8-pixel grid reads ≈ 1. Phase-free, so the crop's offset does not matter.
 //!   noise = the larger of the two ramps: both are texture that is not the mucosa's.
 //!
-//! Each measure maps to an artifact value in 0..1 by a linear ramp between two configured
-//! points (`scoring.*` in the config).
+//! Each measure maps to an artifact value in 0..1 by two configured points (`scoring.*` in
+//! the config): focus and the outside cast by a linear ramp (0 at one point, 1 at the
+//! other), exposure, glare and noise by a [`soft`] curve (0 at the first, 0.5 at the
+//! second, towards 1 beyond), which keeps ranking frames that are all clearly bad.
 
 use crate::artifact::Artifact;
 use crate::config::ScoringConfig;
@@ -66,6 +68,21 @@ pub struct Measures {
 #[inline]
 pub fn ramp(x: f32, lo: f32, hi: f32) -> f32 {
     ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+}
+
+/// Soft curve: 0 at or before `zero`, 0.5 at `half`, then towards 1 (each further
+/// `half − zero` halves what is left): 0.75 at `zero + 2 (half − zero)`, 0.875 at 3×.
+/// `half < zero` reads the other way (for measures that get worse as they fall, such as
+/// mean luma). Unlike a ramp clamped at 1, it never ties two bad frames at 0: a frame twice
+/// as noisy as another still scores below it.
+#[inline]
+pub fn soft(x: f32, zero: f32, half: f32) -> f32 {
+    let t = (x - zero) / (half - zero);
+    if t > 0.0 {
+        1.0 - (-t).exp2()
+    } else {
+        0.0
+    }
 }
 
 /// Measure the cropped frame `crop` whose geometry is `fov`.
@@ -318,29 +335,31 @@ pub fn artifacts(
     reference: Option<f32>,
 ) -> [f32; Artifact::COUNT] {
     let mut a = [0.0; Artifact::COUNT];
-    let dim = 1.0 - ramp(m.mean_luma, cfg.dark_mean_luma[0], cfg.dark_mean_luma[1]);
-    a[Artifact::Dark.index()] =
-        ramp(m.dark_fraction, cfg.dark_fraction[0], cfg.dark_fraction[1]).max(dim);
-    let over = ramp(
+    // Exposure, glare and noise are physics, not content: soft curves calibrated so that
+    // an artifact value reads about as the degradation's severity (docs/scoring.md).
+    let [dim_half, dim_zero] = cfg.dark_mean_luma;
+    a[Artifact::Dark.index()] = soft(m.dark_fraction, cfg.dark_fraction[0], cfg.dark_fraction[1])
+        .max(soft(m.mean_luma, dim_zero, dim_half));
+    let over = soft(
         m.clipped_fraction,
         cfg.clipped_fraction[0],
         cfg.clipped_fraction[1],
     )
-    .max(ramp(
+    .max(soft(
         m.mean_luma,
         cfg.overexposed_mean_luma[0],
         cfg.overexposed_mean_luma[1],
     ));
     a[Artifact::Overexposed.index()] = over;
     // Large colourless clipped areas are over-exposure, not glare.
-    a[Artifact::Glare.index()] = ramp(
+    a[Artifact::Glare.index()] = soft(
         m.specular_fraction,
         cfg.specular_fraction[0],
         cfg.specular_fraction[1],
     ) * (1.0 - over);
     a[Artifact::Outside.index()] = ramp(m.cast, cfg.outside_cast[0], cfg.outside_cast[1]);
-    a[Artifact::Noise.index()] = ramp(m.noise_sigma, cfg.noise_sigma[0], cfg.noise_sigma[1])
-        .max(ramp(m.blockiness, cfg.blockiness[0], cfg.blockiness[1]));
+    a[Artifact::Noise.index()] = soft(m.noise_sigma, cfg.noise_sigma[0], cfg.noise_sigma[1])
+        .max(soft(m.blockiness, cfg.blockiness[0], cfg.blockiness[1]));
     // Focus is only judged on a well-exposed view of mucosa: glare blobs, a washed-out or
     // dark frame, or the room outside have no texture to be sharp with.
     let mut defocus = 1.0 - ramp(m.sharpness, cfg.sharpness_bad, cfg.sharpness_good);
@@ -454,7 +473,8 @@ mod tests {
         }
         let noisy = measure(&smooth_plus_noise(320, 320, 16.0).view(), &f, &cfg(1));
         let a = artifacts(&noisy, &ScoringConfig::default(), None);
-        assert!(a[Artifact::Noise.index()] > 0.8, "{a:?}");
+        // σ 16 is severity 0.66 on the real-image set's scale: a reason, well past 0.5.
+        assert!(a[Artifact::Noise.index()] > 0.6, "{a:?}");
         assert_eq!(
             artifacts(&clean, &ScoringConfig::default(), None)[Artifact::Noise.index()],
             0.0
@@ -521,25 +541,88 @@ mod tests {
         assert!((m.clipped_fraction - 0.5).abs() < 0.03, "{m:?}");
         assert!((m.specular_fraction - 0.5).abs() < 0.03, "{m:?}");
         assert!((m.dark_fraction - 0.5).abs() < 0.03, "{m:?}");
-        let a = artifacts(&m, &ScoringConfig::default(), None);
-        assert_eq!(
-            a[Artifact::Overexposed.index()],
-            1.0,
-            "half the frame clipped"
-        );
-        assert_eq!(
-            a[Artifact::Glare.index()],
-            0.0,
-            "over-exposure is not glare"
+        let cfg = ScoringConfig::default();
+        let a = artifacts(&m, &cfg, None);
+        let (over, glare) = (a[Artifact::Overexposed.index()], a[Artifact::Glare.index()]);
+        assert!(over > 0.7, "half the frame clipped: {a:?}");
+        assert!(
+            glare < cfg.reason_threshold && glare < over / 2.0,
+            "over-exposure is not glare: {a:?}"
         );
         let small = Measures {
             specular_fraction: 0.05,
             clipped_fraction: 0.05,
             ..m
         };
-        assert_eq!(
-            artifacts(&small, &ScoringConfig::default(), None)[Artifact::Glare.index()],
-            1.0
+        let a = artifacts(&small, &cfg, None);
+        assert!(a[Artifact::Glare.index()] > 0.85, "{a:?}");
+        assert_eq!(a[Artifact::Overexposed.index()], 0.0, "{a:?}");
+    }
+
+    #[test]
+    fn soft_curves_start_at_zero_halve_at_the_second_point_and_keep_ranking() {
+        assert_eq!(soft(3.0, 4.0, 10.0), 0.0);
+        assert_eq!(soft(4.0, 4.0, 10.0), 0.0);
+        assert!((soft(10.0, 4.0, 10.0) - 0.5).abs() < 1e-6);
+        assert!((soft(16.0, 4.0, 10.0) - 0.75).abs() < 1e-6);
+        // Falling measures (mean luma): 0 at or above 80, 0.5 at 60.
+        assert_eq!(soft(90.0, 80.0, 60.0), 0.0);
+        assert!((soft(60.0, 80.0, 60.0) - 0.5).abs() < 1e-6);
+        assert!(soft(20.0, 80.0, 60.0) > soft(40.0, 80.0, 60.0));
+        // Bad and worse never tie, as a ramp clamped at 1 would.
+        let (bad, worse) = (soft(30.0, 4.0, 10.0), soft(40.0, 4.0, 10.0));
+        assert!(bad < worse && worse < 1.0, "{bad} {worse}");
+    }
+
+    #[test]
+    fn each_exposure_and_noise_artifact_reads_as_its_severity_scale() {
+        // The points are set so that artifact ≈ severity of the real-image set's scale
+        // (models/realset/compose.py): e.g. added noise σ 10 ≈ 0.49, 24 ≈ 0.80 (measured
+        // σ 9.7 and 20.4 on its validation split).
+        let cfg = ScoringConfig::default();
+        let at = |m: Measures, k: Artifact| artifacts(&m, &cfg, None)[k.index()];
+        let base = Measures {
+            sharpness: 0.6,
+            isotropy: 0.8,
+            mean_luma: 105.0,
+            noise_sigma: 1.4,
+            blockiness: 1.02,
+            cast: -40.0,
+            ..Measures::default()
+        };
+        assert!(
+            artifacts(&base, &cfg, None).iter().all(|a| *a < 0.02),
+            "clean"
         );
+        for (sigma, sev) in [(9.7, 0.49), (20.4, 0.80)] {
+            let a = at(
+                Measures {
+                    noise_sigma: sigma,
+                    ..base
+                },
+                Artifact::Noise,
+            );
+            assert!((a - sev).abs() < 0.08, "noise σ {sigma}: {a} vs {sev}");
+        }
+        for (luma, sev) in [(47.0, 0.65), (27.0, 0.88)] {
+            let a = at(
+                Measures {
+                    mean_luma: luma,
+                    ..base
+                },
+                Artifact::Dark,
+            );
+            assert!((a - sev).abs() < 0.08, "mean luma {luma}: {a} vs {sev}");
+        }
+        for (b, sev) in [(2.44, 0.55), (4.86, 0.85)] {
+            let a = at(
+                Measures {
+                    blockiness: b,
+                    ..base
+                },
+                Artifact::Noise,
+            );
+            assert!((a - sev).abs() < 0.1, "blockiness {b}: {a} vs {sev}");
+        }
     }
 }

@@ -7,16 +7,18 @@
 //!   `classical_quality = Π (1 − artifact)`. Their ramps are soft where the measure
 //!   depends on what the scope looks at (sharpness: an absolute ramp that only flags
 //!   frames smooth whatever the content, plus a ramp relative to the session's own recent
-//!   best, [`SharpnessReference`]) and firm where it is physics (dark, clipped, specular
-//!   pixel shares).
+//!   best, [`SharpnessReference`]); where it is physics (dark, clipped and specular
+//!   pixel shares, mean luma, noise σ, compression blocks) they are soft curves set so
+//!   that an artifact reads about as the degradation's severity, and never saturate: two
+//!   clearly bad frames still rank (`classical::soft`).
 //! * The model ([`model`]) gives `model_quality` and its own artifact values.
 //! * `quality = classical_quality × model_quality ^ scoring.model_weight` (a weighted
-//!   geometric mean; weight 0.5 by default, 1 = the plain product, 0 = classical only):
+//!   geometric mean; weight 0.25 by default, 1 = the plain product, 0 = classical only):
 //!   both judges rank, neither gates alone. A frame both judge slightly worse ranks below
 //!   one either judges slightly worse, and a frame either judge calls unusable (≈ 0) is
 //!   unusable; but the model, which has seen far less real content than the measures
 //!   were checked on, needs a lower score than the measures to fail a frame by itself
-//!   (model 0.36 for `threshold_high` 0.6 at weight 0.5). Each artifact value is the
+//!   (model 0.13 for `threshold_high` 0.6 at weight 0.25, 0.36 at 0.5). Each artifact value is the
 //!   maximum of the two sources.
 //! * Every artifact at or above `scoring.reason_threshold` is a reason code; reasons are
 //!   ordered by value, the first is the primary reason shown to the operator.
