@@ -4,22 +4,21 @@
 //! training or tuning). Each composition is scored clean and degraded, with its true field
 //! of view fixed as a live stream locks it. What holds today, and is asserted:
 //!
-//! * no clearly bad frame (severity ≥ 0.6) of a physical kind — dark, over-exposure,
-//!   glare, sensor noise, JPEG, outside — passes `select.threshold_high` (the soft curves
-//!   of docs/scoring.md; on the full test split 2 of 306 such frames pass, both
-//!   over-exposed);
-//! * at most 10 % of all clearly bad frames pass (the target; blur included);
+//! * no clearly bad frame (severity ≥ 0.6) passes `select.threshold_high`, whatever the
+//!   degradation — defocus, motion, dark, over-exposure, glare, sensor noise, JPEG,
+//!   outside. (On the full test split 15 of 450 still pass: 10 motion-blurred, 3
+//!   defocused, 2 over-exposed; none of the dark, glare, noise, JPEG or outside ones, since
+//!   the soft curves of docs/scoring.md.)
 //! * clean frames rank above their degraded variants in ≥ 85 % of pairs;
 //! * at least half the clean frames pass `select.threshold_high`.
 //!
 //! **Not working yet** (docs/scoring.md, "Real-image evaluation"; printed below, not
-//! asserted): motion blur in a still. Isotropy is content on real images and the model
-//! weighs 0.25, so a smear the model alone sees does not fail a frame: here Dune-0 with a
-//! 15 px smear passes (0.64); on the full test split 18 of 72 clearly bad motion frames
-//! and 8 of 72 defocus ones pass (in a stream the session's sharpness reference catches
-//! them). The clean Kleiber-0 frame fails: its texture reads sharpness 0.41, at the edge of
-//! the absolute ramp, and the model rates it 0.22 — both judge this smooth texture as
-//! slightly defocused. On the full test split 16 of 18 clean frames pass (target ≥ 90 %).
+//! asserted): on the full test split 12 of 18 clean frames pass (the target is
+//! ≥ 90 %) and SROCC is 0.728 (target 0.85). Here the clean Kleiber-0 frame fails: its
+//! texture reads sharpness 0.41, at the edge of the absolute ramp, and the model rates it
+//! 0.22 — both judge this smooth texture as slightly defocused. (`model_weight` 0.25 would
+//! pass 16 of 18, but then a stream blurred from its start is forwarded:
+//! tests/web_overlay.rs.)
 //!
 //! The full evaluation (all 684 test frames, every scorer side by side) is
 //! `models/realset/evaluate.py`.
@@ -113,8 +112,6 @@ fn real_frames_clearly_degraded_in_a_known_way_are_rejected_and_rank_below_clean
         quality.insert(f.file.clone(), s.quality);
     }
     let mut pairs = (0usize, 0usize);
-    // (clearly bad frames, of them passing threshold_high)
-    let mut bad = (0usize, 0usize);
     let mut failures = Vec::new();
     let mut not_yet = Vec::new();
     let cleans: Vec<&Frame> = frames.iter().filter(|f| f.kind == "clean").collect();
@@ -139,29 +136,16 @@ fn real_frames_clearly_degraded_in_a_known_way_are_rejected_and_rank_below_clean
             }
             pairs.0 += 1;
             pairs.1 += (qc > qv) as usize;
-            bad.0 += v.clearly_bad as usize;
             if v.clearly_bad && qv >= threshold {
-                bad.1 += 1;
-                let line = format!(
+                failures.push(format!(
                     "{} (severity {:.2}) scored {qv:.3} >= threshold_high {threshold}",
                     v.file, v.severity
-                );
-                if ["defocus", "motion"].contains(&v.kind.as_str()) {
-                    not_yet.push(line);
-                } else {
-                    failures.push(line);
-                }
+                ));
             }
         }
     }
     eprintln!("not working yet:\n  {}", not_yet.join("\n  "));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(
-        10 * bad.1 <= bad.0,
-        "{} of {} clearly bad frames pass threshold_high",
-        bad.1,
-        bad.0
-    );
     assert!(
         pairs.1 as f32 >= 0.85 * pairs.0 as f32,
         "clean above its variant in only {}/{} pairs",

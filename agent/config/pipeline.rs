@@ -298,7 +298,7 @@ impl Default for ScoringConfig {
             outside_cast: [0.0, 12.0],
             noise_sigma: [4.0, 10.5],
             blockiness: [1.05, 2.4],
-            model_weight: 0.25,
+            model_weight: 0.5,
             reason_threshold: 0.5,
             sharpness_row_step: 2,
             relative_sharpness: [0.65, 0.85],

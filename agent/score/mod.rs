@@ -13,12 +13,12 @@
 //!   clearly bad frames still rank (`classical::soft`).
 //! * The model ([`model`]) gives `model_quality` and its own artifact values.
 //! * `quality = classical_quality × model_quality ^ scoring.model_weight` (a weighted
-//!   geometric mean; weight 0.25 by default, 1 = the plain product, 0 = classical only):
+//!   geometric mean; weight 0.5 by default, 1 = the plain product, 0 = classical only):
 //!   both judges rank, neither gates alone. A frame both judge slightly worse ranks below
 //!   one either judges slightly worse, and a frame either judge calls unusable (≈ 0) is
 //!   unusable; but the model, which has seen far less real content than the measures
 //!   were checked on, needs a lower score than the measures to fail a frame by itself
-//!   (model 0.13 for `threshold_high` 0.6 at weight 0.25, 0.36 at 0.5). Each artifact value is the
+//!   (model 0.36 for `threshold_high` 0.6 at weight 0.5, 0.13 at 0.25). Each artifact value is the
 //!   maximum of the two sources.
 //! * Every artifact at or above `scoring.reason_threshold` is a reason code; reasons are
 //!   ordered by value, the first is the primary reason shown to the operator.
