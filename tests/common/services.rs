@@ -297,7 +297,17 @@ impl Seaweed {
                 ports.push(p);
             }
         }
-        let extra = [free_port(None), free_port(None), free_port(None)];
+        // The iceberg, lance and metrics listeners: distinct from the four above and from
+        // their gRPC twins (a free port handed out twice made the lance listener collide
+        // with the volume server's port once: the S3 gateway died at start).
+        let taken: Vec<u16> = ports.iter().flat_map(|p| [*p, p + 10000]).collect();
+        let mut extra = Vec::new();
+        while extra.len() < 3 {
+            let p = free_port(None);
+            if !taken.contains(&p) && !extra.contains(&p) {
+                extra.push(p);
+            }
+        }
         let (master, volume, filer, s3) = (ports[0], ports[1], ports[2], ports[3]);
         let args = vec![
             "server".to_string(),
