@@ -118,8 +118,9 @@ pub type Dists = BTreeMap<(String, Frames), Distribution>;
 pub enum How {
     /// `factor` × the `pct` percentile: relative to the site's best frames.
     OfBest { pct: f32, factor: f32 },
-    /// A `[lo, hi]` ramp: unchanged unless the `pct` percentile reaches `lo`; then
-    /// `lo` = that percentile and `hi` = `lo` + the current spread, both at most `max`.
+    /// A `[lo, hi]` pair (a ramp, or a soft curve's 0 and 0.5 points; `lo` is where the
+    /// artifact starts): unchanged unless the `pct` percentile reaches `lo`; then `lo` =
+    /// that percentile and `hi` = `lo` + the current spread, both at most `max`.
     RaiseIfTypical { pct: f32, max: f32 },
     /// `margin` × the value at or above which `Params::pass_share` of the frames lie: at
     /// least that share passes, and frames a little worse than the typical one are not

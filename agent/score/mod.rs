@@ -18,8 +18,8 @@
 //!   one either judges slightly worse, and a frame either judge calls unusable (≈ 0) is
 //!   unusable; but the model, which has seen far less real content than the measures
 //!   were checked on, needs a lower score than the measures to fail a frame by itself
-//!   (model 0.36 for `threshold_high` 0.6 at weight 0.5, 0.13 at 0.25). Each artifact value is the
-//!   maximum of the two sources.
+//!   (model 0.36 for `threshold_high` 0.6 at weight 0.5, 0.13 at 0.25). Each artifact
+//!   value is the maximum of the two sources.
 //! * Every artifact at or above `scoring.reason_threshold` is a reason code; reasons are
 //!   ordered by value, the first is the primary reason shown to the operator.
 //!

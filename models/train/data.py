@@ -79,12 +79,17 @@ def variants(rng, seeds, heights):
         )
 
 
+def plan_split(rng, seeds, heights, frames, mild_blur_share=0.0):
+    """The seeded draws of one split, without rendering: (variant, schedule) per run, in
+    the order `rng` is consumed (each run's variant, then its schedule)."""
+    return [(v, random_schedule(rng, frames, mild_blur_share)) for v in variants(rng, seeds, heights)]
+
+
 def make_split(root, name, manifest, seeds, heights, frames, rng, stills=False, mild_blur_share=0.0):
     """Render one run per seed into root/name/run_<seed>/ and return the run dirs."""
     dirs = []
-    for v in variants(rng, seeds, heights):
+    for v, sched in plan_split(rng, seeds, heights, frames, mild_blur_share):
         d = os.path.join(root, name, f"run_{v['seed']:05d}")
-        sched = random_schedule(rng, frames, mild_blur_share)
         render(d, manifest, schedule=sched, frames=frames, stills=stills, **v)
         with open(os.path.join(d, "variant.txt"), "w") as f:
             f.write(f"{v}\n{sched}\n")

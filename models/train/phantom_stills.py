@@ -4,8 +4,8 @@
   phantom_stills.py [--work DIR] [--model ONNX] [--config TOML] BINARY [BINARY ...]
 
 Renders exactly the stills `prepare.py` writes for its `test` (8 runs × 80 frames, 1080p)
-and `test720` (4 × 80, 720p) splits — it replays prepare.py's seeded generator through the
-training and validation splits without rendering them — and scores them with each agent
+and `test720` (4 × 80, 720p) splits — from prepare.PHANTOM and its seeded generators,
+drawing the training and validation splits without rendering them — and scores them with each agent
 binary given (`endo-agent score --json`, the automatic FOV, as `evaluate.py` does for the
 agent). Two binaries print two rules side by side in one run. Per split:
 
@@ -19,7 +19,6 @@ Needs numpy and scipy (models/realset's venv is enough); ~2 min per binary on 2 
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 
@@ -28,19 +27,18 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
-
-
-def replay(rng, seeds, heights, frames, mild=0.0):
-    return [(v, data.random_schedule(rng, frames, mild)) for v in data.variants(rng, seeds, heights)]
+import prepare  # noqa: E402
 
 
 def splits():
-    """(split, variant, schedule) as prepare.py draws them (same seeds, same order)."""
-    rng = random.Random(20261121)
-    replay(rng, range(1, 41), [1080, 1080, 1080, 720], 96)  # train, not rendered
-    replay(rng, range(501, 507), [1080], 64)  # val, not rendered
-    out = [("test", v, s) for v, s in replay(rng, range(901, 909), [1080], 80, 0.15)]
-    out += [("test720", v, s) for v, s in replay(random.Random(720), range(951, 955), [720], 80, 0.15)]
+    """(split, frames, variant, schedule) of every test and test720 run, as prepare.py draws them:
+    the training and validation splits are drawn too (not rendered), since they share the
+    generator with test."""
+    out = []
+    for name, seeds, heights, frames, stills, mild, rng in prepare.phantom_splits():
+        plan = data.plan_split(rng, seeds, heights, frames, mild)
+        if stills:
+            out += [(name, frames, v, s) for v, s in plan]
     return out
 
 
@@ -52,11 +50,11 @@ def main():
     ap.add_argument("binaries", nargs="+")
     a = ap.parse_args()
     runs = []
-    for name, v, sched in splits():
+    for name, frames, v, sched in splits():
         d = os.path.join(a.work, name, f"run_{v['seed']:05d}")
         if not os.path.exists(os.path.join(d, "labels.csv")):
             os.environ.setdefault("ENDO_AGENT", a.binaries[0])
-            data.render(d, None, schedule=sched, frames=80, stills=True, **v)
+            data.render(d, None, schedule=sched, frames=frames, stills=True, **v)
         runs.append((name, d))
     for binary in a.binaries:
         for name in ["test", "test720"]:

@@ -23,6 +23,29 @@ import sys
 import data
 
 
+# The phantom splits: (name, seeds, heights, frames per run, as PNG stills, share of
+# σ = 1.5 px defocus, own generator seed). Splits without their own seed draw, in this
+# order, from one generator seeded with PHANTOM_SEED.
+PHANTOM_SEED = 20261121
+PHANTOM = [
+    ("train", range(1, 41), [1080, 1080, 1080, 720], 96, False, 0.0, None),
+    ("val", range(501, 507), [1080], 64, False, 0.0, None),
+    ("test", range(901, 909), [1080], 80, True, 0.15, None),
+    # Its own generator state, so that adding it did not change the splits above.
+    ("test720", range(951, 955), [720], 80, True, 0.15, 720),
+]
+
+
+def phantom_splits():
+    """PHANTOM's rows with the generator in place of the seed, in order. Draw each split's
+    runs (data.make_split, or data.plan_split without rendering) before the next's: the
+    splits that share the generator depend on what the earlier ones drew."""
+    shared = random.Random(PHANTOM_SEED)
+    for name, seeds, heights, frames, stills, mild, own in PHANTOM:
+        rng = shared if own is None else random.Random(own)
+        yield name, seeds, heights, frames, stills, mild, rng
+
+
 def main():
     work, manifest = sys.argv[1], sys.argv[2]
     realset = sys.argv[3] if len(sys.argv) > 3 else os.path.expanduser("~/.cache/endo-agent/realset")
@@ -34,17 +57,12 @@ def main():
         data.realset_dataset(os.path.join(realset, "val"), manifest, os.path.join(work, "real_val"))
     if only == "real":
         return
-    rng = random.Random(20261121)
-    for split in ["train", "val", "test", "test720"]:
-        shutil.rmtree(os.path.join(work, split), ignore_errors=True)
-    data.make_split(work, "train", manifest, range(1, 41), [1080, 1080, 1080, 720], 96, rng)
-    data.make_split(work, "val", manifest, range(501, 507), [1080], 64, rng)
-    for d in data.make_split(work, "test", manifest, range(901, 909), [1080], 80, rng, stills=True, mild_blur_share=0.15):
-        data.real_dataset(d, os.path.join(d, "labels.csv"), manifest, os.path.join(d, "inputs"))
-    # Its own generator state, so that adding it did not change the splits above.
-    rng720 = random.Random(720)
-    for d in data.make_split(work, "test720", manifest, range(951, 955), [720], 80, rng720, stills=True, mild_blur_share=0.15):
-        data.real_dataset(d, os.path.join(d, "labels.csv"), manifest, os.path.join(d, "inputs"))
+    for name, seeds, heights, frames, stills, mild, rng in phantom_splits():
+        shutil.rmtree(os.path.join(work, name), ignore_errors=True)
+        dirs = data.make_split(work, name, manifest, seeds, heights, frames, rng, stills=stills, mild_blur_share=mild)
+        if stills:  # evaluated through the agent's still path, and as model inputs
+            for d in dirs:
+                data.real_dataset(d, os.path.join(d, "labels.csv"), manifest, os.path.join(d, "inputs"))
     print("datasets ready in", work)
 
 

@@ -289,25 +289,21 @@ impl Seaweed {
             .to_string(),
         )
         .unwrap();
-        // Every port explicitly (gRPC ports are port + 10000 unless set).
-        let mut ports = Vec::new();
-        while ports.len() < 4 {
-            let p = free_port(Some(10000));
-            if !ports.contains(&p) {
-                ports.push(p);
+        // Every port explicitly (gRPC ports are port + 10000 unless set), all distinct:
+        // a free port can be handed out twice, and once the lance listener landed on the
+        // volume server's port and the S3 gateway died at start.
+        let mut taken = Vec::new();
+        let mut draw = |plus: Option<u16>| loop {
+            let p = free_port(plus);
+            let twin = plus.map(|d| p + d);
+            if !taken.contains(&p) && twin.is_none_or(|t| !taken.contains(&t)) {
+                taken.push(p);
+                taken.extend(twin);
+                return p;
             }
-        }
-        // The iceberg, lance and metrics listeners: distinct from the four above and from
-        // their gRPC twins (a free port handed out twice made the lance listener collide
-        // with the volume server's port once: the S3 gateway died at start).
-        let taken: Vec<u16> = ports.iter().flat_map(|p| [*p, p + 10000]).collect();
-        let mut extra = Vec::new();
-        while extra.len() < 3 {
-            let p = free_port(None);
-            if !taken.contains(&p) && !extra.contains(&p) {
-                extra.push(p);
-            }
-        }
+        };
+        let ports: Vec<u16> = (0..4).map(|_| draw(Some(10000))).collect();
+        let extra: Vec<u16> = (0..3).map(|_| draw(None)).collect();
         let (master, volume, filer, s3) = (ports[0], ports[1], ports[2], ports[3]);
         let args = vec![
             "server".to_string(),
