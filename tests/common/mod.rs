@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod services;
+pub mod uplink;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,68 @@ pub fn http_client() -> ureq::Agent {
 }
 
 /// A running agent. Killed (SIGKILL) on drop if the test did not stop it.
+/// A mount made for the agent alone (see [`Agent::start_with_mounts`]).
+pub enum Mount {
+    /// Bind `.0` over `.1`.
+    Bind(PathBuf, PathBuf),
+    /// A tmpfs of `.1` KiB at `.0`, as a small disk that fills.
+    Tmpfs(PathBuf, u64),
+}
+
+/// One mount(2) call, its strings made before the fork.
+struct MountCall {
+    src: Option<std::ffi::CString>,
+    dst: std::ffi::CString,
+    fstype: Option<std::ffi::CString>,
+    flags: libc::c_ulong,
+    data: Option<std::ffi::CString>,
+}
+
+impl Mount {
+    fn call(&self) -> MountCall {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        match self {
+            Mount::Bind(src, dst) => MountCall {
+                src: Some(c(src)),
+                dst: c(dst),
+                fstype: None,
+                flags: libc::MS_BIND,
+                data: None,
+            },
+            Mount::Tmpfs(dst, kib) => MountCall {
+                src: Some(c"tmpfs".into()),
+                dst: c(dst),
+                fstype: Some(c"tmpfs".into()),
+                flags: 0,
+                data: Some(std::ffi::CString::new(format!("size={kib}k")).unwrap()),
+            },
+        }
+    }
+}
+
+impl MountCall {
+    fn run(&self) -> std::io::Result<()> {
+        let ptr =
+            |s: &Option<std::ffi::CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+        // Safety: every pointer is null or a NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(
+                ptr(&self.src),
+                self.dst.as_ptr(),
+                ptr(&self.fstype),
+                self.flags,
+                ptr(&self.data).cast(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
 pub struct Agent {
     child: Child,
     pub addr: String,
@@ -61,21 +124,71 @@ impl Agent {
 
     /// As [`Agent::start`], with extra environment variables.
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Agent {
-        Agent::spawn(dir, config, env, None)
+        Agent::spawn(dir, config, env, None, &[])
     }
 
     /// As [`Agent::start`], with at most `nofile` file descriptors (soft and hard limit,
     /// so the agent cannot raise it), as under a unit with a low `LimitNOFILE=`.
     pub fn start_with_nofile(dir: &Path, config: &str, nofile: u64) -> Agent {
-        Agent::spawn(dir, config, &[], Some(nofile))
+        Agent::spawn(dir, config, &[], Some(nofile), &[])
     }
 
-    fn spawn(dir: &Path, config: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Agent {
+    /// As [`Agent::start`], with `hosts` in place of `/etc/hosts` for the agent alone:
+    /// names the machine does not resolve, e.g. a virtual-hosted S3 bucket's
+    /// `{bucket}.s3.test`.
+    pub fn start_with_hosts(dir: &Path, config: &str, hosts: &Path) -> Agent {
+        let bind = Mount::Bind(hosts.to_path_buf(), "/etc/hosts".into());
+        Agent::spawn(dir, config, &[], None, &[bind])
+    }
+
+    /// As [`Agent::start`], with `mounts` made in the agent's own mount namespace (between
+    /// fork and exec; needs root, as CI has). The test sees them through
+    /// [`Agent::inside`] while the agent runs.
+    pub fn start_with_mounts(dir: &Path, config: &str, mounts: &[Mount]) -> Agent {
+        Agent::spawn(dir, config, &[], None, mounts)
+    }
+
+    /// `path` as the agent sees it (through `/proc/PID/root`, i.e. its mounts).
+    pub fn inside(&self, path: &Path) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.child.id()))
+            .join(path.strip_prefix("/").unwrap())
+    }
+
+    fn spawn(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+        mounts: &[Mount],
+    ) -> Agent {
         use std::os::unix::process::CommandExt;
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join("agent.toml");
         std::fs::write(&cfg, config).unwrap();
         let mut cmd = Command::new(bin());
+        if !mounts.is_empty() {
+            let calls: Vec<MountCall> = mounts.iter().map(Mount::call).collect();
+            // Safety: unshare and mount are plain system calls; their strings were made
+            // before the fork and nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let private = MountCall {
+                        src: None,
+                        dst: c"/".into(),
+                        fstype: None,
+                        flags: libc::MS_REC | libc::MS_PRIVATE,
+                        data: None,
+                    };
+                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    for c in std::iter::once(&private).chain(&calls) {
+                        c.run()?;
+                    }
+                    Ok(())
+                });
+            }
+        }
         if let Some(n) = nofile {
             let lim = libc::rlimit {
                 rlim_cur: n,
@@ -133,6 +246,11 @@ impl Agent {
             }
         };
         Agent { child, addr, log }
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {

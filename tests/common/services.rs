@@ -14,6 +14,9 @@ use rcgen::{
 };
 
 /// A port that is free now (and, with `plus`, so is port + plus).
+/// The domain under which SeaweedFS serves virtual-hosted buckets, `{bucket}.s3.test`.
+pub const VHOST_DOMAIN: &str = "s3.test";
+
 pub fn free_port(plus: Option<u16>) -> u16 {
     for _ in 0..200 {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -100,8 +103,14 @@ fn ca(name: &str) -> (CertificateParams, KeyPair, String) {
 
 fn leaf(issuer: &Issuer<'_, KeyPair>, cn: &str, server: bool) -> (String, String) {
     let key = KeyPair::generate().unwrap();
+    // Servers also answer as `s3.test` and any `{bucket}.s3.test`: S3 virtual-hosted
+    // addressing (tests/uplink.rs maps those names to 127.0.0.1 for the agent alone).
     let mut p = CertificateParams::new(if server {
-        vec!["localhost".to_string()]
+        vec![
+            "localhost".to_string(),
+            VHOST_DOMAIN.to_string(),
+            format!("*.{VHOST_DOMAIN}"),
+        ]
     } else {
         vec![]
     })
@@ -326,6 +335,9 @@ impl Seaweed {
             format!("-s3.port.lance={}", extra[1]),
             format!("-metricsPort={}", extra[2]),
             format!("-s3.config={}", s3_config.display()),
+            // `{bucket}.s3.test` addresses the bucket (virtual-hosted style); requests to
+            // 127.0.0.1 stay path-style.
+            format!("-s3.domainName={VHOST_DOMAIN}"),
             format!("-s3.cert.file={}", pki.server_cert.display()),
             format!("-s3.key.file={}", pki.server_key.display()),
         ];
