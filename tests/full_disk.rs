@@ -12,17 +12,9 @@ use common::{files, model_path, Agent, Mount};
 use std::path::Path;
 use std::time::Duration;
 
+/// Free KiB on the filesystem holding `p`, as the spool reads it.
 fn free_kib(p: &Path) -> u64 {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // Safety: a valid path and an out-parameter of the right type.
-    assert_eq!(
-        unsafe { libc::statvfs(c.as_ptr(), &mut s) },
-        0,
-        "statvfs {}",
-        p.display()
-    );
-    s.f_bavail as u64 * s.f_frsize as u64 / 1024
+    endo_agent::spool::disk_free(p).expect("statvfs") / 1024
 }
 
 fn temporary_files(dir: &Path) -> Vec<String> {

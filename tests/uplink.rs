@@ -8,8 +8,8 @@ mod common;
 
 use common::services::{Mosquitto, Pki, Seaweed};
 use common::uplink::{
-    agent_config, compare, credentials, delivered, drained, local_objects, make_bucket,
-    mqtt_section, s3_section, wait, Ingest,
+    agent_config, assert_routes_land, compare, credentials, delivered, drained, ingest_numbers,
+    local_objects, make_bucket, mqtt_section, s3_section, wait, Ingest,
 };
 use common::{bin, files, Agent};
 use std::process::Command;
@@ -117,39 +117,14 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
     let local = local_objects(d);
     assert_eq!(local.len() as f64, 2.0 * selected + 1.0);
     assert!(local.contains_key(&annotation_key), "{annotation_key}");
-    assert_eq!(
-        compare(&store, "lake-s3", &local),
-        (0, 0, 0),
-        "s3 route: missing, differing, extra"
-    );
-    wait(
-        "ingest to store every frame",
+    let stats = assert_routes_land(
+        &store,
+        ingest,
+        &local,
+        selected as u64,
         Duration::from_secs(120),
-        || store.filer_list("lake-mqtt").len() >= local.len(),
     );
-    assert_eq!(
-        compare(&store, "lake-mqtt", &local),
-        (0, 0, 0),
-        "mqtt + ingest route: missing, differing, extra"
-    );
-    let stats = ingest.stop();
     eprintln!("selected {selected}; mqtt resends {retries}; {stats}");
-    // "ingest: N messages, M frames stored (D duplicates), R rejected"
-    let nums: Vec<f64> = stats
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|t| !t.is_empty())
-        .map(|t| t.parse().unwrap())
-        .collect();
-    let [messages, stored, duplicates, rejected] = nums[..] else {
-        panic!("{stats}")
-    };
-    assert_eq!(rejected, 0.0, "{stats}");
-    assert_eq!(stored, messages, "{stats}");
-    assert_eq!(
-        stored - duplicates,
-        selected,
-        "each frame stored once, the rest counted as duplicates: {stats}"
-    );
 }
 
 #[test]
@@ -681,15 +656,6 @@ fn publish_frames(broker: &Mosquitto, pki: &Pki, msgs: &[(String, String, Vec<u8
 }
 
 /// The numbers of ingest's stats line: messages, stored, duplicates, rejected.
-fn ingest_numbers(stats: &str) -> [u64; 4] {
-    let nums: Vec<u64> = stats
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|t| !t.is_empty())
-        .map(|t| t.parse().unwrap())
-        .collect();
-    nums[..].try_into().unwrap_or_else(|_| panic!("{stats}"))
-}
-
 #[test]
 fn ingest_stores_only_what_a_tower_may_and_a_stop_loses_no_ack() {
     // Issue 12 item 8: forged keys and unchecked payloads were stored, and a restart

@@ -44,8 +44,47 @@ pub fn s3_section(w: &Seaweed, pki: &Pki, dir: &Path, bucket: &str) -> String {
     )
 }
 
-/// A phantom stream of good frames, selected at up to 5 per second.
+/// A phantom stream of good frames and how many of them are selected.
+pub struct Stream {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub window_ms: u32,
+    pub per_second: f64,
+}
+
+impl Stream {
+    /// 640×360 at 30 fps, selected at up to 5 per second: the uplink tests' stream.
+    pub const SMALL: Stream = Stream {
+        width: 640,
+        height: 360,
+        fps: 30,
+        window_ms: 200,
+        per_second: 5.0,
+    };
+}
+
+/// An agent on [`Stream::SMALL`] forwarding to `sinks`, then `sections` ([mqtt], [s3]).
 pub fn agent_config(dir: &Path, sinks: &str, frames: u64, sections: &str) -> String {
+    stream_config(dir, &Stream::SMALL, sinks, frames, sections)
+}
+
+/// An agent on `stream` (`frames` frames, 0 = unbounded; idle at the end) forwarding to
+/// `sinks`, then `sections`.
+pub fn stream_config(
+    dir: &Path,
+    stream: &Stream,
+    sinks: &str,
+    frames: u64,
+    sections: &str,
+) -> String {
+    let Stream {
+        width,
+        height,
+        fps,
+        window_ms,
+        per_second,
+    } = stream;
     format!(
         r#"
 [agent]
@@ -53,9 +92,9 @@ site = "uplink-site"
 device = "tower-3"
 [source]
 kind = "phantom"
-width = 640
-height = 360
-fps = 30
+width = {width}
+height = {height}
+fps = {fps}
 schedule = "good 60s"
 max_frames = {frames}
 [capture]
@@ -63,8 +102,8 @@ on_eos = "idle"
 [model]
 path = "{model}"
 [select]
-window_ms = 200
-max_per_second = 5.0
+window_ms = {window_ms}
+max_per_second = {per_second:?}
 duplicate_bits = 0
 [datalake]
 dir = "{lake}"
@@ -207,4 +246,50 @@ pub fn delivered(a: &Agent, sink: &str) -> f64 {
 pub fn drained(a: &Agent) -> bool {
     let s = a.status();
     s["drained"].as_bool() == Some(true) && s["spool_frames"].as_u64() == Some(0)
+}
+
+/// "ingest: N messages, M frames stored (D duplicates), R rejected" → [N, M, D, R].
+pub fn ingest_numbers(stats: &str) -> [u64; 4] {
+    let nums: Vec<u64> = stats
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().unwrap())
+        .collect();
+    nums[..].try_into().unwrap_or_else(|_| panic!("{stats}"))
+}
+
+/// Both remote routes hold exactly the local datalake `local`: S3 directly in `lake-s3`,
+/// MQTT through ingest in `lake-mqtt` (waited for up to `timeout`). Then ingest stops; it
+/// must have stored every message, each of the `forwarded` frames once (the rest counted as
+/// duplicates), and rejected none. Returns its stats line.
+pub fn assert_routes_land(
+    store: &Seaweed,
+    ingest: Ingest,
+    local: &BTreeMap<String, Vec<u8>>,
+    forwarded: u64,
+    timeout: Duration,
+) -> String {
+    assert_eq!(
+        compare(store, "lake-s3", local),
+        (0, 0, 0),
+        "s3 route: missing, differing, extra"
+    );
+    wait("ingest to store every frame", timeout, || {
+        store.filer_list("lake-mqtt").len() >= local.len()
+    });
+    assert_eq!(
+        compare(store, "lake-mqtt", local),
+        (0, 0, 0),
+        "mqtt + ingest route: missing, differing, extra"
+    );
+    let stats = ingest.stop();
+    let [messages, stored, duplicates, rejected] = ingest_numbers(&stats);
+    assert_eq!(rejected, 0, "{stats}");
+    assert_eq!(stored, messages, "{stats}");
+    assert_eq!(
+        stored - duplicates,
+        forwarded,
+        "each frame stored once, the rest counted as duplicates: {stats}"
+    );
+    stats
 }
