@@ -388,6 +388,9 @@ impl Seaweed {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            // A kill may lose what weed acknowledged last: say so, since a test that
+            // then misses an object is seeing the rig, not the agent.
+            eprintln!("weed did not stop within 15 s of SIGTERM: killed");
             let _ = c.kill();
             let _ = c.wait();
         }

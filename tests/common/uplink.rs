@@ -274,9 +274,22 @@ pub fn assert_routes_land(
         (0, 0, 0),
         "s3 route: missing, differing, extra"
     );
-    wait("ingest to store every frame", timeout, || {
-        store.filer_list("lake-mqtt").len() >= local.len()
-    });
+    let end = Instant::now() + timeout;
+    while store.filer_list("lake-mqtt").len() < local.len() {
+        if Instant::now() >= end {
+            let (missing, differing, extra) = compare(store, "lake-mqtt", local);
+            let log = ingest.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "ingest had not stored every frame {timeout:?} after the end: \
+                 {missing} missing, {differing} differing, {extra} extra of {}; \
+                 ingest's log, last lines first:\n{}",
+                local.len(),
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(
         compare(store, "lake-mqtt", local),
         (0, 0, 0),
