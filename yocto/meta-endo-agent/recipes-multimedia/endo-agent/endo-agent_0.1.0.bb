@@ -21,6 +21,10 @@ require endo-agent-crates.inc
 inherit cargo pkgconfig systemd
 
 SYSTEMD_SERVICE:${PN} = "endo-agent.service"
+# The unit runs as a DynamicUser=, whose name and id resolve only through nss-systemd:
+# build the image's systemd with its "nss" PACKAGECONFIG and list "systemd" on the passwd
+# and group lines of /etc/nsswitch.conf, or the journal shows getpwuid_r() failures
+# (seen under a real systemd; not yet checked in a Yocto image).
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 CVE_PRODUCT = "endo-agent"
