@@ -43,6 +43,9 @@ fn the_unit_is_hardened_to_an_exposure_of_two_or_less() {
         "ExecStartPre=/usr/bin/endo-agent check-config",
         "LimitNOFILE=65536",
         "StateDirectory=endo-agent",
+        // GStreamer's registry in the unit's cache: the dynamic user has no home.
+        "CacheDirectory=endo-agent",
+        "Environment=GST_REGISTRY=%C/endo-agent/",
         "CapabilityBoundingSet=\n",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",

@@ -225,15 +225,20 @@ impl Drop for Ingest {
     }
 }
 
-pub fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub fn wait(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    assert!(within(timeout, f), "timed out waiting for {what}");
+}
+
+/// Poll `f` every 200 ms until it holds (true) or `timeout` passed (false).
+pub fn within(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
         if f() {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("timed out waiting for {what}");
+    false
 }
 
 /// Frames `sink` has stored, from the agent's metrics.
@@ -274,21 +279,20 @@ pub fn assert_routes_land(
         (0, 0, 0),
         "s3 route: missing, differing, extra"
     );
-    let end = Instant::now() + timeout;
-    while store.filer_list("lake-mqtt").len() < local.len() {
-        if Instant::now() >= end {
-            let (missing, differing, extra) = compare(store, "lake-mqtt", local);
-            let log = ingest.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            panic!(
-                "ingest had not stored every frame {timeout:?} after the end: \
-                 {missing} missing, {differing} differing, {extra} extra of {}; \
-                 ingest's log, last lines first:\n{}",
-                local.len(),
-                tail.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let stored = within(timeout, || {
+        store.filer_list("lake-mqtt").len() >= local.len()
+    });
+    if !stored {
+        let (missing, differing, extra) = compare(store, "lake-mqtt", local);
+        let log = ingest.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!(
+            "ingest had not stored every frame {timeout:?} after the end: \
+             {missing} missing, {differing} differing, {extra} extra of {}; \
+             ingest's log, last lines first:\n{}",
+            local.len(),
+            tail.join("\n")
+        );
     }
     assert_eq!(
         compare(store, "lake-mqtt", local),
