@@ -177,16 +177,10 @@ enum Format {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    endo_agent::logging::init();
     let cli = Cli::parse();
     if let Err(e) = dispatch(cli.command) {
-        eprintln!("error: {e:#}");
+        endo_agent::logging::fatal(&format!("{e:#}"));
         std::process::exit(1);
     }
 }
@@ -208,8 +202,8 @@ fn dispatch(cmd: Command) -> Result<()> {
             stop.on_signals()?;
             let st = endo_agent::ingest::run(&cfg, stop)?;
             eprintln!(
-                "ingest: {} messages, {} frames stored ({} duplicates), {} rejected",
-                st.received, st.stored, st.duplicates, st.rejected
+                "ingest: {} messages, {} frames stored ({} duplicates), {} rejected, {} stored but not acked (sent again by the broker)",
+                st.received, st.stored, st.duplicates, st.rejected, st.unacked
             );
             Ok(())
         }
