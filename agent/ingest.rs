@@ -12,6 +12,14 @@
 //! whose key differs; a payload that is no JPEG or whose sha256 and size differ from the
 //! record's `jpeg` (a forged or damaged frame is not stored as one).
 //!
+//! An ack goes out only on the connection its message came on. rumqttc drops the acks
+//! still queued when a connection fails; ingest does not queue the ones of frames it
+//! stores while the broker is away ([`Connection`]): those would reach the broker on the
+//! next connection, beside the copy the broker resends there, and the second ack of the
+//! pair acknowledges a packet id the broker no longer holds, or has given to another
+//! message, which would then be acked before it was stored. The resent copy is stored
+//! (again) and acked instead.
+//!
 //! At a stop, no new message is taken; the one being stored is finished and acknowledged,
 //! and the connection is closed only after every acknowledgement was sent (a DISCONNECT
 //! queued behind them), so a restart receives again only what was not stored.
@@ -27,6 +35,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
 use rumqttc::Outgoing;
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
@@ -47,6 +57,37 @@ pub struct IngestStats {
     pub duplicates: u64,
     /// Messages that could not be stored and were dropped.
     pub rejected: u64,
+    /// Frames stored but not acked (their connection had failed, or the request queue
+    /// stayed full): the broker sends them again.
+    pub unacked: u64,
+}
+
+/// Which broker connection is current: bumped at each failure, so that a message can be
+/// acked only on the connection it came on.
+#[derive(Clone, Default)]
+pub struct Connection(Arc<AtomicU64>);
+
+impl Connection {
+    /// The current connection's number.
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// The connection failed: messages received so far belong to an old one.
+    pub fn failed(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A message received on connection `of` may still be acked.
+    pub fn is_current(&self, of: u64) -> bool {
+        self.current() == of
+    }
+}
+
+/// A frame message and the connection it came on.
+struct Received {
+    publish: Publish,
+    connection: u64,
 }
 
 /// A frame message, checked: its key and the three objects to store under it.
@@ -192,11 +233,13 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
     // waits for room for an ack is a deadlock that dropped acks (issue 12 item 8). What
     // is queued is bounded by the broker: at most `receive_maximum` unacknowledged
     // messages (a broker that sends more is warned about below).
-    let (tx, rx) = unbounded::<Publish>();
+    let (tx, rx) = unbounded::<Received>();
+    let connection = Connection::default();
     let route = (cfg.mqtt.topic_prefix.clone(), cfg.datalake.prefix.clone());
     let writer = {
         let client = client.clone();
         let stop = stop.clone();
+        let connection = connection.clone();
         std::thread::Builder::new()
             .name("ingest-store".into())
             .spawn(move || {
@@ -204,7 +247,8 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
                     topic_prefix: &route.0,
                     key_prefix: &route.1,
                 };
-                store_loop(store, &route, rx, client, stop)
+                let acks = Acks { client, connection };
+                store_loop(store, &route, rx, acks, stop)
             })
             .map_err(|e| SinkError::Setup {
                 sink: "s3",
@@ -221,6 +265,7 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
             client: &client,
             filter: &filter,
             stop: &stop,
+            connection: &connection,
         };
         tokio::select! {
             _ = link.drive(&mut eventloop, &tx, &mut received) => {}
@@ -238,6 +283,7 @@ struct Link<'a> {
     client: &'a AsyncClient,
     filter: &'a str,
     stop: &'a Shutdown,
+    connection: &'a Connection,
 }
 
 impl Link<'_> {
@@ -247,7 +293,7 @@ impl Link<'_> {
     async fn drive(
         &self,
         eventloop: &mut rumqttc::v5::EventLoop,
-        tx: &crossbeam_channel::Sender<Publish>,
+        tx: &crossbeam_channel::Sender<Received>,
         received: &mut u64,
     ) {
         let mut backoff = Backoff::new(
@@ -270,7 +316,11 @@ impl Link<'_> {
                 Ok(Event::Incoming(Packet::Publish(_))) if stopping => {}
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     *received += 1;
-                    if tx.send(p).is_err() {
+                    let r = Received {
+                        publish: p,
+                        connection: self.connection.current(),
+                    };
+                    if tx.send(r).is_err() {
                         return;
                     }
                     if tx.len() > 2 * RECEIVE_MAXIMUM as usize && !warned {
@@ -285,6 +335,9 @@ impl Link<'_> {
                 Ok(_) => {}
                 Err(_) if stopping => return,
                 Err(e) => {
+                    // poll dropped the acks still queued; none of this connection's
+                    // messages may be acked from now on.
+                    self.connection.failed();
                     let e = crate::uplink::mqtt::classify(e.to_string());
                     let wait = backoff.on_failure(Duration::ZERO);
                     tracing::error!("{e}; retrying in {wait:?}");
@@ -359,8 +412,8 @@ impl RecentKeys {
 fn store_loop(
     store: S3Client,
     route: &Route,
-    rx: Receiver<Publish>,
-    client: AsyncClient,
+    rx: Receiver<Received>,
+    acks: Acks,
     stop: Shutdown,
 ) -> IngestStats {
     let mut stats = IngestStats::default();
@@ -373,13 +426,14 @@ fn store_loop(
     loop {
         // At a stop, what is still queued is left unacknowledged: the broker sends it
         // again next start.
-        let p = match rx.recv_timeout(Duration::from_millis(100)) {
+        let r = match rx.recv_timeout(Duration::from_millis(100)) {
             _ if stop.is_stopped() => return stats,
-            Ok(p) => p,
+            Ok(r) => r,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return stats,
         };
-        match frame_of(&p, route) {
+        let p = &r.publish;
+        match frame_of(p, route) {
             Err(why) => {
                 tracing::error!(topic = %crate::clip(&String::from_utf8_lossy(&p.topic)), "dropping a frame message: {why}");
                 stats.rejected += 1;
@@ -411,23 +465,44 @@ fn store_loop(
                 }
             },
         }
-        ack(&client, &p);
+        if !acks.send(&r) {
+            stats.unacked += 1;
+        }
     }
 }
 
-/// Acknowledge `p`. The request queue is full only for as long as the event loop (which
-/// never waits for the writer) is busy; wait for room instead of dropping the ack (a
-/// dropped ack is a frame received again).
-fn ack(client: &AsyncClient, p: &Publish) {
-    let end = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match client.try_ack(p) {
-            Ok(()) => return,
-            Err(e) if std::time::Instant::now() >= end => {
-                tracing::warn!("ack: {e} (the frame is stored; it will be received again)");
-                return;
+/// The writer's acks: sent only on the connection the message came on.
+struct Acks {
+    client: AsyncClient,
+    connection: Connection,
+}
+
+impl Acks {
+    /// Acknowledge `r`; false when its connection failed (the broker sends it again, and
+    /// that copy is acked). The request queue is full only for as long as the event loop
+    /// (which never waits for the writer) is busy; wait for room instead of dropping the
+    /// ack (a dropped ack is a frame received again).
+    ///
+    /// A failure between the check and the queueing can still let one ack through to the
+    /// next connection: the window is the few instructions from rumqttc's drop of queued
+    /// acks to [`Connection::failed`], against seconds of broker outage before.
+    fn send(&self, r: &Received) -> bool {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if !self.connection.is_current(r.connection) {
+                tracing::debug!(
+                    "stored, not acked: its connection failed; the broker sends it again"
+                );
+                return false;
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            match self.client.try_ack(&r.publish) {
+                Ok(()) => return true,
+                Err(e) if std::time::Instant::now() >= end => {
+                    tracing::warn!("ack: {e} (the frame is stored; it will be received again)");
+                    return false;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
         }
     }
 }

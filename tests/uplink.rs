@@ -755,8 +755,8 @@ fn ingest_stores_only_what_a_tower_may_and_a_stop_loses_no_ack() {
             .all(|o| o.contains("frames/probe/t1/") && !o.contains("00900")),
         "a forged frame was stored: {objects:?}"
     );
-    let [_, s1, d1, r1] = ingest_numbers(&stats1);
-    let [_, s2, d2, r2] = ingest_numbers(&stats2);
+    let [_, s1, d1, r1, _] = ingest_numbers(&stats1);
+    let [_, s2, d2, r2, _] = ingest_numbers(&stats2);
     assert_eq!((d1, d2), (0, 0), "{stats1} / {stats2}");
     assert_eq!(
         r1 + r2,
@@ -769,6 +769,101 @@ fn ingest_stores_only_what_a_tower_may_and_a_stop_loses_no_ack() {
         "every frame stored once over both runs: nothing acked was received again ({stats1} / {stats2})"
     );
     assert!(!log.contains("ack:"), "{log}");
+}
+
+#[test]
+fn ingest_acks_a_frame_only_on_the_connection_it_came_on() {
+    // Issue 12's open defect, suspect 1: frames ingest stored while the broker was away
+    // were acked on the next connection, beside the copies the broker resends there; the
+    // second ack of each pair named a packet id the broker no longer held (or had given
+    // to another message, acked then before it was stored).
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::generate(&d.join("pki"));
+    // Debug logging: the broker logs every PUBACK it receives, with its packet id.
+    let mut broker =
+        Mosquitto::start_with(&d.join("mosquitto"), &pki, false, false, "log_type debug\n");
+    let mut store = Seaweed::start(&d.join("weed"), &pki);
+    make_bucket(&store, &pki, d, "lake-stale");
+    let config = format!(
+        "{}\n{}",
+        mqtt_section(&broker, &pki.ca, None)
+            .replace("[mqtt]", "[mqtt]\nclient_id = \"ingest-stale\""),
+        s3_section(&store, &pki, d, "lake-stale")
+    );
+    let ingest = Ingest::start(d, &config);
+    wait("ingest to subscribe", Duration::from_secs(30), || {
+        ingest.log_text().contains("subscribing")
+    });
+    // Frames reach ingest while the store is down: it holds them, unacked.
+    store.stop();
+    const FRAMES: usize = 20;
+    let msgs: Vec<_> = (0..FRAMES)
+        .map(|i| {
+            let key = format!("frames/probe/t1/2026/12/03/sess/{i:010}");
+            let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0];
+            jpeg.extend(format!("frame {i} ").repeat(40).bytes());
+            jpeg.extend([0xff, 0xd9]);
+            let record = serde_json::json!({"key": key, "jpeg": {"bytes": jpeg.len(),
+                "sha256": endo_agent::score::model::sha256_hex(&jpeg), "quality": 90}})
+            .to_string();
+            ("endo/probe/t1/frames".to_string(), key, jpeg, record)
+        })
+        .collect();
+    publish_frames(&broker, &pki, &msgs);
+    wait("ingest to try the store", Duration::from_secs(30), || {
+        ingest.log_text().contains("retrying in")
+    });
+    // The broker goes away with them in flight; the store comes back, and ingest stores
+    // every frame while it has no connection.
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    store.restart();
+    wait(
+        "ingest to store the frames while the broker is away",
+        Duration::from_secs(90),
+        || store.filer_list("lake-stale").len() >= 2 * FRAMES,
+    );
+    broker.restart();
+    wait("ingest to reconnect", Duration::from_secs(60), || {
+        ingest.log_text().matches("subscribing").count() >= 2
+    });
+    // The broker resends the frames; ingest stores each again and acks that copy.
+    std::thread::sleep(Duration::from_secs(5));
+    let stats = ingest.stop();
+    let [messages, stored, duplicates, rejected, unacked] = ingest_numbers(&stats);
+    // Each frame acked once, by its resent copy: before, the stale ack of each went out
+    // too, 40 PUBACKs for 20 packet ids.
+    let broker_log = broker.log_text();
+    let acks: Vec<&str> = broker_log
+        .lines()
+        .filter(|l| l.contains("Received PUBACK from ingest-stale"))
+        .collect();
+    assert_eq!(
+        acks.len(),
+        FRAMES,
+        "PUBACKs at the broker ({stats}):\n{}",
+        acks.join("\n")
+    );
+    assert_eq!(rejected, 0, "{stats}");
+    assert_eq!(
+        unacked, FRAMES as u64,
+        "the frames stored while the broker was away: not acked ({stats})"
+    );
+    assert_eq!(
+        (messages, stored, duplicates),
+        (2 * FRAMES as u64, 2 * FRAMES as u64, FRAMES as u64),
+        "each frame received, stored and counted twice: once before the outage, once resent ({stats})"
+    );
+    // Nothing is left at the broker for ingest: a new run receives nothing.
+    let again = Ingest::start(d, &config);
+    wait("ingest to subscribe again", Duration::from_secs(30), || {
+        again.log_text().contains("subscribing")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let stats = again.stop();
+    assert_eq!(ingest_numbers(&stats)[0], 0, "received again: {stats}");
 }
 
 #[test]

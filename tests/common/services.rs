@@ -381,7 +381,10 @@ impl Seaweed {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let end = Instant::now() + Duration::from_secs(15);
+            // weed 4.48 takes about 25 s to stop: its filer waits 15 s for gRPC streams
+            // (then forces them), the volume server 10 s more. The old 15 s limit killed
+            // it in the middle of closing its filer store, at every stop.
+            let end = Instant::now() + Duration::from_secs(60);
             while Instant::now() < end {
                 if c.try_wait().unwrap().is_some() {
                     return;
@@ -390,7 +393,7 @@ impl Seaweed {
             }
             // A kill may lose what weed acknowledged last: say so, since a test that
             // then misses an object is seeing the rig, not the agent.
-            eprintln!("weed did not stop within 15 s of SIGTERM: killed");
+            eprintln!("weed did not stop within 60 s of SIGTERM: killed");
             let _ = c.kill();
             let _ = c.wait();
         }

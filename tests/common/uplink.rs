@@ -253,8 +253,9 @@ pub fn drained(a: &Agent) -> bool {
     s["drained"].as_bool() == Some(true) && s["spool_frames"].as_u64() == Some(0)
 }
 
-/// "ingest: N messages, M frames stored (D duplicates), R rejected" → [N, M, D, R].
-pub fn ingest_numbers(stats: &str) -> [u64; 4] {
+/// "ingest: N messages, M frames stored (D duplicates), R rejected, U stored but not
+/// acked …" → [N, M, D, R, U].
+pub fn ingest_numbers(stats: &str) -> [u64; 5] {
     let nums: Vec<u64> = stats
         .split(|c: char| !c.is_ascii_digit())
         .filter(|t| !t.is_empty())
@@ -300,7 +301,7 @@ pub fn assert_routes_land(
         "mqtt + ingest route: missing, differing, extra"
     );
     let stats = ingest.stop();
-    let [messages, stored, duplicates, rejected] = ingest_numbers(&stats);
+    let [messages, stored, duplicates, rejected, _] = ingest_numbers(&stats);
     assert_eq!(rejected, 0, "{stats}");
     assert_eq!(stored, messages, "{stats}");
     assert_eq!(
