@@ -173,3 +173,36 @@ fn every_metric_in_the_alerts_and_the_dashboard_is_exported_by_the_agent() {
         "used but not exported: {missing:?}\nexported: {exported:?}"
     );
 }
+
+#[test]
+fn the_daemonset_runs_the_image_the_script_builds_as_its_user() {
+    // scripts/image.sh tags localhost/endo-agent:VERSION (pushed as REGISTRY/endo-agent:
+    // VERSION), and the Containerfile's user is the one the pod's securityContext names.
+    let ds = std::fs::read_to_string(repo().join("k3s/base/daemonset.yaml")).unwrap();
+    let image = ds
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("image: "))
+        .expect("an image line");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        image.ends_with(&format!("/endo-agent:{version}")),
+        "the DaemonSet runs {image}, the script builds endo-agent:{version}"
+    );
+    let script = std::fs::read_to_string(repo().join("scripts/image.sh")).unwrap();
+    assert!(script.contains("image=\"localhost/endo-agent:${ENDO_IMAGE_TAG:-$version}\""));
+    let containerfile = std::fs::read_to_string(repo().join("Containerfile")).unwrap();
+    let user = containerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    let (uid, gid) = user.trim().split_once(':').unwrap();
+    assert!(
+        ds.contains(&format!("runAsUser: {uid}\n")),
+        "runAsUser is not {uid}"
+    );
+    assert!(
+        ds.contains(&format!("runAsGroup: {gid}\n")),
+        "runAsGroup is not {gid}"
+    );
+    assert!(ds.contains("readOnlyRootFilesystem: true"));
+}

@@ -22,28 +22,15 @@
 
 mod common;
 
+use common::podman::{podman, text};
 use common::{bin, repo};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The unit's `WatchdogSec=` and `RestartSec=`, which the checks below wait on.
 const WATCHDOG: Duration = Duration::from_secs(10);
 const RESTART: Duration = Duration::from_secs(2);
-
-fn podman() -> Command {
-    let mut c = Command::new("podman");
-    c.env("CONTAINERS_CONF", repo().join("scripts/containers.conf"));
-    c
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A container booted with systemd as PID 1; removed when dropped.
 struct Booted {

@@ -3,6 +3,7 @@
 //! its endpoints, and stop it with SIGTERM when the test ends.
 #![allow(dead_code)]
 
+pub mod podman;
 pub mod services;
 pub mod uplink;
 
