@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::podman::{podman, text};
+use common::podman::{text, Container};
 use common::{bin, repo};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,33 +32,33 @@ use std::time::{Duration, Instant};
 const WATCHDOG: Duration = Duration::from_secs(10);
 const RESTART: Duration = Duration::from_secs(2);
 
-/// A container booted with systemd as PID 1; removed when dropped.
+/// A container booted with systemd as PID 1; removed when dropped (by its [`Container`]).
 struct Booted {
-    name: String,
+    c: Container,
 }
 
 impl Booted {
     fn start(image: &str, stage: &Path) -> Booted {
         let name = format!("endo-agent-pid1-{}", std::process::id());
-        let out = podman()
-            .args([
-                "run",
-                "-d",
-                "--name",
+        let stage = format!("{}:/stage:ro", stage.display());
+        // The test's own build stands in for `target/release/endo-agent`.
+        let binary = format!("{}:/stage/target/release/endo-agent:ro", bin());
+        let c = Booted {
+            c: Container::start(
                 &name,
-                "--privileged",
-                "--systemd=always",
-            ])
-            .args(["--network=none", "-v"])
-            .arg(format!("{}:/stage:ro", stage.display()))
-            // The test's own build stands in for `target/release/endo-agent`.
-            .arg("-v")
-            .arg(format!("{}:/stage/target/release/endo-agent:ro", bin()))
-            .args([image, "/sbin/init"])
-            .output()
-            .expect("podman (scripts/setup-test.sh installs it)");
-        assert!(out.status.success(), "podman run: {}", text(&out));
-        let c = Booted { name };
+                &[
+                    "--privileged",
+                    "--systemd=always",
+                    "--network=none",
+                    "-v",
+                    &stage,
+                    "-v",
+                    &binary,
+                    image,
+                    "/sbin/init",
+                ],
+            ),
+        };
         let end = Instant::now() + Duration::from_secs(60);
         loop {
             let state = c.sh("systemctl is-system-running || true");
@@ -75,13 +75,9 @@ impl Booted {
         }
     }
 
-    /// Run `script` with sh in the container; its output, and whether it succeeded.
+    /// Run `script` with sh in the container; whether it succeeded, and its output.
     fn run(&self, script: &str) -> (bool, String) {
-        let out = podman()
-            .args(["exec", &self.name, "sh", "-c", script])
-            .output()
-            .expect("podman exec");
-        (out.status.success(), text(&out))
+        self.c.exec(script)
     }
 
     /// As [`Booted::run`], and it must succeed.
@@ -155,12 +151,6 @@ impl Booted {
         let pre = self.prop_u64("InactiveExitTimestampMonotonic") as f64;
         let main = self.prop_u64("ExecMainStartTimestampMonotonic") as f64;
         ((ready - pre) / 1e6, (ready - main) / 1e6)
-    }
-}
-
-impl Drop for Booted {
-    fn drop(&mut self) {
-        let _ = podman().args(["rm", "-f", "-t", "0", &self.name]).output();
     }
 }
 
