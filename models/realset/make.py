@@ -23,8 +23,10 @@ import csv
 import hashlib
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 from PIL import Image
@@ -43,8 +45,11 @@ def read_photos():
         for line in f:
             if line.startswith("#") or not line.strip():
                 continue
-            split, pkg, path, lic = line.rstrip("\n").split("\t")
-            rows.append(dict(split=split, package=pkg, path=path, licence=lic))
+            split, pkg, path, lic, *opt = line.rstrip("\n").split("\t")
+            # Optional fifth column: "tile=N", a seamless texture repeated N x N (a game's
+            # 1024-px textures; tiled, a composition downscales it >= 1.2x like a photo).
+            tile = int(opt[0].split("=")[1]) if opt and opt[0].startswith("tile=") else 1
+            rows.append(dict(split=split, package=pkg, path=path, licence=lic, tile=tile))
     return rows
 
 
@@ -64,13 +69,23 @@ def fetch(work, photos):
         subprocess.run(["dpkg-deb", "-x", os.path.join(debs, have[0]), dest + ".tmp"], check=True)
         os.rename(dest + ".tmp", dest)
     for p in photos:
-        p["file"] = os.path.join(root, p["package"], p["path"])
+        if "!" in p["path"]:  # a member of an archive inside the package (a game's .pk3 zip)
+            archive, member = p["path"].split("!", 1)
+            p["file"] = os.path.join(root, p["package"] + ".members", member)
+            if not os.path.exists(p["file"]):
+                with zipfile.ZipFile(os.path.join(root, p["package"], archive)) as z:
+                    os.makedirs(os.path.dirname(p["file"]), exist_ok=True)
+                    with z.open(member) as src, open(p["file"] + ".tmp", "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                os.rename(p["file"] + ".tmp", p["file"])
+        else:
+            p["file"] = os.path.join(root, p["package"], p["path"])
         if not os.path.exists(p["file"]):
             sys.exit(f"make.py: {p['path']} not found in package {p['package']}")
 
 
 def stem(photo):
-    name = os.path.basename(photo["path"])
+    name = os.path.basename(photo["path"].split("!")[-1])
     if name[0].isdigit():  # plasma's wallpapers are named by size inside a named folder
         name = photo["path"].split("/")[3]
     return os.path.splitext(name)[0].split("_by_")[0]
@@ -113,6 +128,9 @@ def random_variants(comp, rng, n):
 def job(args):
     split, photo, i, out_dir, graded, n_random = args
     img = Image.open(photo["file"]).convert("RGB")
+    if photo["tile"] > 1:
+        t = photo["tile"]
+        img = Image.fromarray(np.tile(np.asarray(img), (t, t, 1)))
     group = f"{stem(photo)}-{i}"
     comp = compose.Composition(img, seed_of(split, photo["path"], i))
     variants = list(comp.variants()) if graded else random_variants(comp, np.random.default_rng(seed_of("v", split, photo["path"], i)), n_random)
@@ -128,10 +146,12 @@ def job(args):
     return rows
 
 
-def make_split(work, split, photos, per_photo, graded, n_random=8, procs=2):
+def make_split(work, split, photos, per_photo, graded, n_random=8, procs=2, texture_per_photo=None):
+    texture_per_photo = per_photo if texture_per_photo is None else texture_per_photo
     out_dir = os.path.join(work, split)
     os.makedirs(out_dir, exist_ok=True)
-    jobs = [(split, p, i, out_dir, graded, n_random) for p in photos if p["split"] == split for i in range(per_photo)]
+    jobs = [(split, p, i, out_dir, graded, n_random) for p in photos if p["split"] == split
+            for i in range(per_photo if p["tile"] == 1 or graded else texture_per_photo)]
     rows = []
     # labels.csv grows one composition at a time, so an interrupted split is usable as far
     # as it got (and a rerun resumes it).
@@ -152,13 +172,15 @@ def main():
     ap.add_argument("--splits", default="test,val")
     ap.add_argument("--per-photo", type=int, default=3, help="compositions per photograph (test, val)")
     ap.add_argument("--train-per-photo", type=int, default=10, help="compositions per photograph (train)")
+    ap.add_argument("--texture-per-photo", type=int, default=5, help="compositions per tiled texture (train)")
     ap.add_argument("--procs", type=int, default=2)
     a = ap.parse_args()
     photos = read_photos()
     fetch(a.work, photos)
     for split in a.splits.split(","):
         if split == "train":
-            make_split(a.work, split, photos, a.train_per_photo, graded=False, procs=a.procs)
+            make_split(a.work, split, photos, a.train_per_photo, graded=False, procs=a.procs,
+                       texture_per_photo=a.texture_per_photo)
         else:
             make_split(a.work, split, photos, a.per_photo if split == "test" else max(1, a.per_photo - 1), graded=True, procs=a.procs)
 
