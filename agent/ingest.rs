@@ -205,13 +205,40 @@ fn check_record(key: &str, jpeg: &[u8], record: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The subscription: every tower's frames topic, through the MQTT 5 shared subscription
+/// `$share/{group}/…` when a group is set (the broker hands each message to one of the
+/// group's sessions, so N replicas split the load).
+pub fn frames_filter(topic_prefix: &str, share_group: &str) -> String {
+    let plain = format!("{topic_prefix}/+/+/frames");
+    if share_group.is_empty() {
+        plain
+    } else {
+        format!("$share/{share_group}/{plain}")
+    }
+}
+
+/// The client id: `ENDO_INGEST_CLIENT_ID` (a replica's own name: a StatefulSet's pod
+/// name), else `mqtt.client_id`, else `endo-ingest`. Replicas must differ: a broker
+/// drops the older of two connections with one id, and each session holds the frames
+/// it was sent and has not acknowledged.
+fn client_id(cfg: &Config, from_env: Option<String>) -> Result<String, SinkError> {
+    match from_env.filter(|v| !v.is_empty()) {
+        Some(id) if crate::config::is_key_segment(&id) => Ok(id),
+        Some(id) => Err(SinkError::Setup {
+            sink: "mqtt",
+            detail: format!(
+                "ENDO_INGEST_CLIENT_ID={:?}: must be 1-64 characters of [A-Za-z0-9._-]",
+                crate::clip(&id)
+            ),
+        }),
+        None if cfg.mqtt.client_id.is_empty() => Ok("endo-ingest".to_string()),
+        None => Ok(cfg.mqtt.client_id.clone()),
+    }
+}
+
 /// Run until `stop` is set. Connection problems are retried forever with backoff.
 pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
-    let client_id = if cfg.mqtt.client_id.is_empty() {
-        "endo-ingest".to_string()
-    } else {
-        cfg.mqtt.client_id.clone()
-    };
+    let client_id = client_id(cfg, std::env::var("ENDO_INGEST_CLIENT_ID").ok())?;
     let mut opts = mqtt_options(&cfg.mqtt, &client_id)?;
     // A persistent session: frames published while ingest is away wait at the broker.
     opts.set_clean_start(false);
@@ -219,7 +246,7 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
     opts.set_manual_acks(true);
     opts.set_receive_maximum(Some(RECEIVE_MAXIMUM));
     let store = S3Client::new(&cfg.s3)?;
-    let filter = format!("{}/+/+/frames", cfg.mqtt.topic_prefix);
+    let filter = frames_filter(&cfg.mqtt.topic_prefix, &cfg.ingest.share_group);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -256,7 +283,11 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
             })?
     };
     let mut received = 0u64;
-    tracing::info!(host = %cfg.mqtt.host, port = cfg.mqtt.port, %filter, "ingest starting");
+    tracing::info!(host = %cfg.mqtt.host, port = cfg.mqtt.port, %client_id, %filter, "ingest starting");
+    // A session that subscribed plainly before the group was set would get every frame
+    // besides its share: that subscription is dropped at each connect.
+    let plain = frames_filter(&cfg.mqtt.topic_prefix, "");
+    let stale = (plain != filter).then_some(plain.as_str());
     rt.block_on(async {
         // rumqttc's poll is driven without interruption (cancelling it mid-write could
         // leave half a packet in its buffer) until the DISCONNECT queued at the stop,
@@ -264,6 +295,7 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
         let link = Link {
             client: &client,
             filter: &filter,
+            stale,
             stop: &stop,
             connection: &connection,
         };
@@ -282,6 +314,8 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
 struct Link<'a> {
     client: &'a AsyncClient,
     filter: &'a str,
+    /// A subscription of an earlier configuration to drop (the plain one, when shared).
+    stale: Option<&'a str>,
     stop: &'a Shutdown,
     connection: &'a Connection,
 }
@@ -311,6 +345,11 @@ impl Link<'_> {
                     let f = Filter::new(self.filter.to_string(), QoS::AtLeastOnce);
                     if let Err(e) = self.client.try_subscribe_many([f]) {
                         tracing::error!("subscribe: {e}");
+                    }
+                    if let Some(old) = self.stale {
+                        if let Err(e) = self.client.try_unsubscribe(old) {
+                            tracing::error!("unsubscribe {old}: {e}");
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(_))) if stopping => {}
@@ -554,6 +593,22 @@ mod tests {
                 ..Default::default()
             }),
         )
+    }
+
+    #[test]
+    fn replicas_share_one_subscription_each_under_its_own_id() {
+        assert_eq!(frames_filter("endo", ""), "endo/+/+/frames");
+        assert_eq!(frames_filter("a/b", "lake"), "$share/lake/a/b/+/+/frames");
+        let mut cfg = Config::default();
+        assert_eq!(client_id(&cfg, None).unwrap(), "endo-ingest");
+        cfg.mqtt.client_id = "ingest-a".into();
+        assert_eq!(client_id(&cfg, Some(String::new())).unwrap(), "ingest-a");
+        assert_eq!(
+            client_id(&cfg, Some("ingest-1".into())).unwrap(),
+            "ingest-1"
+        );
+        let e = client_id(&cfg, Some("a b".into())).unwrap_err().to_string();
+        assert!(e.contains("ENDO_INGEST_CLIENT_ID"), "{e}");
     }
 
     #[test]

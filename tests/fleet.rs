@@ -206,3 +206,51 @@ fn the_daemonset_runs_the_image_the_script_builds_as_its_user() {
     );
     assert!(ds.contains("readOnlyRootFilesystem: true"));
 }
+
+#[test]
+fn the_ingest_statefulset_renders_validates_and_runs_the_agents_image() {
+    // Issue 15: the cloud end of the MQTT route, two replicas on one shared subscription,
+    // each under its pod's stable name.
+    let (ok, rendered) = run(Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo().join("k3s/ingest")));
+    assert!(ok, "{rendered}");
+    for kind in ["StatefulSet", "Service", "PodDisruptionBudget", "ConfigMap"] {
+        assert!(rendered.contains(&format!("kind: {kind}\n")), "no {kind}");
+    }
+    assert!(rendered.contains("replicas: 2\n"), "{rendered}");
+    assert!(
+        rendered.contains("- name: ENDO_INGEST_CLIENT_ID\n          valueFrom:\n            fieldRef:\n              fieldPath: metadata.name"),
+        "each replica's client id is its pod name:\n{rendered}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ingest.yaml");
+    std::fs::write(&f, &rendered).unwrap();
+    let (ok, text) = run(Command::new(tool("kubernetes-validate"))
+        .args(["-k", "1.32.0", "--strict"])
+        .arg(&f));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("passed for resource statefulset/endo-ingest"),
+        "{text}"
+    );
+    let image = |path: &str| {
+        let text = std::fs::read_to_string(repo().join(path)).unwrap();
+        let image = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("image: "))
+            .map(str::to_string);
+        (image.expect("an image line"), text)
+    };
+    let (ingest_image, sts) = image("k3s/ingest/statefulset.yaml");
+    assert_eq!(ingest_image, image("k3s/base/daemonset.yaml").0);
+    assert!(sts.contains("readOnlyRootFilesystem: true") && sts.contains("runAsUser: 10001\n"));
+    // Its config is valid, and shares the frames.
+    let cfg = repo().join("k3s/ingest/ingest.toml");
+    let (ok, text) = run(Command::new(common::bin())
+        .args(["check-config", "--no-files"])
+        .arg(&cfg));
+    assert!(ok, "{text}");
+    let toml = std::fs::read_to_string(&cfg).unwrap();
+    assert!(toml.contains("share_group = \"endo-ingest\""), "{toml}");
+}

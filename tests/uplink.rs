@@ -606,6 +606,26 @@ fn a_frame_larger_than_the_broker_accepts_is_dead_lettered_and_the_frames_behind
     assert!(!d.join("spool/dead-letter").exists());
 }
 
+/// Frame messages `(topic, key, jpeg, record)` as tower `site`/`device` sends them, one
+/// per index: a small JPEG-shaped payload and a record naming its key and hash.
+fn frame_msgs(
+    site: &str,
+    device: &str,
+    ids: std::ops::Range<usize>,
+) -> Vec<(String, String, Vec<u8>, String)> {
+    ids.map(|i| {
+        let key = format!("frames/{site}/{device}/2026/12/03/sess/{i:010}");
+        let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0];
+        jpeg.extend(format!("frame {i} of {device} ").repeat(40).bytes());
+        jpeg.extend([0xff, 0xd9]);
+        let record = serde_json::json!({"key": key, "jpeg": {"bytes": jpeg.len(),
+            "sha256": endo_agent::score::model::sha256_hex(&jpeg), "quality": 90}})
+        .to_string();
+        (format!("endo/{site}/{device}/frames"), key, jpeg, record)
+    })
+    .collect()
+}
+
 /// Publish `(topic, key, jpeg, record)` messages at QoS 1 in the agents' framed format,
 /// as a tower (or someone pretending to be one) would; returns once the broker acked all.
 fn publish_frames(broker: &Mosquitto, pki: &Pki, msgs: &[(String, String, Vec<u8>, String)]) {
@@ -799,18 +819,7 @@ fn ingest_acks_a_frame_only_on_the_connection_it_came_on() {
     // Frames reach ingest while the store is down: it holds them, unacked.
     store.stop();
     const FRAMES: usize = 20;
-    let msgs: Vec<_> = (0..FRAMES)
-        .map(|i| {
-            let key = format!("frames/probe/t1/2026/12/03/sess/{i:010}");
-            let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0];
-            jpeg.extend(format!("frame {i} ").repeat(40).bytes());
-            jpeg.extend([0xff, 0xd9]);
-            let record = serde_json::json!({"key": key, "jpeg": {"bytes": jpeg.len(),
-                "sha256": endo_agent::score::model::sha256_hex(&jpeg), "quality": 90}})
-            .to_string();
-            ("endo/probe/t1/frames".to_string(), key, jpeg, record)
-        })
-        .collect();
+    let msgs = frame_msgs("probe", "t1", 0..FRAMES);
     publish_frames(&broker, &pki, &msgs);
     wait("ingest to try the store", Duration::from_secs(30), || {
         ingest.log_text().contains("retrying in")
@@ -973,4 +982,93 @@ fn s3_virtual_hosted_addressing_reaches_the_bucket_by_its_host_name() {
     let local = local_objects(d);
     assert!(local.len() >= 10, "{} local objects", local.len());
     assert_eq!(compare(&store, "lake-vh", &local), (0, 0, 0));
+}
+
+#[test]
+fn two_ingest_replicas_split_the_frames_and_a_sigkill_of_one_loses_none() {
+    // Issue 15: replicas on one MQTT 5 shared subscription share the towers' frames; one
+    // killed mid-run comes back under its own client id (a StatefulSet's pod name) and
+    // its session hands it what it had been sent and not acknowledged.
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::generate(&d.join("pki"));
+    let broker = Mosquitto::start(&d.join("mosquitto"), &pki, false, false);
+    let store = Seaweed::start(&d.join("weed"), &pki);
+    make_bucket(&store, &pki, d, "lake-shared");
+    let replica = |name: &str, run: &str| {
+        let home = d.join(run);
+        std::fs::create_dir_all(&home).unwrap();
+        let config = format!(
+            "[ingest]\nshare_group = \"lake\"\n{}\n{}",
+            mqtt_section(&broker, &pki.ca, None)
+                .replace("[mqtt]", &format!("[mqtt]\nclient_id = \"{name}\"")),
+            s3_section(&store, &pki, d, "lake-shared")
+        );
+        let ingest = Ingest::start(&home, &config);
+        wait("a replica to subscribe", Duration::from_secs(30), || {
+            ingest
+                .log_text()
+                .contains("subscribing to $share/lake/endo/+/+/frames")
+        });
+        ingest
+    };
+    let a = replica("ingest-0", "a");
+    let b = replica("ingest-1", "b");
+    // Three towers' frames; both replicas take a share.
+    const PER_TOWER: usize = 40;
+    let towers = [("probe", "t1"), ("probe", "t2"), ("other", "t1")];
+    let first: Vec<_> = towers
+        .iter()
+        .flat_map(|(s, t)| frame_msgs(s, t, 0..PER_TOWER))
+        .collect();
+    publish_frames(&broker, &pki, &first);
+    let objects = |n: usize| 2 * n; // a JPEG and its record per frame
+    wait("the first frames stored", Duration::from_secs(60), || {
+        store.filer_list("lake-shared").len() >= objects(first.len())
+    });
+    let b_stats = b.stop();
+    let [_, b_stored, ..] = ingest_numbers(&b_stats);
+    assert!(
+        b_stored > 0 && (b_stored as usize) < first.len(),
+        "replica 1 stored {b_stored} of {} (a share, not all or none): {b_stats}",
+        first.len()
+    );
+    // Replica 1 back, then killed while frames flow, then back again.
+    let mut b = replica("ingest-1", "b2");
+    let second: Vec<_> = towers
+        .iter()
+        .flat_map(|(s, t)| frame_msgs(s, t, PER_TOWER..3 * PER_TOWER))
+        .collect();
+    std::thread::scope(|sc| {
+        sc.spawn(|| publish_frames(&broker, &pki, &second));
+        wait("replica 1 to store some", Duration::from_secs(60), || {
+            store.filer_list("lake-shared").len() >= objects(first.len() + 20)
+        });
+        unsafe { libc::kill(b.child.id() as i32, libc::SIGKILL) };
+        b.child.wait().unwrap();
+    });
+    let b = replica("ingest-1", "b3");
+    let all = first.len() + second.len();
+    wait("every frame stored", Duration::from_secs(120), || {
+        store.filer_list("lake-shared").len() >= objects(all)
+    });
+    let mut want: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .flat_map(|(_, key, ..)| [format!("{key}.jpg"), format!("{key}.json")])
+        .collect();
+    want.sort();
+    let got = store.filer_list("lake-shared");
+    assert_eq!(
+        got, want,
+        "the bucket holds exactly every frame's JPEG and record"
+    );
+    let (a_stats, b_stats) = (a.stop(), b.stop());
+    let [.., a_rejected, _] = ingest_numbers(&a_stats);
+    let [.., b_rejected, _] = ingest_numbers(&b_stats);
+    assert_eq!((a_rejected, b_rejected), (0, 0), "{a_stats} / {b_stats}");
+    let [_, a_stored, ..] = ingest_numbers(&a_stats);
+    assert!(a_stored > 0, "replica 0 stored none: {a_stats}");
+    eprintln!("shared subscription: replica 0 {a_stats}; replica 1 before the kill {b_stored} stored, after {b_stats}");
 }

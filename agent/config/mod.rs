@@ -72,6 +72,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// The S3 sink (and `endo-agent ingest`'s destination).
     pub s3: S3Config,
+    /// `endo-agent ingest`: how replicas share the frames.
+    pub ingest: IngestConfig,
     /// The one HTTP listener (metrics, health, status, the web overlay and operator API).
     pub http: HttpConfig,
     /// The on-screen overlay: a display branch of the capture pipeline.

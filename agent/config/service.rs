@@ -119,6 +119,17 @@ pub struct MqttConfig {
     pub ack_timeout_s: u64,
 }
 
+/// `endo-agent ingest`, the cloud end of the MQTT route.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// MQTT 5 shared-subscription group: replicas with the same group split the towers'
+    /// frames (`$share/{group}/{topic_prefix}/+/+/frames`); empty = one plain
+    /// subscription, every ingest gets every frame. Each replica needs its own
+    /// `mqtt.client_id` (or `ENDO_INGEST_CLIENT_ID`): its session holds what it was sent.
+    pub share_group: String,
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {

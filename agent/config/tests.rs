@@ -170,6 +170,12 @@ fn invalid_values_name_the_key() {
     assert!(parse("[fov]\nmode = \"fixed\"\nrect = [5000, 5000, 100, 100]\n").is_ok());
     let e = parse("[source]\nkind = \"v4l2\"\ncaps = \"video/x-raw ! fakesink\"\n").unwrap_err();
     assert!(e.to_string().contains("source.caps"), "{e}");
+    // A share group is one topic level: a wildcard or a slash would change the filter.
+    for g in ["a/b", "+", "#", "x y"] {
+        let e = parse(&format!("[ingest]\nshare_group = \"{g}\"\n")).unwrap_err();
+        assert!(e.to_string().contains("ingest.share_group"), "{g}: {e}");
+    }
+    assert!(parse("[ingest]\nshare_group = \"endo-ingest\"\n").is_ok());
 }
 
 #[test]

@@ -17,6 +17,7 @@ impl Config {
         self.validate_scoring(path)?;
         self.validate_select(path)?;
         self.validate_uplink(path)?;
+        self.validate_ingest(path)?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return invalid(
                 path,
@@ -413,6 +414,22 @@ impl Config {
                 format!(
                     "{:?} must be segments of [A-Za-z0-9._-] separated by /",
                     m.topic_prefix
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The `[ingest]` section (checked always: `check-config` of an ingest's file).
+    fn validate_ingest(&self, path: &Path) -> Result<(), ConfigError> {
+        let g = &self.ingest.share_group;
+        if !g.is_empty() && !is_key_segment(g) {
+            return invalid(
+                path,
+                "ingest.share_group",
+                format!(
+                    "{:?} must be 1-64 characters of [A-Za-z0-9._-] (one topic level)",
+                    crate::clip(g)
                 ),
             );
         }
