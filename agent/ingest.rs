@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::ingest_status::Health;
 use crate::shutdown::Shutdown;
 use crate::uplink::mqtt::{mqtt_options, wire};
 use crate::uplink::s3::S3Client;
@@ -108,12 +109,38 @@ pub struct Route<'a> {
     pub key_prefix: &'a str,
 }
 
+/// Why a message can never be stored: a reason label (`endo_ingest_rejected_total`) and
+/// what is wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// `topic`, `key`, `payload` or `annotation` ([`crate::ingest_status::REJECT_REASONS`]).
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+fn rejected<E: Into<String>>(reason: &'static str) -> impl FnOnce(E) -> Rejection {
+    move |e| Rejection {
+        reason,
+        detail: e.into(),
+    }
+}
+
 /// Decode and check a frame message, in either format (see the module docs).
-pub fn frame_of<'p>(p: &'p Publish, route: &Route) -> Result<FrameMsg<'p>, String> {
+pub fn frame_of<'p>(p: &'p Publish, route: &Route) -> Result<FrameMsg<'p>, Rejection> {
     use std::borrow::Cow;
-    let topic = std::str::from_utf8(&p.topic).map_err(|_| "the topic is not UTF-8")?;
-    let (site, device) = site_and_device(topic, route)?;
-    let props = p.properties.as_ref().ok_or("no MQTT 5 properties")?;
+    let topic =
+        std::str::from_utf8(&p.topic).map_err(|_| rejected("topic")("the topic is not UTF-8"))?;
+    let (site, device) = site_and_device(topic, route).map_err(rejected("topic"))?;
+    let props = p
+        .properties
+        .as_ref()
+        .ok_or_else(|| rejected("key")("no MQTT 5 properties"))?;
     let get = |name: &str| {
         props
             .user_properties
@@ -121,24 +148,28 @@ pub fn frame_of<'p>(p: &'p Publish, route: &Route) -> Result<FrameMsg<'p>, Strin
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let key = get("key").ok_or("no `key` user property")?;
+    let key = get("key").ok_or_else(|| rejected("key")("no `key` user property"))?;
     if !is_safe_key(key) {
-        return Err(format!("unsafe key {:?}", crate::clip(key)));
+        return Err(rejected("key")(format!(
+            "unsafe key {:?}",
+            crate::clip(key)
+        )));
     }
     let own = format!("{}/{site}/{device}/", route.key_prefix);
     if !key.starts_with(&own) {
-        return Err(format!(
+        return Err(rejected("key")(format!(
             "key {:?} is not under {own} of the topic it came on",
             crate::clip(key)
-        ));
+        )));
     }
     let (jpeg, record, annotation): (&[u8], Cow<[u8]>, Cow<[u8]>) = if wire::is_framed(&p.payload) {
-        let f = wire::decode(&p.payload)?;
+        let f = wire::decode(&p.payload).map_err(rejected("payload"))?;
         (f.jpeg, f.record.into(), f.annotation.into())
     } else {
         // Before the framed payload: record and annotation as user properties.
-        let record =
-            get("record").ok_or("neither a framed payload nor a `record` user property")?;
+        let record = get("record").ok_or_else(|| {
+            rejected("payload")("neither a framed payload nor a `record` user property")
+        })?;
         let annotation = get("annotation").unwrap_or_default();
         (
             &p.payload,
@@ -146,10 +177,10 @@ pub fn frame_of<'p>(p: &'p Publish, route: &Route) -> Result<FrameMsg<'p>, Strin
             Cow::Owned(annotation.as_bytes().to_vec()),
         )
     };
-    check_record(key, jpeg, &record)?;
+    check_record(key, jpeg, &record).map_err(rejected("payload"))?;
     if !annotation.is_empty() {
         serde_json::from_slice::<serde_json::Value>(&annotation)
-            .map_err(|e| format!("annotation is not JSON: {e}"))?;
+            .map_err(|e| rejected("annotation")(format!("annotation is not JSON: {e}")))?;
     }
     Ok(FrameMsg {
         key: key.to_string(),
@@ -236,6 +267,26 @@ fn client_id(cfg: &Config, from_env: Option<String>) -> Result<String, SinkError
     }
 }
 
+/// Bind `[ingest] listen` (empty: no listener) and log the address (port 0 picks one).
+fn listen(
+    addr: &str,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Option<tokio::net::TcpListener>, SinkError> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .map_err(|e| SinkError::Setup {
+            sink: "http",
+            detail: format!("ingest.listen {addr}: {e}"),
+        })?;
+    if let Ok(a) = listener.local_addr() {
+        tracing::info!("ingest metrics and health on http://{a}");
+    }
+    Ok(Some(listener))
+}
+
 /// Run until `stop` is set. Connection problems are retried forever with backoff.
 pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
     let client_id = client_id(cfg, std::env::var("ENDO_INGEST_CLIENT_ID").ok())?;
@@ -263,10 +314,16 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
     let (tx, rx) = unbounded::<Received>();
     let connection = Connection::default();
     let route = (cfg.mqtt.topic_prefix.clone(), cfg.datalake.prefix.clone());
+    let health = Arc::new(Health::default());
+    // The recorder first: series created before it exists go nowhere.
+    let prometheus = crate::metrics::install();
+    crate::ingest_status::init();
+    let listener = listen(&cfg.ingest.listen, &rt)?;
     let writer = {
         let client = client.clone();
         let stop = stop.clone();
         let connection = connection.clone();
+        let health = health.clone();
         std::thread::Builder::new()
             .name("ingest-store".into())
             .spawn(move || {
@@ -275,7 +332,7 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
                     key_prefix: &route.1,
                 };
                 let acks = Acks { client, connection };
-                store_loop(store, &route, rx, acks, stop)
+                store_loop(store, &route, rx, acks, stop, &health)
             })
             .map_err(|e| SinkError::Setup {
                 sink: "s3",
@@ -292,10 +349,21 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
         // rumqttc's poll is driven without interruption (cancelling it mid-write could
         // leave half a packet in its buffer) until the DISCONNECT queued at the stop,
         // behind the writer's last acks, went out.
+        if let Some(listener) = listener {
+            let app = crate::ingest_status::router(prometheus, health.clone());
+            let stop = stop.clone();
+            tokio::spawn(crate::http::serve(
+                listener,
+                app,
+                async move { stop.stopped().await },
+                None,
+            ));
+        }
         let link = Link {
             client: &client,
             filter: &filter,
             stale,
+            health: &health,
             stop: &stop,
             connection: &connection,
         };
@@ -316,6 +384,7 @@ struct Link<'a> {
     filter: &'a str,
     /// A subscription of an earlier configuration to drop (the plain one, when shared).
     stale: Option<&'a str>,
+    health: &'a Health,
     stop: &'a Shutdown,
     connection: &'a Connection,
 }
@@ -341,6 +410,7 @@ impl Link<'_> {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) if !stopping => {
                     backoff.reset();
+                    self.health.set_connected(true);
                     tracing::info!("ingest connected; subscribing to {}", self.filter);
                     let f = Filter::new(self.filter.to_string(), QoS::AtLeastOnce);
                     if let Err(e) = self.client.try_subscribe_many([f]) {
@@ -355,6 +425,7 @@ impl Link<'_> {
                 Ok(Event::Incoming(Packet::Publish(_))) if stopping => {}
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     *received += 1;
+                    metrics::counter!("endo_ingest_messages_total").increment(1);
                     let r = Received {
                         publish: p,
                         connection: self.connection.current(),
@@ -377,6 +448,7 @@ impl Link<'_> {
                     // poll dropped the acks still queued; none of this connection's
                     // messages may be acked from now on.
                     self.connection.failed();
+                    self.health.set_connected(false);
                     let e = crate::uplink::mqtt::classify(e.to_string());
                     let wait = backoff.on_failure(Duration::ZERO);
                     tracing::error!("{e}; retrying in {wait:?}");
@@ -454,6 +526,7 @@ fn store_loop(
     rx: Receiver<Received>,
     acks: Acks,
     stop: Shutdown,
+    health: &Health,
 ) -> IngestStats {
     let mut stats = IngestStats::default();
     let mut seen = RecentKeys::new(RECENT_KEYS);
@@ -474,8 +547,10 @@ fn store_loop(
         let p = &r.publish;
         match frame_of(p, route) {
             Err(why) => {
-                tracing::error!(topic = %crate::clip(&String::from_utf8_lossy(&p.topic)), "dropping a frame message: {why}");
+                tracing::error!(topic = %crate::clip(&String::from_utf8_lossy(&p.topic)), reason = why.reason, "dropping a frame message: {why}");
                 stats.rejected += 1;
+                metrics::counter!("endo_ingest_rejected_total", "reason" => why.reason)
+                    .increment(1);
             }
             Ok(FrameMsg {
                 key,
@@ -483,17 +558,29 @@ fn store_loop(
                 record,
                 annotation,
             }) => loop {
-                match store.put_frame(&key, jpeg, &annotation, &record) {
+                let started = std::time::Instant::now();
+                let put = store.put_frame(&key, jpeg, &annotation, &record);
+                metrics::histogram!("endo_ingest_s3_put_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                match put {
                     Ok(()) => {
                         backoff.reset();
+                        health.set_store_failing(false);
                         stats.stored += 1;
+                        metrics::counter!("endo_ingest_stored_total").increment(1);
                         if !seen.insert(key.clone()) {
                             stats.duplicates += 1;
+                            metrics::counter!("endo_ingest_duplicates_total").increment(1);
+                        }
+                        if let Some(lag) = lag_seconds(&record) {
+                            metrics::gauge!("endo_ingest_lag_seconds").set(lag);
                         }
                         tracing::debug!(%key, "stored");
                         break;
                     }
                     Err(e) => {
+                        health.set_store_failing(true);
+                        metrics::counter!("endo_ingest_s3_errors_total").increment(1);
                         let wait = backoff.on_failure(Duration::ZERO);
                         tracing::error!(%key, "{e}; retrying in {wait:?}");
                         if stop.sleep(wait) {
@@ -508,6 +595,14 @@ fn store_loop(
             stats.unacked += 1;
         }
     }
+}
+
+/// Seconds from the record's `captured_at` to now (None if it has none readable).
+fn lag_seconds(record: &[u8]) -> Option<f64> {
+    let doc: serde_json::Value = serde_json::from_slice(record).ok()?;
+    let at = chrono::DateTime::parse_from_rfc3339(doc.get("captured_at")?.as_str()?).ok()?;
+    let lag = chrono::Utc::now().signed_duration_since(at);
+    Some(lag.num_milliseconds() as f64 / 1000.0)
 }
 
 /// The writer's acks: sent only on the connection the message came on.
@@ -607,7 +702,10 @@ mod tests {
             client_id(&cfg, Some("ingest-1".into())).unwrap(),
             "ingest-1"
         );
-        let e = client_id(&cfg, Some("a b".into())).unwrap_err().to_string();
+        let e = client_id(&cfg, Some("a b".into()))
+            .unwrap_err()
+            .to_string()
+            .to_string();
         assert!(e.contains("ENDO_INGEST_CLIENT_ID"), "{e}");
     }
 
@@ -642,16 +740,21 @@ mod tests {
         assert!(
             frame_of(&framed(KEY, JPEG, r#"{"key":"other"}"#, ""), &ROUTE)
                 .unwrap_err()
+                .to_string()
                 .contains("differs")
         );
         assert!(frame_of(&framed(KEY, JPEG, &rec, "{"), &ROUTE)
             .unwrap_err()
+            .to_string()
             .contains("annotation"));
         let mut bad = framed(KEY, JPEG, &rec, "");
         let mut payload = bad.payload.to_vec();
         payload.push(0);
         bad.payload = payload.into();
-        assert!(frame_of(&bad, &ROUTE).unwrap_err().contains("do not match"));
+        assert!(frame_of(&bad, &ROUTE)
+            .unwrap_err()
+            .to_string()
+            .contains("do not match"));
     }
 
     #[test]
@@ -671,15 +774,19 @@ mod tests {
             ),
             &ROUTE,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("unsafe"), "{e}");
         let e = frame_of(
             &msg("endo/s/d/frames", KEY, JPEG, r#"{"key":"other"}"#),
             &ROUTE,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("differs"), "{e}");
-        let e = frame_of(&msg("endo/s/d/frames", KEY, JPEG, "not json"), &ROUTE).unwrap_err();
+        let e = frame_of(&msg("endo/s/d/frames", KEY, JPEG, "not json"), &ROUTE)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("JSON"), "{e}");
         let bare = Publish::new("endo/s/d/frames", QoS::AtLeastOnce, vec![1], None);
         assert!(frame_of(&bare, &ROUTE).is_err());
@@ -697,7 +804,9 @@ mod tests {
             "evil/probe/t1/2026/12/02/sess/0000000001",
             "frames/probe/t1x/2026/12/02/sess/0000000001",
         ] {
-            let e = frame_of(&msg(topic, key, JPEG, &record(key, JPEG)), &ROUTE).unwrap_err();
+            let e = frame_of(&msg(topic, key, JPEG, &record(key, JPEG)), &ROUTE)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("is not under frames/probe/t1/"), "{key}: {e}");
         }
         for topic in [
@@ -706,9 +815,32 @@ mod tests {
             "endo/probe/t1/x/frames",
             "endo/probe/t1/status",
         ] {
-            let e = frame_of(&msg(topic, own, JPEG, &record(own, JPEG)), &ROUTE).unwrap_err();
+            let e = frame_of(&msg(topic, own, JPEG, &record(own, JPEG)), &ROUTE)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("topic"), "{topic}: {e}");
         }
+    }
+
+    #[test]
+    fn each_rejection_names_its_reason() {
+        let reason = |p: Publish| frame_of(&p, &ROUTE).unwrap_err().reason;
+        let good = record(KEY, JPEG);
+        assert_eq!(reason(msg("endo/s/frames", KEY, JPEG, &good)), "topic");
+        let other = "frames/x/y/2026/12/02/sess/0000000001";
+        assert_eq!(
+            reason(msg("endo/s/d/frames", other, JPEG, &record(other, JPEG))),
+            "key"
+        );
+        assert_eq!(
+            reason(msg("endo/s/d/frames", KEY, b"text", &record(KEY, b"text"))),
+            "payload"
+        );
+        assert_eq!(reason(framed(KEY, JPEG, &good, "{")), "annotation");
+        assert_eq!(
+            crate::ingest_status::REJECT_REASONS,
+            ["topic", "key", "payload", "annotation"]
+        );
     }
 
     #[test]
@@ -719,7 +851,8 @@ mod tests {
             &msg("endo/s/d/frames", KEY, text, &record(KEY, text)),
             &ROUTE,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("not a JPEG"), "{e}");
         // A JPEG, but not the one the record describes (replaced or damaged on the way).
         let other = b"\xff\xd8\xff\xe0 another \xff\xd9";
@@ -727,10 +860,13 @@ mod tests {
             &msg("endo/s/d/frames", KEY, other, &record(KEY, JPEG)),
             &ROUTE,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("is not the one its record describes"), "{e}");
         let no_hash = serde_json::json!({"key": KEY}).to_string();
-        let e = frame_of(&msg("endo/s/d/frames", KEY, JPEG, &no_hash), &ROUTE).unwrap_err();
+        let e = frame_of(&msg("endo/s/d/frames", KEY, JPEG, &no_hash), &ROUTE)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("jpeg.sha256"), "{e}");
     }
 }

@@ -36,6 +36,7 @@ pub mod frame;
 pub mod fsutil;
 pub mod http;
 pub mod ingest;
+pub mod ingest_status;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

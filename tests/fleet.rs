@@ -215,7 +215,13 @@ fn the_ingest_statefulset_renders_validates_and_runs_the_agents_image() {
         .arg("kustomize")
         .arg(repo().join("k3s/ingest")));
     assert!(ok, "{rendered}");
-    for kind in ["StatefulSet", "Service", "PodDisruptionBudget", "ConfigMap"] {
+    for kind in [
+        "StatefulSet",
+        "Service",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "ConfigMap",
+    ] {
         assert!(rendered.contains(&format!("kind: {kind}\n")), "no {kind}");
     }
     assert!(rendered.contains("replicas: 2\n"), "{rendered}");
@@ -253,4 +259,7 @@ fn the_ingest_statefulset_renders_validates_and_runs_the_agents_image() {
     assert!(ok, "{text}");
     let toml = std::fs::read_to_string(&cfg).unwrap();
     assert!(toml.contains("share_group = \"endo-ingest\""), "{toml}");
+    // Probed and scraped on the port its config listens on.
+    assert!(toml.contains("listen = \"0.0.0.0:9465\""), "{toml}");
+    assert!(sts.contains("containerPort: 9465") && sts.contains("path: /readyz"));
 }

@@ -618,7 +618,8 @@ fn frame_msgs(
         let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0];
         jpeg.extend(format!("frame {i} of {device} ").repeat(40).bytes());
         jpeg.extend([0xff, 0xd9]);
-        let record = serde_json::json!({"key": key, "jpeg": {"bytes": jpeg.len(),
+        let record = serde_json::json!({"key": key, "captured_at": "2026-12-03T00:00:00.000Z",
+            "jpeg": {"bytes": jpeg.len(),
             "sha256": endo_agent::score::model::sha256_hex(&jpeg), "quality": 90}})
         .to_string();
         (format!("endo/{site}/{device}/frames"), key, jpeg, record)
@@ -993,15 +994,15 @@ fn two_ingest_replicas_split_the_frames_and_a_sigkill_of_one_loses_none() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let pki = Pki::generate(&d.join("pki"));
-    let broker = Mosquitto::start(&d.join("mosquitto"), &pki, false, false);
+    let mut broker = Mosquitto::start(&d.join("mosquitto"), &pki, false, false);
     let store = Seaweed::start(&d.join("weed"), &pki);
     make_bucket(&store, &pki, d, "lake-shared");
-    let replica = |name: &str, run: &str| {
+    let replica = |broker: &Mosquitto, name: &str, run: &str| {
         let home = d.join(run);
         std::fs::create_dir_all(&home).unwrap();
         let config = format!(
-            "[ingest]\nshare_group = \"lake\"\n{}\n{}",
-            mqtt_section(&broker, &pki.ca, None)
+            "[ingest]\nshare_group = \"lake\"\nlisten = \"127.0.0.1:0\"\n{}\n{}",
+            mqtt_section(broker, &pki.ca, None)
                 .replace("[mqtt]", &format!("[mqtt]\nclient_id = \"{name}\"")),
             s3_section(&store, &pki, d, "lake-shared")
         );
@@ -1013,8 +1014,8 @@ fn two_ingest_replicas_split_the_frames_and_a_sigkill_of_one_loses_none() {
         });
         ingest
     };
-    let a = replica("ingest-0", "a");
-    let b = replica("ingest-1", "b");
+    let a = replica(&broker, "ingest-0", "a");
+    let b = replica(&broker, "ingest-1", "b");
     // Three towers' frames; both replicas take a share.
     const PER_TOWER: usize = 40;
     let towers = [("probe", "t1"), ("probe", "t2"), ("other", "t1")];
@@ -1035,7 +1036,7 @@ fn two_ingest_replicas_split_the_frames_and_a_sigkill_of_one_loses_none() {
         first.len()
     );
     // Replica 1 back, then killed while frames flow, then back again.
-    let mut b = replica("ingest-1", "b2");
+    let mut b = replica(&broker, "ingest-1", "b2");
     let second: Vec<_> = towers
         .iter()
         .flat_map(|(s, t)| frame_msgs(s, t, PER_TOWER..3 * PER_TOWER))
@@ -1048,7 +1049,7 @@ fn two_ingest_replicas_split_the_frames_and_a_sigkill_of_one_loses_none() {
         unsafe { libc::kill(b.child.id() as i32, libc::SIGKILL) };
         b.child.wait().unwrap();
     });
-    let b = replica("ingest-1", "b3");
+    let b = replica(&broker, "ingest-1", "b3");
     let all = first.len() + second.len();
     wait("every frame stored", Duration::from_secs(120), || {
         store.filer_list("lake-shared").len() >= objects(all)
@@ -1064,7 +1065,60 @@ fn two_ingest_replicas_split_the_frames_and_a_sigkill_of_one_loses_none() {
         got, want,
         "the bucket holds exactly every frame's JPEG and record"
     );
+    // Replica 0's own listener: ready, and its counters are what it reports at exit.
+    assert_eq!(a.get("/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(a.get("/healthz").0, 200);
+    let metrics = common::Metrics(a.get("/metrics").1);
+    assert!(
+        metrics.0.contains("endo_ingest_s3_put_seconds_bucket"),
+        "{}",
+        metrics.0
+    );
+    assert!(metrics.value("endo_ingest_lag_seconds") > 0.0);
+    assert_eq!(metrics.value("endo_ingest_connected"), 1.0);
+    // Every ingest metric the alert rules use is one ingest exports.
+    let rules =
+        std::fs::read_to_string(common::repo().join("k3s/base/endo-agent.rules.yml")).unwrap();
+    let used: std::collections::BTreeSet<&str> = rules
+        .match_indices("endo_ingest_")
+        .map(|(i, _)| {
+            let n = rules[i..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rules.len() - i);
+            &rules[i..i + n]
+        })
+        .collect();
+    assert!(used.len() >= 4, "{used:?}");
+    for name in &used {
+        assert!(
+            metrics.0.contains(&format!("\n{name}")),
+            "the rules use {name}, ingest does not export it"
+        );
+    }
+    // Not ready while the broker is away; ready again once it is back.
+    broker.stop();
+    wait(
+        "replica 0 to say it is not ready",
+        Duration::from_secs(30),
+        || a.get("/readyz") == (503, "not ready: not connected to the broker\n".to_string()),
+    );
+    broker.restart();
+    wait(
+        "replica 0 to be ready again",
+        Duration::from_secs(60),
+        || a.get("/readyz").0 == 200,
+    );
     let (a_stats, b_stats) = (a.stop(), b.stop());
+    let [a_messages, a_stored_total, ..] = ingest_numbers(&a_stats);
+    assert_eq!(
+        (
+            metrics.value("endo_ingest_messages_total"),
+            metrics.value("endo_ingest_stored_total"),
+            metrics.sum("endo_ingest_rejected_total", "")
+        ),
+        (a_messages as f64, a_stored_total as f64, 0.0),
+        "replica 0's metrics against its stats: {a_stats}"
+    );
     let [.., a_rejected, _] = ingest_numbers(&a_stats);
     let [.., b_rejected, _] = ingest_numbers(&b_stats);
     assert_eq!((a_rejected, b_rejected), (0, 0), "{a_stats} / {b_stats}");

@@ -128,6 +128,9 @@ pub struct IngestConfig {
     /// subscription, every ingest gets every frame. Each replica needs its own
     /// `mqtt.client_id` (or `ENDO_INGEST_CLIENT_ID`): its session holds what it was sent.
     pub share_group: String,
+    /// Address for ingest's `/metrics`, `/healthz` and `/readyz` (e.g. 0.0.0.0:9465; port
+    /// 0 picks a free one, logged); empty = none. No token: nothing there changes state.
+    pub listen: String,
 }
 
 impl Default for MqttConfig {

@@ -176,6 +176,9 @@ fn invalid_values_name_the_key() {
         assert!(e.to_string().contains("ingest.share_group"), "{g}: {e}");
     }
     assert!(parse("[ingest]\nshare_group = \"endo-ingest\"\n").is_ok());
+    let e = parse("[ingest]\nlisten = \"localhost\"\n").unwrap_err();
+    assert!(e.to_string().contains("ingest.listen"), "{e}");
+    assert!(parse("[ingest]\nlisten = \"0.0.0.0:9465\"\n").is_ok());
 }
 
 #[test]

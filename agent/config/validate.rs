@@ -433,6 +433,17 @@ impl Config {
                 ),
             );
         }
+        let l = &self.ingest.listen;
+        if !l.is_empty() && l.parse::<std::net::SocketAddr>().is_err() {
+            return invalid(
+                path,
+                "ingest.listen",
+                format!(
+                    "{:?} is not an address like 0.0.0.0:9465 (empty: no listener)",
+                    crate::clip(l)
+                ),
+            );
+        }
         Ok(())
     }
 

@@ -205,6 +205,24 @@ impl Ingest {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// GET `path` from its `[ingest] listen` address (read from its log): (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let log = self.log_text();
+        let addr = log
+            .lines()
+            .find_map(|l| l.split("ingest metrics and health on http://").nth(1))
+            .unwrap_or_else(|| panic!("no listener in the log:\n{log}"))
+            .trim();
+        let url = format!("http://{addr}{path}");
+        match super::http_client().get(&url).call() {
+            Ok(mut r) => (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            ),
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
+
     /// SIGTERM; returns its final stats line.
     pub fn stop(mut self) -> String {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
