@@ -290,12 +290,7 @@ fn listen(
 /// Run until `stop` is set. Connection problems are retried forever with backoff.
 pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
     let client_id = client_id(cfg, std::env::var("ENDO_INGEST_CLIENT_ID").ok())?;
-    let mut opts = mqtt_options(&cfg.mqtt, &client_id)?;
-    // A persistent session: frames published while ingest is away wait at the broker.
-    opts.set_clean_start(false);
-    opts.set_session_expiry_interval(Some(7 * 24 * 3600));
-    opts.set_manual_acks(true);
-    opts.set_receive_maximum(Some(RECEIVE_MAXIMUM));
+    let opts = session_options(cfg, &client_id)?;
     let store = S3Client::new(&cfg.s3)?;
     let filter = frames_filter(&cfg.mqtt.topic_prefix, &cfg.ingest.share_group);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -319,26 +314,11 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
     let prometheus = crate::metrics::install();
     crate::ingest_status::init();
     let listener = listen(&cfg.ingest.listen, &rt)?;
-    let writer = {
-        let client = client.clone();
-        let stop = stop.clone();
-        let connection = connection.clone();
-        let health = health.clone();
-        std::thread::Builder::new()
-            .name("ingest-store".into())
-            .spawn(move || {
-                let route = Route {
-                    topic_prefix: &route.0,
-                    key_prefix: &route.1,
-                };
-                let acks = Acks { client, connection };
-                store_loop(store, &route, rx, acks, stop, &health)
-            })
-            .map_err(|e| SinkError::Setup {
-                sink: "s3",
-                detail: format!("thread: {e}"),
-            })?
+    let acks = Acks {
+        client: client.clone(),
+        connection: connection.clone(),
     };
+    let writer = spawn_writer(store, route, rx, acks, stop.clone(), health.clone())?;
     let mut received = 0u64;
     tracing::info!(host = %cfg.mqtt.host, port = cfg.mqtt.port, %client_id, %filter, "ingest starting");
     // A session that subscribed plainly before the group was set would get every frame
@@ -352,12 +332,8 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
         if let Some(listener) = listener {
             let app = crate::ingest_status::router(prometheus, health.clone());
             let stop = stop.clone();
-            tokio::spawn(crate::http::serve(
-                listener,
-                app,
-                async move { stop.stopped().await },
-                None,
-            ));
+            let until = async move { stop.stopped().await };
+            tokio::spawn(crate::http::serve(listener, app, until, None));
         }
         let link = Link {
             client: &client,
@@ -376,6 +352,41 @@ pub fn run(cfg: &Config, stop: Shutdown) -> Result<IngestStats, SinkError> {
     let mut stats = writer.join().expect("ingest writer panicked");
     stats.received = received;
     Ok(stats)
+}
+
+/// A persistent session (frames published while ingest is away wait at the broker),
+/// acknowledged by hand, at most [`RECEIVE_MAXIMUM`] unacknowledged at once.
+fn session_options(cfg: &Config, client_id: &str) -> Result<rumqttc::v5::MqttOptions, SinkError> {
+    let mut opts = mqtt_options(&cfg.mqtt, client_id)?;
+    opts.set_clean_start(false);
+    opts.set_session_expiry_interval(Some(7 * 24 * 3600));
+    opts.set_manual_acks(true);
+    opts.set_receive_maximum(Some(RECEIVE_MAXIMUM));
+    Ok(opts)
+}
+
+/// The store writer's thread ([`store_loop`]); `route` = (topic prefix, key prefix).
+fn spawn_writer(
+    store: S3Client,
+    route: (String, String),
+    rx: Receiver<Received>,
+    acks: Acks,
+    stop: Shutdown,
+    health: Arc<Health>,
+) -> Result<std::thread::JoinHandle<IngestStats>, SinkError> {
+    std::thread::Builder::new()
+        .name("ingest-store".into())
+        .spawn(move || {
+            let route = Route {
+                topic_prefix: &route.0,
+                key_prefix: &route.1,
+            };
+            store_loop(store, &route, rx, acks, stop, &health)
+        })
+        .map_err(|e| SinkError::Setup {
+            sink: "s3",
+            detail: format!("thread: {e}"),
+        })
 }
 
 /// Ingest's side of the broker connection.

@@ -1076,9 +1076,10 @@ fn two_ingest_replicas_split_the_frames_and_a_sigkill_of_one_loses_none() {
     );
     assert!(metrics.value("endo_ingest_lag_seconds") > 0.0);
     assert_eq!(metrics.value("endo_ingest_connected"), 1.0);
-    // Every ingest metric the alert rules use is one ingest exports.
-    let rules =
-        std::fs::read_to_string(common::repo().join("k3s/base/endo-agent.rules.yml")).unwrap();
+    // Every ingest metric the alert rules and the dashboard use is one ingest exports.
+    let k3s = common::repo().join("k3s/base");
+    let rules = std::fs::read_to_string(k3s.join("endo-agent.rules.yml")).unwrap()
+        + &std::fs::read_to_string(k3s.join("dashboards/endo-agent-fleet.json")).unwrap();
     let used: std::collections::BTreeSet<&str> = rules
         .match_indices("endo_ingest_")
         .map(|(i, _)| {
@@ -1088,11 +1089,11 @@ fn two_ingest_replicas_split_the_frames_and_a_sigkill_of_one_loses_none() {
             &rules[i..i + n]
         })
         .collect();
-    assert!(used.len() >= 4, "{used:?}");
+    assert!(used.len() >= 7, "{used:?}");
     for name in &used {
         assert!(
             metrics.0.contains(&format!("\n{name}")),
-            "the rules use {name}, ingest does not export it"
+            "the rules or the dashboard use {name}, ingest does not export it"
         );
     }
     // Not ready while the broker is away; ready again once it is back.
