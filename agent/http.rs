@@ -410,18 +410,28 @@ impl IntoResponse for OperatorError {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    metrics_page(&s.prometheus)
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    readiness(s.status.not_ready_reason())
+}
+
+/// `/metrics`: the recorder's text exposition (the agent's and ingest's listeners).
+pub fn metrics_page(prometheus: &metrics_exporter_prometheus::PrometheusHandle) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.prometheus.render(),
+        prometheus.render(),
     )
         .into_response()
 }
 
-async fn readyz(State(s): State<AppState>) -> Response {
-    match s.status.not_ready_reason() {
+/// `/readyz`: 200 "ready", or 503 "not ready: {why}".
+pub fn readiness(not_ready: Option<&str>) -> Response {
+    match not_ready {
         None => (StatusCode::OK, "ready\n").into_response(),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,

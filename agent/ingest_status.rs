@@ -16,8 +16,7 @@
 //! | `connected` | gauge | 1 while connected to the broker and subscribed |
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use metrics::{describe_counter, describe_gauge, describe_histogram};
@@ -121,25 +120,11 @@ pub fn router(prometheus: PrometheusHandle, health: Arc<Health>) -> Router {
 }
 
 async fn metrics_page(State(s): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.prometheus.render(),
-    )
-        .into_response()
+    crate::http::metrics_page(&s.prometheus)
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    match s.health.not_ready_reason() {
-        None => (StatusCode::OK, "ready\n").into_response(),
-        Some(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
-    }
+    crate::http::readiness(s.health.not_ready_reason())
 }
 
 #[cfg(test)]

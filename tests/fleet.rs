@@ -68,39 +68,60 @@ fn the_prometheus_rule_resource_carries_exactly_the_rules_file() {
     );
 }
 
+/// `kubectl kustomize` of `dir`, holding every one of `kinds`, and passing
+/// `kubernetes-validate --strict` (Kubernetes 1.32) with `resource` (kind/name) named as
+/// passed; returns the rendered YAML.
+fn rendered_and_valid(dir: &str, kinds: &[&str], resource: &str) -> String {
+    let (ok, rendered) = run(Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo().join(dir)));
+    assert!(ok, "{dir}: {rendered}");
+    for kind in kinds {
+        assert!(
+            rendered.contains(&format!("kind: {kind}\n")),
+            "{dir}: no {kind}"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("rendered.yaml");
+    std::fs::write(&f, &rendered).unwrap();
+    let (ok, text) = run(Command::new(tool("kubernetes-validate"))
+        .args(["-k", "1.32.0", "--strict"])
+        .arg(&f));
+    assert!(ok, "{dir}:\n{text}");
+    assert!(
+        text.contains(&format!("passed for resource {resource}")),
+        "{dir}: {text}"
+    );
+    rendered
+}
+
+/// The `image:` of a manifest in the repository, and the manifest's text.
+fn manifest_image(path: &str) -> (String, String) {
+    let text = std::fs::read_to_string(repo().join(path)).unwrap();
+    let image = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("image: "))
+        .unwrap_or_else(|| panic!("{path}: no image line"))
+        .to_string();
+    (image, text)
+}
+
 #[test]
 fn the_rendered_k3s_manifests_validate() {
     let dir = tempfile::tempdir().unwrap();
     for overlay in ["k3s/base", "k3s/overlays/example"] {
-        let (ok, rendered) = run(Command::new("kubectl")
-            .arg("kustomize")
-            .arg(repo().join(overlay)));
-        assert!(ok, "{overlay}: {rendered}");
-        for kind in [
+        let kinds = [
             "DaemonSet",
             "Service",
             "ServiceMonitor",
             "PrometheusRule",
             "ConfigMap",
-        ] {
-            assert!(
-                rendered.contains(&format!("kind: {kind}\n")),
-                "{overlay}: no {kind}"
-            );
-        }
+        ];
+        let rendered = rendered_and_valid(overlay, &kinds, "daemonset/endo-agent");
         assert!(
             rendered.contains("grafana_dashboard: \"1\""),
             "dashboard ConfigMap label"
-        );
-        let f = dir.path().join("rendered.yaml");
-        std::fs::write(&f, &rendered).unwrap();
-        let (ok, text) = run(Command::new(tool("kubernetes-validate"))
-            .args(["-k", "1.32.0", "--strict"])
-            .arg(&f));
-        assert!(ok, "{overlay}:\n{text}");
-        assert!(
-            text.contains("passed for resource daemonset/endo-agent"),
-            "{text}"
         );
     }
     // The validator does refuse a broken manifest (so a pass above means something).
@@ -178,11 +199,7 @@ fn every_metric_in_the_alerts_and_the_dashboard_is_exported_by_the_agent() {
 fn the_daemonset_runs_the_image_the_script_builds_as_its_user() {
     // scripts/image.sh tags localhost/endo-agent:VERSION (pushed as REGISTRY/endo-agent:
     // VERSION), and the Containerfile's user is the one the pod's securityContext names.
-    let ds = std::fs::read_to_string(repo().join("k3s/base/daemonset.yaml")).unwrap();
-    let image = ds
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("image: "))
-        .expect("an image line");
+    let (image, ds) = manifest_image("k3s/base/daemonset.yaml");
     let version = env!("CARGO_PKG_VERSION");
     assert!(
         image.ends_with(&format!("/endo-agent:{version}")),
@@ -211,45 +228,21 @@ fn the_daemonset_runs_the_image_the_script_builds_as_its_user() {
 fn the_ingest_statefulset_renders_validates_and_runs_the_agents_image() {
     // Issue 15: the cloud end of the MQTT route, two replicas on one shared subscription,
     // each under its pod's stable name.
-    let (ok, rendered) = run(Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo().join("k3s/ingest")));
-    assert!(ok, "{rendered}");
-    for kind in [
+    let kinds = [
         "StatefulSet",
         "Service",
         "PodDisruptionBudget",
         "ServiceMonitor",
         "ConfigMap",
-    ] {
-        assert!(rendered.contains(&format!("kind: {kind}\n")), "no {kind}");
-    }
+    ];
+    let rendered = rendered_and_valid("k3s/ingest", &kinds, "statefulset/endo-ingest");
     assert!(rendered.contains("replicas: 2\n"), "{rendered}");
     assert!(
         rendered.contains("- name: ENDO_INGEST_CLIENT_ID\n          valueFrom:\n            fieldRef:\n              fieldPath: metadata.name"),
         "each replica's client id is its pod name:\n{rendered}"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("ingest.yaml");
-    std::fs::write(&f, &rendered).unwrap();
-    let (ok, text) = run(Command::new(tool("kubernetes-validate"))
-        .args(["-k", "1.32.0", "--strict"])
-        .arg(&f));
-    assert!(ok, "{text}");
-    assert!(
-        text.contains("passed for resource statefulset/endo-ingest"),
-        "{text}"
-    );
-    let image = |path: &str| {
-        let text = std::fs::read_to_string(repo().join(path)).unwrap();
-        let image = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("image: "))
-            .map(str::to_string);
-        (image.expect("an image line"), text)
-    };
-    let (ingest_image, sts) = image("k3s/ingest/statefulset.yaml");
-    assert_eq!(ingest_image, image("k3s/base/daemonset.yaml").0);
+    let (ingest_image, sts) = manifest_image("k3s/ingest/statefulset.yaml");
+    assert_eq!(ingest_image, manifest_image("k3s/base/daemonset.yaml").0);
     assert!(sts.contains("readOnlyRootFilesystem: true") && sts.contains("runAsUser: 10001\n"));
     // Its config is valid, and shares the frames.
     let cfg = repo().join("k3s/ingest/ingest.toml");
