@@ -4,6 +4,12 @@
 //! them through [`I420View`], which carries strides so that padded rows from real
 //! capture cards are respected. [`I420Image`] is the owned form used by the phantom
 //! generator, the offline `score` command and tests.
+//!
+//! Both carry the frame's [`Colour`]: how its YCbCr codes map to RGB, from the caps'
+//! colorimetry (matrix BT.601, BT.709 or BT.2020; limited 16–235 or full 0–255 range).
+//! Every conversion to RGB — the datalake JPEG, the web preview, the model's input —
+//! honours it: GStreamer marks HD raw video BT.709, and `jpegdec` (MJPEG capture cards)
+//! hands out full-range BT.601, so one fixed matrix gets exactly those sources wrong.
 
 /// A rectangle in pixel coordinates (x, y = top-left corner).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,6 +72,133 @@ impl Rect {
     }
 }
 
+/// The YCbCr → RGB matrix of a frame (ITU-R BT.601, BT.709 or BT.2020 luma weights).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Matrix {
+    #[default]
+    Bt601,
+    Bt709,
+    Bt2020,
+}
+
+impl Matrix {
+    /// The luma weights (Kr, Kb).
+    fn weights(self) -> (f64, f64) {
+        match self {
+            Matrix::Bt601 => (0.299, 0.114),
+            Matrix::Bt709 => (0.2126, 0.0722),
+            Matrix::Bt2020 => (0.2627, 0.0593),
+        }
+    }
+}
+
+/// How a frame's codes map to RGB: its matrix and whether it uses the full 0–255 range
+/// (JPEG, `jpegdec`) or the limited one (luma 16–235, chroma 16–240: broadcast video).
+/// The default, BT.601 limited range, is what [`rgb_to_yuv`] produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Colour {
+    pub matrix: Matrix,
+    pub full_range: bool,
+}
+
+impl Colour {
+    pub const BT601: Colour = Colour {
+        matrix: Matrix::Bt601,
+        full_range: false,
+    };
+
+    /// Fixed-point conversion coefficients (see [`RgbCoeffs`]).
+    pub fn coeffs(self) -> RgbCoeffs {
+        let (kr, kb) = self.matrix.weights();
+        let kg = 1.0 - kr - kb;
+        let (ys, cs, y0) = if self.full_range {
+            (1.0, 1.0, 0)
+        } else {
+            (255.0 / 219.0, 255.0 / 224.0, 16)
+        };
+        let f = |x: f64| (x * (1 << RgbCoeffs::SHIFT) as f64).round() as i32;
+        RgbCoeffs {
+            y0,
+            y: f(ys),
+            r_v: f(cs * 2.0 * (1.0 - kr)),
+            g_u: f(cs * 2.0 * kb * (1.0 - kb) / kg),
+            g_v: f(cs * 2.0 * kr * (1.0 - kr) / kg),
+            b_u: f(cs * 2.0 * (1.0 - kb)),
+        }
+    }
+
+    /// Luma code `y` of this range as a limited-range code (16 black, 235 white), the
+    /// scale the classical measures and their thresholds use.
+    pub fn limited_luma(self, y: f32) -> f32 {
+        if self.full_range {
+            16.0 + y * (219.0 / 255.0)
+        } else {
+            y
+        }
+    }
+
+    /// The inverse of [`Colour::limited_luma`]: a limited-range luma level in this range.
+    pub fn luma_level(self, limited: u8) -> u8 {
+        if self.full_range {
+            ((limited as f32 - 16.0) * (255.0 / 219.0))
+                .round()
+                .clamp(0.0, 255.0) as u8
+        } else {
+            limited
+        }
+    }
+
+    /// Scale of a luma difference (or σ) of this range in limited-range codes.
+    pub fn luma_scale(self) -> f32 {
+        if self.full_range {
+            219.0 / 255.0
+        } else {
+            1.0
+        }
+    }
+
+    /// Scale of a chroma difference of this range in limited-range codes.
+    pub fn chroma_scale(self) -> f32 {
+        if self.full_range {
+            224.0 / 255.0
+        } else {
+            1.0
+        }
+    }
+}
+
+/// YCbCr → RGB in fixed point for one [`Colour`]: R = y·(Y − y0) + r_v·(V − 128),
+/// G = y·(Y − y0) − g_u·(U − 128) − g_v·(V − 128), B = y·(Y − y0) + b_u·(U − 128), each
+/// scaled by 2^SHIFT, rounded and clamped. Computed once per frame, not per pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RgbCoeffs {
+    y0: i32,
+    y: i32,
+    r_v: i32,
+    g_u: i32,
+    g_v: i32,
+    b_u: i32,
+}
+
+impl RgbCoeffs {
+    const SHIFT: u32 = 14;
+
+    #[inline]
+    pub fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
+        let c = (y as i32 - self.y0) * self.y + (1 << (Self::SHIFT - 1));
+        let (d, e) = (u as i32 - 128, v as i32 - 128);
+        let r = (c + self.r_v * e) >> Self::SHIFT;
+        let g = (c - self.g_u * d - self.g_v * e) >> Self::SHIFT;
+        let b = (c + self.b_u * d) >> Self::SHIFT;
+        [
+            r.clamp(0, 255) as u8,
+            g.clamp(0, 255) as u8,
+            b.clamp(0, 255) as u8,
+        ]
+    }
+}
+
 /// A borrowed I420 frame. Plane slices start at the first pixel of the frame.
 #[derive(Clone, Copy)]
 pub struct I420View<'a> {
@@ -76,6 +209,8 @@ pub struct I420View<'a> {
     pub v: &'a [u8],
     pub y_stride: usize,
     pub uv_stride: usize,
+    /// How the codes map to RGB (the caps' colorimetry).
+    pub colour: Colour,
 }
 
 impl<'a> I420View<'a> {
@@ -121,11 +256,13 @@ impl<'a> I420View<'a> {
             v: &self.v[co..],
             y_stride: self.y_stride,
             uv_stride: self.uv_stride,
+            colour: self.colour,
         }
     }
-    /// Copy into an owned, tightly packed image.
+    /// Copy into an owned, tightly packed image (keeping its colour).
     pub fn to_owned_image(&self) -> I420Image {
         let mut img = I420Image::new(self.width, self.height);
+        img.colour = self.colour;
         let cw = self.width.div_ceil(2) as usize;
         for r in 0..self.height {
             let w = self.width as usize;
@@ -139,10 +276,11 @@ impl<'a> I420View<'a> {
         img
     }
 
-    /// Convert to packed RGB8 (BT.601 limited range, as GStreamer's default for SD/HD raw I420
-    /// from capture cards and `videotestsrc`).
+    /// Convert to packed RGB8 with the frame's own [`Colour`] (chroma of each 2 × 2 block
+    /// shared by its four pixels).
     pub fn to_rgb(&self) -> Vec<u8> {
         let (w, h) = (self.width as usize, self.height as usize);
+        let k = self.colour.coeffs();
         let mut out = vec![0u8; w * h * 3];
         for row in 0..h {
             let yr = self.y_row(row as u32);
@@ -150,7 +288,7 @@ impl<'a> I420View<'a> {
             let vr = self.v_row(row as u32 / 2);
             let o = &mut out[row * w * 3..(row + 1) * w * 3];
             for x in 0..w {
-                let [r, g, b] = yuv_to_rgb(yr[x], ur[x / 2], vr[x / 2]);
+                let [r, g, b] = k.rgb(yr[x], ur[x / 2], vr[x / 2]);
                 o[x * 3] = r;
                 o[x * 3 + 1] = g;
                 o[x * 3 + 2] = b;
@@ -160,21 +298,15 @@ impl<'a> I420View<'a> {
     }
 }
 
-/// BT.601 limited-range YCbCr → RGB, integer arithmetic.
+/// BT.601 limited-range YCbCr → RGB (the inverse of [`rgb_to_yuv`]). Frames of other
+/// colorimetry convert with their own [`Colour::coeffs`].
 #[inline]
 pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
-    let c = (y as i32 - 16).max(0) * 298;
-    let d = u as i32 - 128;
-    let e = v as i32 - 128;
-    let r = (c + 409 * e + 128) >> 8;
-    let g = (c - 100 * d - 208 * e + 128) >> 8;
-    let b = (c + 516 * d + 128) >> 8;
-    [
-        r.clamp(0, 255) as u8,
-        g.clamp(0, 255) as u8,
-        b.clamp(0, 255) as u8,
-    ]
+    BT601_COEFFS.rgb(y, u, v)
 }
+
+static BT601_COEFFS: std::sync::LazyLock<RgbCoeffs> =
+    std::sync::LazyLock::new(|| Colour::BT601.coeffs());
 
 /// RGB → BT.601 limited-range YCbCr, integer arithmetic.
 #[inline]
@@ -198,6 +330,8 @@ pub struct I420Image {
     pub y: Vec<u8>,
     pub u: Vec<u8>,
     pub v: Vec<u8>,
+    /// BT.601 limited range unless set otherwise ([`I420Image::from_rgb`] produces that).
+    pub colour: Colour,
 }
 
 impl I420Image {
@@ -211,6 +345,7 @@ impl I420Image {
             y: vec![16; w * h],
             u: vec![128; c],
             v: vec![128; c],
+            colour: Colour::BT601,
         }
     }
     pub fn view(&self) -> I420View<'_> {
@@ -222,6 +357,7 @@ impl I420Image {
             v: &self.v,
             y_stride: self.width as usize,
             uv_stride: self.width.div_ceil(2) as usize,
+            colour: self.colour,
         }
     }
     /// Convert packed RGB8 to I420 (chroma averaged over 2×2 blocks).
@@ -276,6 +412,49 @@ mod tests {
             assert!((g as i32 - g2 as i32).abs() <= 3, "{g} {g2}");
             assert!((b as i32 - b2 as i32).abs() <= 3, "{b} {b2}");
         }
+    }
+
+    #[test]
+    fn each_colour_converts_by_its_standard() {
+        let near = |got: [u8; 3], want: [f64; 3]| {
+            got.iter()
+                .zip(want)
+                .all(|(&g, w)| (g as f64 - w.clamp(0.0, 255.0)).abs() <= 0.6)
+        };
+        // Y 200, Cb 110, Cr 106 by each standard's equations.
+        let cases = [
+            (Colour::BT601, [179.14, 239.19, 177.94]),
+            (
+                Colour {
+                    matrix: Matrix::Bt709,
+                    full_range: false,
+                },
+                [174.81, 229.81, 176.23],
+            ),
+            (
+                Colour {
+                    matrix: Matrix::Bt601,
+                    full_range: true,
+                },
+                [169.16, 221.91, 168.10],
+            ),
+        ];
+        for (c, want) in cases {
+            let got = c.coeffs().rgb(200, 110, 106);
+            assert!(near(got, want), "{c:?}: {got:?} vs {want:?}");
+        }
+        // Black and white of each range.
+        let full = Colour {
+            matrix: Matrix::Bt709,
+            full_range: true,
+        };
+        assert_eq!(full.coeffs().rgb(0, 128, 128), [0, 0, 0]);
+        assert_eq!(full.coeffs().rgb(255, 128, 128), [255, 255, 255]);
+        assert_eq!(Colour::BT601.coeffs().rgb(16, 128, 128), [0, 0, 0]);
+        assert_eq!(Colour::BT601.coeffs().rgb(235, 128, 128), [255, 255, 255]);
+        assert_eq!(full.luma_level(16), 0);
+        assert_eq!(full.luma_level(235), 255);
+        assert!((full.limited_luma(255.0) - 235.0).abs() < 1e-3);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
 use crate::config::{Config, OnEos, SourceKind};
-use crate::frame::I420View;
+use crate::frame::{Colour, I420View, Matrix};
 use crate::overlay::{self, OverlayState};
 use crate::phantom::{self, Phantom};
 use crate::shutdown::Shutdown;
@@ -87,6 +87,7 @@ impl CapturedFrame {
         gst::init().map_err(|e| fail(&e))?;
         let info =
             gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, img.width, img.height)
+                .colorimetry(&colorimetry(img.colour))
                 .build()
                 .map_err(|e| fail(&e))?;
         let mut data = vec![0u8; info.size()];
@@ -115,9 +116,30 @@ impl CapturedFrame {
         })
     }
 
+    /// The frame of an appsink buffer with the caps' `info` (format I420), which arrived
+    /// at `arrived`; None when it does not map as such.
+    pub fn from_buffer(
+        buffer: gst::Buffer,
+        info: &gst_video::VideoInfo,
+        arrived: Instant,
+    ) -> Option<CapturedFrame> {
+        let pts_ns = buffer.pts().map(|t| t.nseconds());
+        // GST_BUFFER_OFFSET_NONE is u64::MAX.
+        let offset = Some(buffer.offset()).filter(|o| *o != u64::MAX);
+        let frame = gst_video::VideoFrame::from_buffer_readable(buffer, info).ok()?;
+        Some(CapturedFrame {
+            frame,
+            pts_ns,
+            offset,
+            arrived,
+            captured_at: Utc::now(),
+        })
+    }
+
     pub fn view(&self) -> I420View<'_> {
         let strides = self.frame.plane_stride();
         I420View {
+            colour: colour(&self.frame.info().colorimetry()),
             width: self.frame.width(),
             height: self.frame.height(),
             y: self.frame.plane_data(0).expect("I420 has plane 0"),
@@ -127,6 +149,38 @@ impl CapturedFrame {
             uv_stride: strides[1] as usize,
         }
     }
+}
+
+/// The frame colour GStreamer's colorimetry describes. Matrices the agent does not know
+/// (FCC, SMPTE 240M, unknown) convert as BT.601; an unknown range as limited, the
+/// default of raw video (`jpegdec` and full-range cards say so in their caps).
+pub fn colour(c: &gst_video::VideoColorimetry) -> Colour {
+    use gst_video::VideoColorMatrix as M;
+    Colour {
+        matrix: match c.matrix() {
+            M::Bt709 => Matrix::Bt709,
+            M::Bt2020 => Matrix::Bt2020,
+            _ => Matrix::Bt601,
+        },
+        full_range: c.range() == gst_video::VideoColorRange::Range0_255,
+    }
+}
+
+/// The GStreamer colorimetry of a frame colour (transfer and primaries of the matrix's
+/// standard; the agent reads only the matrix and the range).
+pub fn colorimetry(c: Colour) -> gst_video::VideoColorimetry {
+    use gst_video::{VideoColorMatrix as M, VideoColorPrimaries as P, VideoTransferFunction as T};
+    let (matrix, transfer, primaries) = match c.matrix {
+        Matrix::Bt601 => (M::Bt601, T::Bt709, P::Smpte170m),
+        Matrix::Bt709 => (M::Bt709, T::Bt709, P::Bt709),
+        Matrix::Bt2020 => (M::Bt2020, T::Bt202012, P::Bt2020),
+    };
+    let range = if c.full_range {
+        gst_video::VideoColorRange::Range0_255
+    } else {
+        gst_video::VideoColorRange::Range16_235
+    };
+    gst_video::VideoColorimetry::new(range, matrix, transfer, primaries)
 }
 
 /// Counters shared between the streaming thread, the supervisor and the HTTP server.
@@ -324,19 +378,9 @@ fn attach_sink(
                     }
                 }
                 let info = &info_cache.as_ref().expect("set above").1;
-                let pts_ns = buffer.pts().map(|t| t.nseconds());
-                // GST_BUFFER_OFFSET_NONE is u64::MAX.
-                let offset = Some(buffer.offset()).filter(|o| *o != u64::MAX);
-                let Ok(frame) = gst_video::VideoFrame::from_buffer_readable(buffer, info) else {
+                let Some(item) = CapturedFrame::from_buffer(buffer, info, arrived) else {
                     map_failed.increment(1);
                     return Ok(gst::FlowSuccess::Ok);
-                };
-                let item = CapturedFrame {
-                    frame,
-                    pts_ns,
-                    offset,
-                    arrived,
-                    captured_at: Utc::now(),
                 };
                 hand_off(&tx, &rx, item, &scorer_busy)
             })

@@ -36,6 +36,10 @@
 //!   no 8-pixel grid reads ≈ 1. Phase-free, so the crop's offset does not matter.
 //!   noise = the larger of the two ramps: both are texture that is not the mucosa's.
 //!
+//! Luma levels, σ and chroma are in limited-range codes (black 16, white 235) whatever the
+//! source's range: a full-range frame's are converted ([`crate::frame::Colour`]), so one set
+//! of thresholds fits every capture card.
+//!
 //! Each measure maps to an artifact value in 0..1 by two configured points (`scoring.*` in
 //! the config): focus and the outside cast by a linear ramp (0 at one point, 1 at the
 //! other), exposure, glare and noise by a [`soft`] curve (0 at the first, 0.5 at the
@@ -93,8 +97,19 @@ pub fn measure(crop: &I420View, fov: &Fov, cfg: &ScoringConfig) -> Measures {
         isotropy,
         ..Measures::default()
     };
-    exposure(crop, fov, cfg.dark_level, cfg.clip_level, &mut m);
-    m.noise_sigma = noise_sigma(crop, fov);
+    let c = crop.colour;
+    exposure(
+        crop,
+        fov,
+        c.luma_level(cfg.dark_level),
+        c.luma_level(cfg.clip_level),
+        &mut m,
+    );
+    // Reported in limited-range codes whatever the source's range, so that one set of
+    // thresholds fits every capture card.
+    m.mean_luma = c.limited_luma(m.mean_luma);
+    m.cast *= c.chroma_scale();
+    m.noise_sigma = noise_sigma(crop, fov) * c.luma_scale();
     m.blockiness = blockiness(crop, fov);
     m
 }
@@ -141,7 +156,7 @@ pub fn noise_sigma(crop: &I420View, fov: &Fov) -> f32 {
         if count[i] == 0 {
             continue;
         }
-        let mean = luma[i] as f32 / count[i] as f32;
+        let mean = crop.colour.limited_luma(luma[i] as f32 / count[i] as f32);
         // Dark and clipped blocks hide noise (clipping flattens it): not flat mucosa.
         if (24.0..230.0).contains(&mean) {
             v[n] = energy[i] as f32 / count[i] as f32 / 36.0;
@@ -280,6 +295,8 @@ const EXPOSURE_STEP: u32 = 3;
 /// (about 90 000 samples at 1080p: fractions to well under 1 %).
 fn exposure(crop: &I420View, fov: &Fov, dark_level: u8, clip_level: u8, m: &mut Measures) {
     let (mut n, mut sum, mut dark, mut clipped, mut spec) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    // Colourless: |Cb − 128| + |Cr − 128| ≤ 16 limited-range codes.
+    let grey = (16.0 / crop.colour.chroma_scale()).round() as i32;
     let (mut cb, mut cr) = (0i64, 0i64);
     let mut r = 0;
     while r < crop.height {
@@ -296,7 +313,7 @@ fn exposure(crop: &I420View, fov: &Fov, dark_level: u8, clip_level: u8, m: &mut 
             dark += (y < dark_level) as u64;
             let clip = y >= clip_level;
             clipped += clip as u64;
-            spec += (clip && (u - 128).abs() + (v - 128).abs() <= 16) as u64;
+            spec += (clip && (u - 128).abs() + (v - 128).abs() <= grey) as u64;
             cb += u as i64;
             cr += v as i64;
             x += EXPOSURE_STEP;
@@ -606,5 +623,74 @@ mod tests {
             let a = artifacts(&m, &cfg, None)[k.index()];
             assert!((a - sev).abs() < 0.06, "{what}: {a} vs severity {sev}");
         }
+    }
+
+    #[test]
+    fn a_full_range_frame_measures_as_its_limited_range_twin() {
+        // The same picture from a card that sends full-range codes (jpegdec, many UVC
+        // cards): the measures are reported in limited-range codes, so they match.
+        let (w, h) = (320u32, 320u32);
+        let mut limited = smooth_plus_noise(w, h, 6.0);
+        for (i, v) in limited.u.iter_mut().enumerate() {
+            *v = 110 + (i % 7) as u8;
+        }
+        for (i, v) in limited.v.iter_mut().enumerate() {
+            *v = 150 + (i % 5) as u8;
+        }
+        // A glare blob, colourless and clipped, and a dark corner.
+        for y in 100..140 {
+            for x in 100..140 {
+                limited.y[(y * w + x) as usize] = 240;
+                limited.u[((y / 2) * (w / 2) + x / 2) as usize] = 128;
+                limited.v[((y / 2) * (w / 2) + x / 2) as usize] = 128;
+            }
+        }
+        for y in 0..60 {
+            for x in 0..60 {
+                limited.y[(y * w + x) as usize] = 20;
+            }
+        }
+        let mut full = limited.clone();
+        full.colour.full_range = true;
+        let luma = |y: u8| {
+            ((y as f32 - 16.0) * 255.0 / 219.0)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        };
+        let chroma = |c: u8| (128.0 + (c as f32 - 128.0) * 255.0 / 224.0).round() as u8;
+        full.y.iter_mut().for_each(|v| *v = luma(*v));
+        full.u.iter_mut().for_each(|v| *v = chroma(*v));
+        full.v.iter_mut().for_each(|v| *v = chroma(*v));
+        let f = fov(w, h);
+        let (a, b) = (
+            measure(&limited.view(), &f, &cfg(1)),
+            measure(&full.view(), &f, &cfg(1)),
+        );
+        let close = |x: f32, y: f32, tol: f32| (x - y).abs() <= tol;
+        assert!(close(a.mean_luma, b.mean_luma, 0.5), "{a:?}\n{b:?}");
+        assert!(close(a.cast, b.cast, 0.5), "{a:?}\n{b:?}");
+        assert!(
+            close(a.noise_sigma, b.noise_sigma, 0.1 * a.noise_sigma),
+            "{a:?}\n{b:?}"
+        );
+        assert!(
+            close(a.dark_fraction, b.dark_fraction, 0.002),
+            "{a:?}\n{b:?}"
+        );
+        assert!(
+            close(a.clipped_fraction, b.clipped_fraction, 0.002),
+            "{a:?}\n{b:?}"
+        );
+        assert!(a.specular_fraction > 0.01, "{a:?}");
+        assert!(
+            close(a.specular_fraction, b.specular_fraction, 0.002),
+            "{a:?}\n{b:?}"
+        );
+        assert!(close(a.sharpness, b.sharpness, 0.01), "{a:?}\n{b:?}");
+        // Read as limited range, the full-range frame has 16 % more contrast and noise.
+        let mut misread = full.clone();
+        misread.colour.full_range = false;
+        let c = measure(&misread.view(), &f, &cfg(1));
+        assert!(c.noise_sigma > 1.1 * a.noise_sigma, "{c:?}");
     }
 }

@@ -15,7 +15,7 @@
 
 use fast_image_resize as fr;
 
-use crate::frame::{yuv_to_rgb, I420View, Rect};
+use crate::frame::{Colour, I420View, Rect};
 use crate::score::model::{DetailSpec, InputSpec, Layout};
 
 pub struct Preprocessor {
@@ -69,7 +69,7 @@ impl Preprocessor {
                 .resize(&src, dst, &opts(r))
                 .expect("crop lies inside the frame and pixel types match");
         }
-        self.normalise();
+        self.normalise(frame.colour);
         if let Some(d) = &self.spec.detail {
             let (h, w) = self.spec.size();
             let n = (w * h) as usize;
@@ -87,15 +87,17 @@ impl Preprocessor {
         );
     }
 
-    fn normalise(&mut self) {
+    /// RGB in the frame's own colour, then scale, mean and std.
+    fn normalise(&mut self, colour: Colour) {
         let s = &self.spec;
+        let k = colour.coeffs();
         let (y, u, v) = (self.y.buffer(), self.u.buffer(), self.v.buffer());
         let n = y.len();
         // Fold scale, mean and std into one multiply-add per channel.
         let mul: [f32; 3] = std::array::from_fn(|c| s.scale / s.std[c]);
         let add: [f32; 3] = std::array::from_fn(|c| -s.mean[c] / s.std[c]);
         for i in 0..n {
-            let rgb = yuv_to_rgb(y[i], u[i], v[i]);
+            let rgb = k.rgb(y[i], u[i], v[i]);
             for c in 0..3 {
                 let val = rgb[c] as f32 * mul[c] + add[c];
                 match s.layout {
