@@ -45,7 +45,16 @@ fn jpeg(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>, Enc
     Ok(out)
 }
 
-/// The web preview: the redacted field of view scaled to `width` (never up), as JPEG.
+/// The size of the web preview of `fov` at `width`: the field of view scaled to `width`
+/// (never up), its aspect kept.
+pub fn preview_size(fov: &Fov, width: u32) -> (u32, u32) {
+    let (w, h) = (fov.rect.width, fov.rect.height);
+    let pw = width.min(w).max(1);
+    let ph = ((h as u64 * pw as u64) / w.max(1) as u64).max(1) as u32;
+    (pw, ph)
+}
+
+/// The web preview: the redacted field of view at [`preview_size`], as JPEG.
 /// Returns the JPEG and its size.
 pub fn preview_jpeg(
     frame: &I420View,
@@ -55,8 +64,7 @@ pub fn preview_jpeg(
     let rgb = redacted_rgb(frame, fov);
     let (w, h) = (fov.rect.width, fov.rect.height);
     let img = image::RgbImage::from_raw(w, h, rgb).expect("redacted_rgb is w × h × 3");
-    let pw = width.min(w).max(1);
-    let ph = ((h as u64 * pw as u64) / w.max(1) as u64).max(1) as u32;
+    let (pw, ph) = preview_size(fov, width);
     let small = if pw == w {
         img
     } else {

@@ -29,11 +29,12 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::clip;
-use crate::operator::{AnnotationRequest, Command, OperatorError};
+use crate::operator::{AnnotationRequest, Command, Operator, OperatorError};
 use crate::shutdown::Shutdown;
 use crate::status::Status;
 
@@ -475,9 +476,7 @@ fn round3(v: f32) -> f64 {
 async fn events(
     State(s): State<AppState>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let clients = metrics::gauge!("endo_agent_web_clients");
-    clients.increment(1.0);
-    let guard = ClientGuard(clients);
+    let guard = ClientGuard::open(s.status.operator.clone());
     let stream =
         futures_util::stream::unfold((s, None::<String>, guard), |(s, last, guard)| async move {
             loop {
@@ -498,11 +497,20 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
 }
 
-/// Counts open event streams in `endo_agent_web_clients`.
-struct ClientGuard(metrics::Gauge);
+/// Counts an open event stream in `endo_agent_web_clients` and in the operator's
+/// `web_clients` (which turns the preview encoding on) while it lives.
+struct ClientGuard(Arc<Operator>);
+impl ClientGuard {
+    fn open(op: Arc<Operator>) -> ClientGuard {
+        op.web_clients.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("endo_agent_web_clients").increment(1.0);
+        ClientGuard(op)
+    }
+}
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.0.web_clients.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("endo_agent_web_clients").decrement(1.0);
     }
 }
 
@@ -514,16 +522,26 @@ async fn preview(State(s): State<AppState>, Path(file): Path<u64>) -> Response {
         .lock()
         .expect("recent lock")
         .get(file);
-    match frame {
-        Some(f) => (
+    let Some(f) = frame else {
+        return OperatorError::UnknownFrame(file).into_response();
+    };
+    // Not encoded yet when no web page was connected as it arrived: encode it off the
+    // runtime's threads.
+    let jpeg =
+        tokio::task::spawn_blocking(move || f.preview_jpeg("on_request").map(<[u8]>::to_vec)).await;
+    match jpeg {
+        Ok(Ok(jpeg)) => (
             [
                 (header::CONTENT_TYPE, "image/jpeg"),
                 (header::CACHE_CONTROL, "private, max-age=600"),
             ],
-            f.preview_jpeg.clone(),
+            jpeg,
         )
             .into_response(),
-        None => OperatorError::UnknownFrame(file).into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("preview: {e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("preview: {e}\n")).into_response(),
     }
 }
 

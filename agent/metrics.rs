@@ -49,6 +49,7 @@
 //! | `endo_agent_operator_annotation_shapes_total` | counter | regions in those annotations |
 //! | `endo_agent_operator_sessions_total` | counter | `event` = start, end (procedure sessions) |
 //! | `endo_agent_web_clients` | gauge | open web overlay event streams |
+//! | `endo_agent_previews_encoded_total` | counter | `when` = live (a web page was connected), on_request (a freeze or a preview request for a frame kept unencoded) |
 //! | `endo_agent_http_unauthorized_total` | counter | operator API requests refused for a missing or wrong token |
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -230,6 +231,10 @@ fn describe() {
     describe_gauge!(
         "endo_agent_web_clients",
         "Open event streams of the web overlay."
+    );
+    describe_counter!(
+        "endo_agent_previews_encoded_total",
+        "Web preview JPEGs encoded: live while a web page is connected, on request otherwise."
     );
     describe_counter!(
         "endo_agent_http_unauthorized_total",

@@ -50,12 +50,27 @@ pub struct RecentFrame {
     pub captured_at: DateTime<Utc>,
     pub pts_ns: Option<u64>,
     pub offset: Option<u64>,
-    /// JPEG of the cropped, masked field of view, scaled to `operator.preview_width`.
-    pub preview_jpeg: Vec<u8>,
+    /// JPEG of the cropped, masked field of view at `preview_size`: encoded by the preview
+    /// worker while a web page is connected, else on first request ([`RecentFrame::preview_jpeg`]).
+    pub preview: std::sync::OnceLock<Vec<u8>>,
+    /// The preview's size: the field of view scaled to `operator.preview_width`.
     pub preview_size: (u32, u32),
 }
 
 impl RecentFrame {
+    /// The preview JPEG, encoding it now if nobody has yet (some milliseconds: call it off
+    /// the async runtime's threads); `when` labels the encoding in
+    /// `endo_agent_previews_encoded_total` ("live" or "on_request").
+    pub fn preview_jpeg(&self, when: &'static str) -> Result<&[u8], crate::encode::EncodeError> {
+        if let Some(j) = self.preview.get() {
+            return Ok(j);
+        }
+        let (j, _) =
+            crate::encode::preview_jpeg(&self.image.view(), &self.fov, self.preview_size.0)?;
+        metrics::counter!("endo_agent_previews_encoded_total", "when" => when).increment(1);
+        Ok(self.preview.get_or_init(|| j))
+    }
+
     /// Size of the cropped frame (the datalake JPEG): annotation coordinates are in it.
     pub fn crop_size(&self) -> (u32, u32) {
         (self.fov.rect.width, self.fov.rect.height)
@@ -199,6 +214,9 @@ pub struct Operator {
     pub counters: Counters,
     pub recent: Mutex<Recent>,
     commands: Sender<Command>,
+    /// Open web pages (event streams): while there are none, the preview worker keeps
+    /// recent frames without encoding their previews.
+    pub web_clients: std::sync::atomic::AtomicUsize,
     /// When the last mark kept a frame, and what it answered: a mark within
     /// `mark_window_ms` of it (a double click, a held key) answers with the same frame
     /// instead of storing another. Only the score thread uses it.
@@ -212,6 +230,9 @@ impl Operator {
             metrics::counter!("endo_agent_operator_sessions_total", "event" => event).increment(0);
         }
         metrics::counter!("endo_agent_operator_marks_total").increment(0);
+        for when in ["live", "on_request"] {
+            metrics::counter!("endo_agent_previews_encoded_total", "when" => when).increment(0);
+        }
         metrics::counter!("endo_agent_operator_annotations_total").increment(0);
         metrics::counter!("endo_agent_operator_annotation_shapes_total").increment(0);
         let op = Operator {
@@ -225,6 +246,7 @@ impl Operator {
             counters: Counters::default(),
             recent: Mutex::new(Recent::default()),
             commands: tx,
+            web_clients: Default::default(),
             last_mark: Mutex::new(None),
         };
         (op, rx)

@@ -11,8 +11,12 @@
 //! the two side by side plus the delay the branch added to the video and the displayed
 //! score's age (p50/p99, exact over the last 8192 frames) and the frames rendered.
 //!
+//! Per thread (by name, from `/proc/self/task/*/stat`), the CPU per frame over the run's
+//! steady part. `--web-client` keeps a web page's event stream open meanwhile (the preview
+//! JPEGs are encoded only then).
+//!
 //! Without `--bench` (as under `cargo test --all-targets`) it runs a 2-second smoke at
-//! 320×240 and checks that frames flowed.
+//! 320×240, with a web page connected, and checks that frames flowed.
 
 use endo_agent::config::{Config, FovShape, OnEos, SourceKind};
 use std::time::{Duration, Instant};
@@ -38,6 +42,54 @@ fn peak_rss_mb() -> f64 {
     ru.ru_maxrss as f64 / 1024.0
 }
 
+/// CPU time (user + system) of each live thread of this process, by thread id, with its
+/// name (`/proc/self/task/*/stat`).
+fn thread_cpu() -> std::collections::HashMap<u32, (String, Duration)> {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(tid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // "tid (comm) state ppid …": utime and stime are fields 14 and 15.
+        let (Some(a), Some(b)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let rest: Vec<&str> = stat[b + 2..].split_whitespace().collect();
+        let ticks = |i: usize| {
+            rest.get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let cpu = Duration::from_secs_f64((ticks(11) + ticks(12)) / tick);
+        out.insert(tid, (stat[a + 1..b].to_string(), cpu));
+    }
+    out
+}
+
+/// Per thread name: CPU used between two [`thread_cpu`] samples (threads started in
+/// between count from zero).
+fn thread_delta(
+    a: &std::collections::HashMap<u32, (String, Duration)>,
+    b: &std::collections::HashMap<u32, (String, Duration)>,
+) -> Vec<(String, Duration)> {
+    let mut by: std::collections::BTreeMap<String, Duration> = Default::default();
+    for (tid, (name, cpu)) in b {
+        let before = a.get(tid).map_or(Duration::ZERO, |x| x.1);
+        // GStreamer names its threads after elements ("agent_queue:src"); group by the name.
+        *by.entry(name.clone()).or_default() += cpu.saturating_sub(before);
+    }
+    let mut v: Vec<_> = by.into_iter().collect();
+    v.sort_by_key(|x| std::cmp::Reverse(x.1));
+    v
+}
+
 /// What one run measured.
 struct Run {
     elapsed: Duration,
@@ -45,6 +97,10 @@ struct Run {
     cpu: Duration,
     dropped_busy: f64,
     fov_pending: f64,
+    /// Per-thread CPU over the run's steady part (after a 2 s warm-up), and that part's
+    /// length.
+    threads: Vec<(String, Duration)>,
+    window: Duration,
 }
 
 /// Sum of the current values of every series starting with `name`.
@@ -81,10 +137,16 @@ fn main() {
     // The smoke run (no `--bench`) exercises the display branch too.
     let display = !bench || args.iter().any(|a| a == "--display");
     let sink: String = arg(&args, "--display-sink", "fakesink sync=false".to_string());
-    let plain = run(&args, secs, (w, h, fps), None);
-    print_run(&plain, (w, h, fps), "without display");
+    let web = args.iter().any(|a| a == "--web-client") || !bench;
+    let page = if web {
+        ", a web page connected"
+    } else {
+        ", no web page"
+    };
+    let plain = run(&args, secs, (w, h, fps), None, web);
+    print_run(&plain, (w, h, fps), &format!("without display{page}"));
     if display {
-        let with = run(&args, secs, (w, h, fps), Some(&sink));
+        let with = run(&args, secs, (w, h, fps), Some(&sink), web);
         print_run(&with, (w, h, fps), &format!("with display ({sink})"));
         print_display(&plain, &with);
     }
@@ -125,7 +187,13 @@ fn print_display(plain: &Run, with: &Run) {
     assert!(st.frames_rendered > 0, "the display branch drew nothing");
 }
 
-fn run(args: &[String], secs: u64, (w, h, fps): (u32, u32, u32), display: Option<&str>) -> Run {
+fn run(
+    args: &[String],
+    secs: u64,
+    (w, h, fps): (u32, u32, u32),
+    display: Option<&str>,
+    web_client: bool,
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = Config::default();
     cfg.source.kind = SourceKind::Phantom;
@@ -139,7 +207,11 @@ fn run(args: &[String], secs: u64, (w, h, fps): (u32, u32, u32), display: Option
     cfg.model.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(model);
     cfg.datalake.dir = dir.path().join("lake");
     cfg.spool.dir = dir.path().join("spool");
-    cfg.http.listen = "127.0.0.1:0".into();
+    // A free port chosen here, so that `--web-client` knows where to connect.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port");
+    cfg.http.listen = addr.to_string();
     if let Some(sink) = display {
         cfg.display.enabled = true;
         cfg.display.sink = sink.into();
@@ -150,14 +222,26 @@ fn run(args: &[String], secs: u64, (w, h, fps): (u32, u32, u32), display: Option
     let stopper = stop.clone();
     let cpu0 = cpu_time();
     let t0 = Instant::now();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
+    let warmup = Duration::from_secs(2).min(Duration::from_secs(secs) / 2);
+    let web = web_client;
+    let sampler = std::thread::spawn(move || {
+        std::thread::sleep(warmup);
+        // `--web-client`: a web page's event stream open for the whole steady part.
+        let page = web.then(|| open_event_stream(addr, &stopper));
+        let (a, ta) = (thread_cpu(), Instant::now());
+        std::thread::sleep(Duration::from_secs(secs).saturating_sub(warmup));
+        let (b, tb) = (thread_cpu(), Instant::now());
         stopper.stop();
+        if let Some(p) = page {
+            let _ = p.join();
+        }
+        (thread_delta(&a, &b), tb - ta)
     });
     let summary = endo_agent::daemon::run(cfg, stop).expect("agent run");
     let elapsed = t0.elapsed();
     let cpu = cpu_time() - cpu0;
     let (busy1, pending1) = dropped();
+    let (threads, window) = sampler.join().expect("sampler");
     assert!(summary.scored > 0, "no frame was scored");
     Run {
         elapsed,
@@ -165,7 +249,28 @@ fn run(args: &[String], secs: u64, (w, h, fps): (u32, u32, u32), display: Option
         cpu,
         dropped_busy: busy1 - busy0,
         fov_pending: pending1 - pending0,
+        threads,
+        window,
     }
+}
+
+/// Read the agent's `/api/events` at `addr` (as a web page does) until `stop`.
+fn open_event_stream(
+    addr: std::net::SocketAddr,
+    stop: &endo_agent::shutdown::Shutdown,
+) -> std::thread::JoinHandle<()> {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        write!(s, "GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut buf = [0u8; 4096];
+        while !stop.is_stopped() {
+            let _ = s.read(&mut buf);
+        }
+    })
 }
 
 fn print_run(r: &Run, (w, h, fps): (u32, u32, u32), what: &str) {
@@ -175,6 +280,7 @@ fn print_run(r: &Run, (w, h, fps): (u32, u32, u32), what: &str) {
         cpu,
         dropped_busy,
         fov_pending,
+        ..
     } = r;
     let agent_cpu = cpu.saturating_sub(summary.generator_cpu);
     let scored = summary.scored.max(1);
@@ -206,4 +312,16 @@ fn print_run(r: &Run, (w, h, fps): (u32, u32, u32), what: &str) {
         summary.latency_p50.as_secs_f64() * 1e3,
         summary.latency_p99.as_secs_f64() * 1e3
     );
+    // Frames scored in the sampled window, at the run's mean rate.
+    let frames = scored as f64 * r.window.as_secs_f64() / elapsed.as_secs_f64();
+    println!(
+        "  CPU per frame by thread over the last {:.1} s (the generator is phantom-feed):",
+        r.window.as_secs_f64()
+    );
+    for (name, cpu) in r.threads.iter().filter(|(_, c)| !c.is_zero()) {
+        println!(
+            "    {name:<24} {:.3} ms",
+            cpu.as_secs_f64() * 1e3 / frames.max(1.0)
+        );
+    }
 }

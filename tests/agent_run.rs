@@ -503,3 +503,75 @@ fn ctrl_c_stops_the_agent_cleanly() {
         "{log}"
     );
 }
+
+/// Issue 14: no preview JPEG is encoded while no web page is connected; a freeze (or a
+/// preview request) encodes the one frame asked for, and an open event stream turns live
+/// encoding on until it closes.
+#[test]
+fn previews_are_encoded_only_while_a_web_page_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &phantom_config(dir.path(), "restart", 0));
+    let count = |a: &Agent| {
+        a.metrics()
+            .value("endo_agent_stage_duration_seconds_count{stage=\"preview\"}")
+    };
+    agent.wait_for("recent frames", Duration::from_secs(20), |a| {
+        count(a) >= 10.0
+    });
+    let encoded = |a: &Agent, when: &str| {
+        a.metrics().value(&format!(
+            "endo_agent_previews_encoded_total{{when=\"{when}\"}}"
+        ))
+    };
+    assert_eq!(
+        encoded(&agent, "live"),
+        0.0,
+        "no web page, yet previews were encoded"
+    );
+    assert_eq!(encoded(&agent, "on_request"), 0.0);
+
+    // A freeze by the API alone: the frozen frame's preview is encoded when asked for.
+    let (code, f) = agent.post("/api/freeze", Some(serde_json::json!({})), None);
+    assert_eq!(code, 200, "freeze: {f}");
+    let url = format!("http://{}{}", agent.addr, f["preview"].as_str().unwrap());
+    let mut r = common::http_client().get(&url).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let jpeg = r.body_mut().read_to_vec().unwrap();
+    let img = image::load_from_memory(&jpeg).expect("the preview is a JPEG");
+    assert_eq!(
+        (img.width() as u64, img.height() as u64),
+        (
+            f["preview_width"].as_u64().unwrap(),
+            f["preview_height"].as_u64().unwrap()
+        )
+    );
+    assert_eq!(encoded(&agent, "on_request"), 1.0);
+
+    // A web page connects: previews are encoded as they arrive, until it goes away.
+    let events = format!("http://{}/api/events", agent.addr);
+    let page = std::thread::spawn(move || {
+        let mut r = common::http_client().get(&events).call().unwrap();
+        let mut reader = r.body_mut().as_reader();
+        let (t0, mut buf) = (std::time::Instant::now(), [0u8; 4096]);
+        while t0.elapsed() < Duration::from_secs(3) {
+            if std::io::Read::read(&mut reader, &mut buf).unwrap_or(0) == 0 {
+                break;
+            }
+        }
+    });
+    agent.wait_for("live previews", Duration::from_secs(10), |a| {
+        encoded(a, "live") >= 3.0
+    });
+    page.join().unwrap();
+    agent.wait_for("the page gone", Duration::from_secs(10), |a| {
+        a.metrics().value("endo_agent_web_clients") == 0.0
+    });
+    let after = encoded(&agent, "live");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        encoded(&agent, "live") <= after + 1.0,
+        "previews still encoded with no page: {after} then {}",
+        encoded(&agent, "live")
+    );
+    assert!(count(&agent) > 10.0);
+}

@@ -1,5 +1,5 @@
 //! Long outages and a soak (issue 12): a 1280×720 phantom at 60 fps through a broker
-//! outage and then a store outage of `ENDO_OUTAGE_S` seconds each (opt-in, see below), with
+//! outage and then a store outage of `ENDO_OUTAGE_S` seconds each (default 120), with
 //! every forwarded frame reaching every route — the local datalake, S3 directly, and MQTT
 //! through `endo-agent ingest` into a second bucket — byte for byte, none lost.
 //!
@@ -185,14 +185,11 @@ fn a_60_fps_stream_loses_nothing_through_minutes_long_broker_and_store_outages()
     if std::env::var_os("ENDO_SOAK_S").is_some() {
         return soak(env_secs("ENDO_SOAK_S", 1800));
     }
-    // Not in the default run (CI): in one run of seven (a clean-clone CI), ingest had not stored
-    // every MQTT frame 300 s after a 120 s store outage (an open defect, issue 12's note).
-    // `ENDO_OUTAGE_S=120 cargo test --test outage` runs it; it must not be counted as a
-    // passing check until that is found and fixed.
-    let Some(outage) = env_secs_set("ENDO_OUTAGE_S") else {
-        eprintln!("outage run skipped: set ENDO_OUTAGE_S (seconds) to run it");
-        return;
-    };
+    // In the test command since 2026-12-03 (≈ 5 min): one run of eight before had ingest
+    // short of every MQTT frame 300 s after the store outage; since the rig stopped killing
+    // SeaweedFS inside its graceful stop and ingest stopped sending stale acks after a
+    // reconnect, every run passed (docs/benchmarks.md). `ENDO_OUTAGE_S` changes the length.
+    let outage = env_secs("ENDO_OUTAGE_S", 120);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Long enough that frames are still captured through both outages.

@@ -1,9 +1,11 @@
 //! The preview worker: copies a frame out of its capture buffer (so the buffer goes back
-//! to the source at once), encodes the small preview JPEG of the web view and adds the
-//! frame to the operator's recent frames (which a freeze and an annotation use).
+//! to the source at once), encodes the small preview JPEG of the web view while a web page
+//! is connected (else the first request for it does) and adds the frame to the operator's
+//! recent frames (which a freeze and an annotation use).
 
 use crossbeam_channel::Receiver;
 use metrics::histogram;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,33 +23,31 @@ pub type PreviewJob = (Arc<CapturedFrame>, Arc<Fov>, Score, Option<Arc<ModelInfo
 /// Run until the score thread hangs up.
 pub fn run(cfg: &OperatorConfig, rx: Receiver<PreviewJob>, op: &Operator) {
     let preview_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "preview");
-    let mut id = 0u64;
-    for (frame, fov, score, model) in rx.iter() {
+    for (n, (frame, fov, score, model)) in rx.iter().enumerate() {
         let t0 = Instant::now();
         let image = frame.view().to_owned_image();
         let (captured_at, pts_ns, offset) = (frame.captured_at, frame.pts_ns, frame.offset);
         drop(frame);
-        let (jpeg, size) = match crate::encode::preview_jpeg(&image.view(), &fov, cfg.preview_width)
-        {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!("preview: {e}");
-                continue;
-            }
-        };
-        id += 1;
         let recent = Arc::new(RecentFrame {
-            id,
+            id: n as u64 + 1,
             image,
+            preview_size: crate::encode::preview_size(&fov, cfg.preview_width),
             fov,
             score,
             model,
             captured_at,
             pts_ns,
             offset,
-            preview_jpeg: jpeg,
-            preview_size: size,
+            preview: std::sync::OnceLock::new(),
         });
+        // The JPEG only while a web page shows it: without one the frame waits for a
+        // freeze or a request, which encode it then (issue 14: no preview CPU unwatched).
+        if op.web_clients.load(Ordering::Relaxed) > 0 {
+            if let Err(e) = recent.preview_jpeg("live") {
+                tracing::warn!("preview: {e}");
+                continue;
+            }
+        }
         op.recent
             .lock()
             .expect("recent lock")
