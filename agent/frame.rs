@@ -199,7 +199,9 @@ impl RgbCoeffs {
     }
 }
 
-/// A borrowed I420 frame. Plane slices start at the first pixel of the frame.
+/// A borrowed 4:2:0 frame: planar I420, or NV12 (one plane of interleaved Cb, Cr), read
+/// in place either way. Plane slices start at the first pixel of the frame; for NV12, `u`
+/// starts at the first Cb and `v` one byte on, at the first Cr, and `uv_step` is 2.
 #[derive(Clone, Copy)]
 pub struct I420View<'a> {
     pub width: u32,
@@ -209,8 +211,26 @@ pub struct I420View<'a> {
     pub v: &'a [u8],
     pub y_stride: usize,
     pub uv_stride: usize,
+    /// Bytes from one chroma sample to the next in a row: 1 (I420) or 2 (NV12).
+    pub uv_step: usize,
     /// How the codes map to RGB (the caps' colorimetry).
     pub colour: Colour,
+}
+
+/// One row of chroma: chroma column `cx`'s Cb and Cr are `u[cx * step]`, `v[cx * step]`.
+#[derive(Clone, Copy)]
+pub struct ChromaRow<'a> {
+    pub u: &'a [u8],
+    pub v: &'a [u8],
+    pub step: usize,
+}
+
+impl ChromaRow<'_> {
+    /// (Cb, Cr) of chroma column `cx` (the pixels `2 cx` and `2 cx + 1`).
+    #[inline]
+    pub fn at(&self, cx: usize) -> (u8, u8) {
+        (self.u[cx * self.step], self.v[cx * self.step])
+    }
 }
 
 impl<'a> I420View<'a> {
@@ -225,15 +245,16 @@ impl<'a> I420View<'a> {
         let s = row as usize * self.y_stride;
         &self.y[s..s + self.width as usize]
     }
+    /// Chroma row `row` (of `height / 2`).
     #[inline]
-    pub fn u_row(&self, row: u32) -> &'a [u8] {
+    pub fn chroma_row(&self, row: u32) -> ChromaRow<'a> {
         let s = row as usize * self.uv_stride;
-        &self.u[s..s + self.width.div_ceil(2) as usize]
-    }
-    #[inline]
-    pub fn v_row(&self, row: u32) -> &'a [u8] {
-        let s = row as usize * self.uv_stride;
-        &self.v[s..s + self.width.div_ceil(2) as usize]
+        let len = (self.width.div_ceil(2) as usize - 1) * self.uv_step + 1;
+        ChromaRow {
+            u: &self.u[s..s + len],
+            v: &self.v[s..s + len],
+            step: self.uv_step,
+        }
     }
     /// A view of a sub-rectangle; `r` must lie inside the frame and have even x and y
     /// (callers check with [`Rect::inside_frame`]; [`crate::fov::FovLocator`] never hands
@@ -247,7 +268,7 @@ impl<'a> I420View<'a> {
         );
         debug_assert!(r.x.is_multiple_of(2) && r.y.is_multiple_of(2));
         let yo = r.y as usize * self.y_stride + r.x as usize;
-        let co = (r.y / 2) as usize * self.uv_stride + (r.x / 2) as usize;
+        let co = (r.y / 2) as usize * self.uv_stride + (r.x / 2) as usize * self.uv_step;
         I420View {
             width: r.width,
             height: r.height,
@@ -256,10 +277,11 @@ impl<'a> I420View<'a> {
             v: &self.v[co..],
             y_stride: self.y_stride,
             uv_stride: self.uv_stride,
+            uv_step: self.uv_step,
             colour: self.colour,
         }
     }
-    /// Copy into an owned, tightly packed image (keeping its colour).
+    /// Copy into an owned, tightly packed planar image (keeping its colour).
     pub fn to_owned_image(&self) -> I420Image {
         let mut img = I420Image::new(self.width, self.height);
         img.colour = self.colour;
@@ -270,8 +292,15 @@ impl<'a> I420View<'a> {
         }
         for r in 0..self.height.div_ceil(2) {
             let d = r as usize * cw;
-            img.u[d..d + cw].copy_from_slice(self.u_row(r));
-            img.v[d..d + cw].copy_from_slice(self.v_row(r));
+            let c = self.chroma_row(r);
+            if c.step == 1 {
+                img.u[d..d + cw].copy_from_slice(&c.u[..cw]);
+                img.v[d..d + cw].copy_from_slice(&c.v[..cw]);
+            } else {
+                for cx in 0..cw {
+                    (img.u[d + cx], img.v[d + cx]) = c.at(cx);
+                }
+            }
         }
         img
     }
@@ -284,11 +313,11 @@ impl<'a> I420View<'a> {
         let mut out = vec![0u8; w * h * 3];
         for row in 0..h {
             let yr = self.y_row(row as u32);
-            let ur = self.u_row(row as u32 / 2);
-            let vr = self.v_row(row as u32 / 2);
+            let c = self.chroma_row(row as u32 / 2);
             let o = &mut out[row * w * 3..(row + 1) * w * 3];
             for x in 0..w {
-                let [r, g, b] = k.rgb(yr[x], ur[x / 2], vr[x / 2]);
+                let (u, v) = c.at(x / 2);
+                let [r, g, b] = k.rgb(yr[x], u, v);
                 o[x * 3] = r;
                 o[x * 3 + 1] = g;
                 o[x * 3 + 2] = b;
@@ -357,6 +386,7 @@ impl I420Image {
             v: &self.v,
             y_stride: self.width as usize,
             uv_stride: self.width.div_ceil(2) as usize,
+            uv_step: 1,
             colour: self.colour,
         }
     }

@@ -1,7 +1,9 @@
-//! Capture: a GStreamer pipeline that delivers I420 frames to the scorer.
+//! Capture: a GStreamer pipeline that delivers 4:2:0 frames to the scorer.
 //!
 //! The pipeline is the source part from a template ([`template`]) plus the agent's tail
-//! (queue → videoconvert → I420 → appsink). The appsink callback runs on a GStreamer
+//! (queue → videoconvert → I420 or NV12 → appsink). Both formats are read in place
+//! ([`NATIVE_FORMATS`]; `videoconvert` passes them through untouched); others (YUY2,
+//! UYVY, RGB…) are converted by it to one of them. The appsink callback runs on a GStreamer
 //! streaming thread and never blocks: it maps the buffer (a refcount, no copy) and puts
 //! it in a bounded hand-off channel. When the channel is full the *oldest* waiting frame
 //! is dropped, so the scorer always works on recent frames; every drop is counted in
@@ -116,13 +118,16 @@ impl CapturedFrame {
         })
     }
 
-    /// The frame of an appsink buffer with the caps' `info` (format I420), which arrived
-    /// at `arrived`; None when it does not map as such.
+    /// The frame of an appsink buffer with the caps' `info` (format I420 or NV12), which
+    /// arrived at `arrived`; None for another format or a buffer that does not map.
     pub fn from_buffer(
         buffer: gst::Buffer,
         info: &gst_video::VideoInfo,
         arrived: Instant,
     ) -> Option<CapturedFrame> {
+        if !NATIVE_FORMATS.contains(&info.format()) {
+            return None;
+        }
         let pts_ns = buffer.pts().map(|t| t.nseconds());
         // GST_BUFFER_OFFSET_NONE is u64::MAX.
         let offset = Some(buffer.offset()).filter(|o| *o != u64::MAX);
@@ -136,17 +141,29 @@ impl CapturedFrame {
         })
     }
 
+    /// The frame in place: I420's three planes, or NV12's luma and interleaved chroma.
     pub fn view(&self) -> I420View<'_> {
         let strides = self.frame.plane_stride();
+        let y = self.frame.plane_data(0).expect("4:2:0 has plane 0");
+        let chroma = self.frame.plane_data(1).expect("4:2:0 has plane 1");
+        let (u, v, uv_step) = match self.frame.format() {
+            gst_video::VideoFormat::Nv12 => (chroma, &chroma[1..], 2),
+            _ => (
+                chroma,
+                self.frame.plane_data(2).expect("I420 has plane 2"),
+                1,
+            ),
+        };
         I420View {
             colour: colour(&self.frame.info().colorimetry()),
             width: self.frame.width(),
             height: self.frame.height(),
-            y: self.frame.plane_data(0).expect("I420 has plane 0"),
-            u: self.frame.plane_data(1).expect("I420 has plane 1"),
-            v: self.frame.plane_data(2).expect("I420 has plane 2"),
+            y,
+            u,
+            v,
             y_stride: strides[0] as usize,
             uv_stride: strides[1] as usize,
+            uv_step,
         }
     }
 }
@@ -182,6 +199,11 @@ pub fn colorimetry(c: Colour) -> gst_video::VideoColorimetry {
     };
     gst_video::VideoColorimetry::new(range, matrix, transfer, primaries)
 }
+
+/// Formats the scorer reads in place, as the appsink's caps list them: anything else is
+/// converted (to the first) by the `videoconvert` before it.
+pub const NATIVE_FORMATS: [gst_video::VideoFormat; 2] =
+    [gst_video::VideoFormat::I420, gst_video::VideoFormat::Nv12];
 
 /// Counters shared between the streaming thread, the supervisor and the HTTP server.
 #[derive(Default)]
@@ -256,7 +278,7 @@ fn describe(cfg: &Config, display: bool) -> Result<(String, String), CaptureErro
     let live = cfg.source.kind.is_live();
     let tail = format!(
         " ! queue name=agent_queue max-size-buffers=3 max-size-bytes=0 max-size-time=0 leaky={} \
-         ! videoconvert ! video/x-raw,format=I420 ! appsink name=agent_sink sync={} max-buffers=2 drop=true",
+         ! videoconvert ! video/x-raw,format={{I420,NV12}} ! appsink name=agent_sink sync={} max-buffers=2 drop=true",
         if live { "downstream" } else { "no" },
         if live { "false" } else { "true" },
     );

@@ -486,6 +486,7 @@ fn live_feed_pushes_frames_with_index_offsets_then_eos() {
             v: &map[o[2]..],
             y_stride: s[0] as usize,
             uv_stride: s[1] as usize,
+            uv_step: 1,
             colour: crate::frame::Colour::BT601,
         };
         assert_eq!(view.to_owned_image(), expected, "frame {}", buf.offset());

@@ -302,12 +302,12 @@ fn exposure(crop: &I420View, fov: &Fov, dark_level: u8, clip_level: u8, m: &mut 
     while r < crop.height {
         let (x0, x1) = fov.span(r);
         let yr = crop.y_row(r);
-        let ur = crop.u_row(r / 2);
-        let vr = crop.v_row(r / 2);
+        let c = crop.chroma_row(r / 2);
         let mut x = x0;
         while x < x1 {
             let y = yr[x as usize];
-            let (u, v) = (ur[x as usize / 2] as i32, vr[x as usize / 2] as i32);
+            let (u, v) = c.at(x as usize / 2);
+            let (u, v) = (u as i32, v as i32);
             n += 1;
             sum += y as u64;
             dark += (y < dark_level) as u64;

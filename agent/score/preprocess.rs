@@ -24,6 +24,10 @@ pub struct Preprocessor {
     y: fr::images::Image<'static>,
     u: fr::images::Image<'static>,
     v: fr::images::Image<'static>,
+    /// NV12 frames: their interleaved chroma, resized as pairs (`u`, `v` then unused).
+    uv: fr::images::Image<'static>,
+    /// Whether the last frame's chroma is in `uv`.
+    interleaved: bool,
     /// The normalised model input.
     pub input: Vec<f32>,
     /// Difference hash of the last frame.
@@ -40,6 +44,8 @@ impl Preprocessor {
             y: img(),
             u: img(),
             v: img(),
+            uv: fr::images::Image::new(w, h, fr::PixelType::U8x2),
+            interleaved: false,
             input: vec![0.0; (w * h) as usize * spec.channels()],
             dhash: 0,
         }
@@ -47,27 +53,17 @@ impl Preprocessor {
 
     /// Fill [`Preprocessor::input`] from the `fov` rectangle of `frame`.
     pub fn run(&mut self, frame: &I420View, fov: Rect) {
-        let opts = |r: Rect| {
-            fr::ResizeOptions::new()
-                .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Box))
-                .crop(r.x as f64, r.y as f64, r.width as f64, r.height as f64)
-        };
         let ch = frame.height.div_ceil(2);
         let c = Rect::new(fov.x / 2, fov.y / 2, fov.width / 2, fov.height / 2);
-        // Rows are `stride` long; the source image is declared that wide and cropped.
-        let planes: [(&[u8], usize, u32, Rect, &mut fr::images::Image); 3] = [
-            (frame.y, frame.y_stride, frame.height, fov, &mut self.y),
-            (frame.u, frame.uv_stride, ch, c, &mut self.u),
-            (frame.v, frame.uv_stride, ch, c, &mut self.v),
-        ];
-        for (plane, stride, rows, r, dst) in planes {
-            let len = stride * rows as usize;
-            let src =
-                fr::images::ImageRef::new(stride as u32, rows, &plane[..len], fr::PixelType::U8)
-                    .expect("plane is stride × rows bytes");
-            self.resizer
-                .resize(&src, dst, &opts(r))
-                .expect("crop lies inside the frame and pixel types match");
+        self.interleaved = frame.uv_step == 2;
+        let r = &mut self.resizer;
+        resize_plane(r, frame.y, frame.y_stride, frame.height, fov, &mut self.y);
+        if self.interleaved {
+            // NV12: one plane of (Cb, Cr) pairs, resized as two-channel pixels.
+            resize_plane(r, frame.u, frame.uv_stride, ch, c, &mut self.uv);
+        } else {
+            resize_plane(r, frame.u, frame.uv_stride, ch, c, &mut self.u);
+            resize_plane(r, frame.v, frame.uv_stride, ch, c, &mut self.v);
         }
         self.normalise(frame.colour);
         if let Some(d) = &self.spec.detail {
@@ -91,13 +87,23 @@ impl Preprocessor {
     fn normalise(&mut self, colour: Colour) {
         let s = &self.spec;
         let k = colour.coeffs();
-        let (y, u, v) = (self.y.buffer(), self.u.buffer(), self.v.buffer());
+        let (y, u, v, uv) = (
+            self.y.buffer(),
+            self.u.buffer(),
+            self.v.buffer(),
+            self.uv.buffer(),
+        );
         let n = y.len();
+        let interleaved = self.interleaved;
         // Fold scale, mean and std into one multiply-add per channel.
         let mul: [f32; 3] = std::array::from_fn(|c| s.scale / s.std[c]);
         let add: [f32; 3] = std::array::from_fn(|c| -s.mean[c] / s.std[c]);
         for i in 0..n {
-            let rgb = k.rgb(y[i], u[i], v[i]);
+            let rgb = if interleaved {
+                k.rgb(y[i], uv[2 * i], uv[2 * i + 1])
+            } else {
+                k.rgb(y[i], u[i], v[i])
+            };
             for c in 0..3 {
                 let val = rgb[c] as f32 * mul[c] + add[c];
                 match s.layout {
@@ -107,6 +113,37 @@ impl Preprocessor {
             }
         }
     }
+}
+
+/// Area-average the `crop` of one plane (rows `stride` bytes long, `rows` of them) into
+/// `dst`, whose pixel type (one byte, or NV12's Cb-Cr pair) says how to read the plane.
+fn resize_plane(
+    resizer: &mut fr::Resizer,
+    plane: &[u8],
+    stride: usize,
+    rows: u32,
+    crop: Rect,
+    dst: &mut fr::images::Image,
+) {
+    let (px, bytes) = match dst.pixel_type() {
+        fr::PixelType::U8x2 => (fr::PixelType::U8x2, 2),
+        _ => (fr::PixelType::U8, 1),
+    };
+    // Rows are `stride` long; the source image is declared that wide and cropped.
+    let len = stride * rows as usize;
+    let src = fr::images::ImageRef::new((stride / bytes) as u32, rows, &plane[..len], px)
+        .expect("plane is stride × rows bytes");
+    let opts = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Box))
+        .crop(
+            crop.x as f64,
+            crop.y as f64,
+            crop.width as f64,
+            crop.height as f64,
+        );
+    resizer
+        .resize(&src, dst, &opts)
+        .expect("crop lies inside the frame and pixel types match");
 }
 
 /// Top-left corner in the frame of detail tile (row `i`, column `j`), each tile being
