@@ -525,12 +525,19 @@ async fn preview(State(s): State<AppState>, Path(file): Path<u64>) -> Response {
     let Some(f) = frame else {
         return OperatorError::UnknownFrame(file).into_response();
     };
-    // Not encoded yet when no web page was connected as it arrived: encode it off the
-    // runtime's threads.
-    let jpeg =
-        tokio::task::spawn_blocking(move || f.preview_jpeg("on_request").map(<[u8]>::to_vec)).await;
+    // Encoded already while a page watched; else encode it now, off the runtime's threads.
+    let jpeg = match f.preview.get() {
+        Some(j) => Ok(j.clone()),
+        None => tokio::task::spawn_blocking(move || {
+            f.preview_jpeg("on_request")
+                .map(<[u8]>::to_vec)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string())),
+    };
     match jpeg {
-        Ok(Ok(jpeg)) => (
+        Ok(jpeg) => (
             [
                 (header::CONTENT_TYPE, "image/jpeg"),
                 (header::CACHE_CONTROL, "private, max-age=600"),
@@ -538,9 +545,6 @@ async fn preview(State(s): State<AppState>, Path(file): Path<u64>) -> Response {
             jpeg,
         )
             .into_response(),
-        Ok(Err(e)) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("preview: {e}\n")).into_response()
-        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("preview: {e}\n")).into_response(),
     }
 }

@@ -573,5 +573,4 @@ fn previews_are_encoded_only_while_a_web_page_watches() {
         "previews still encoded with no page: {after} then {}",
         encoded(&agent, "live")
     );
-    assert!(count(&agent) > 10.0);
 }

@@ -1,17 +1,19 @@
 //! Colour: the agent's YCbCr → RGB conversions (the datalake JPEG, the preview, the model's
 //! input) honour the frame's colorimetry from the caps, and agree with GStreamer's own
-//! `videoconvert` of the same frame within ±3 levels per channel — for BT.601, BT.709 and
-//! BT.2020, limited and full range, and for MJPEG decoded by `jpegdec` (issue 14).
+//! `videoconvert` of the same frame within ±3 levels per channel (but for ≤ 3 % of values
+//! 4–5 apart: rounding on both sides) and shift no colour against the RGB the frame was
+//! made from — for BT.601, BT.709 and BT.2020, limited and full range, and for MJPEG
+//! decoded by `jpegdec` (issue 14). NV12 is read in place and scores as I420.
 //!
 //! Each case pushes one frame through a real GStreamer pipeline: an `appsrc` with the
-//! case's caps, a `tee`, the agent's own capture tail (`videoconvert !
-//! video/x-raw,format=I420 ! appsink`) on one branch and `videoconvert` to RGB on the other.
+//! case's caps, a `tee`, the agent's own capture tail (`videoconvert ! APPSINK_CAPS !
+//! appsink`) on one branch and `videoconvert` to RGB on the other.
 //! The reference branch converts to 16-bit RGB (`RGBA64_LE`, rounded to 8 bits here):
 //! GStreamer 1.22's 8-bit I420 → RGB fast path is itself 2–4 levels off the standard's
 //! equations (BT.601 limited Y 128 → 128 instead of 130.4, Y 200 Cb 110 Cr 106 → green 235
 //! instead of 239.2), its 16-bit path within about 1.3.
 
-use endo_agent::capture::CapturedFrame;
+use endo_agent::capture::{CapturedFrame, APPSINK_CAPS};
 use endo_agent::config::FovShape;
 use endo_agent::encode::encode_jpeg;
 use endo_agent::fov::Fov;
@@ -34,50 +36,14 @@ struct Converted {
 /// Push `data` (one frame of `caps`, with `encode` elements between the source and the
 /// tee) and pull one sample from each branch.
 fn convert(caps: &str, encode: &str, data: Vec<u8>) -> Converted {
-    gst::init().unwrap();
     let desc = format!(
         "appsrc name=src caps=\"{caps}\" format=time {encode} ! tee name=t \
-         t. ! queue ! videoconvert ! video/x-raw,format=I420 ! appsink name=agent sync=false \
+         t. ! queue ! videoconvert ! {APPSINK_CAPS} ! appsink name=agent sync=false \
          t. ! queue ! videoconvert dither=none chroma-resampler=nearest \
             ! video/x-raw,format=RGBA64_LE ! appsink name=rgb sync=false"
     );
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = |name: &str| {
-        pipeline
-            .by_name(name)
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap()
-    };
-    let (agent, rgb) = (sink("agent"), sink("rgb"));
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let mut buffer = gst::Buffer::from_mut_slice(data);
-    buffer.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
-    src.push_buffer(buffer).unwrap();
-    src.end_of_stream().unwrap();
-    let timeout = gst::ClockTime::from_seconds(10);
-    let bus = pipeline.bus().unwrap();
-    if let Some(m) = bus.timed_pop_filtered(
-        gst::ClockTime::from_mseconds(300),
-        &[gst::MessageType::Error],
-    ) {
-        panic!("{desc}: {m:?}");
-    }
-    let a = agent.try_pull_sample(timeout).expect("agent branch frame");
-    let r = rgb.try_pull_sample(timeout).expect("RGB branch frame");
-    pipeline.set_state(gst::State::Null).unwrap();
-
-    let info = gst_video::VideoInfo::from_caps(a.caps().unwrap()).unwrap();
-    let frame = CapturedFrame::from_buffer(a.buffer_owned().unwrap(), &info, Instant::now())
-        .expect("maps as I420");
+    let [a, r] = push_one(&desc, data, ["agent", "rgb"]);
+    let frame = captured(&a);
     let rinfo = gst_video::VideoInfo::from_caps(r.caps().unwrap()).unwrap();
     let map = r.buffer().unwrap().map_readable().unwrap();
     let stride = rinfo.stride()[0] as usize;
@@ -92,6 +58,46 @@ fn convert(caps: &str, encode: &str, data: Vec<u8>) -> Converted {
         }
     }
     Converted { frame, reference }
+}
+
+/// Launch `desc`, push `data` as the one buffer of its appsrc `src`, and pull one sample
+/// from each appsink named in `sinks` (an error on the bus fails the test with it).
+fn push_one<const N: usize>(desc: &str, data: Vec<u8>, sinks: [&str; N]) -> [gst::Sample; N] {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let element = |name: &str| pipeline.by_name(name).unwrap();
+    let src = element("src").downcast::<gst_app::AppSrc>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut buffer = gst::Buffer::from_mut_slice(data);
+    buffer.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
+    src.push_buffer(buffer).unwrap();
+    src.end_of_stream().unwrap();
+    let bus = pipeline.bus().unwrap();
+    if let Some(m) = bus.timed_pop_filtered(
+        gst::ClockTime::from_mseconds(300),
+        &[gst::MessageType::Error],
+    ) {
+        panic!("{desc}: {m:?}");
+    }
+    let samples = sinks.map(|name| {
+        element(name)
+            .downcast::<gst_app::AppSink>()
+            .unwrap()
+            .try_pull_sample(gst::ClockTime::from_seconds(10))
+            .unwrap_or_else(|| panic!("{desc}: no frame on {name}"))
+    });
+    pipeline.set_state(gst::State::Null).unwrap();
+    samples
+}
+
+/// The agent's frame of an appsink sample, as the capture callback makes it.
+fn captured(s: &gst::Sample) -> CapturedFrame {
+    let info = gst_video::VideoInfo::from_caps(s.caps().unwrap()).unwrap();
+    CapturedFrame::from_buffer(s.buffer_owned().unwrap(), &info, Instant::now())
+        .expect("maps as I420 or NV12")
 }
 
 /// `rgb` (packed, W × H) as a tightly packed I420 frame of `matrix` and range, by the
@@ -311,37 +317,15 @@ fn mjpeg_decoded_by_jpegdec_keeps_its_colour_in_the_datalake_jpeg() {
     );
 }
 
-/// One frame through the agent's capture tail alone (`videoconvert !
-/// video/x-raw,format={I420,NV12} ! appsink`), as the scorer receives it.
+/// One frame through the agent's capture tail alone (`videoconvert ! APPSINK_CAPS !
+/// appsink`), as the scorer receives it.
 fn agent_frame(caps: &str, data: Vec<u8>) -> CapturedFrame {
-    gst::init().unwrap();
     let desc = format!(
-        "appsrc name=src caps=\"{caps}\" format=time ! videoconvert \
-         ! video/x-raw,format={{I420,NV12}} ! appsink name=agent sync=false"
+        "appsrc name=src caps=\"{caps}\" format=time ! videoconvert ! {APPSINK_CAPS} \
+         ! appsink name=agent sync=false"
     );
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("agent")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    src.push_buffer(gst::Buffer::from_mut_slice(data)).unwrap();
-    src.end_of_stream().unwrap();
-    let s = sink
-        .try_pull_sample(gst::ClockTime::from_seconds(10))
-        .expect("a frame");
-    pipeline.set_state(gst::State::Null).unwrap();
-    let info = gst_video::VideoInfo::from_caps(s.caps().unwrap()).unwrap();
-    CapturedFrame::from_buffer(s.buffer_owned().unwrap(), &info, Instant::now()).expect("maps")
+    let [s] = push_one(&desc, data, ["agent"]);
+    captured(&s)
 }
 
 /// Issue 14: NV12 (many UVC cards) is read in place, not converted, and converts and

@@ -205,6 +205,9 @@ pub fn colorimetry(c: Colour) -> gst_video::VideoColorimetry {
 pub const NATIVE_FORMATS: [gst_video::VideoFormat; 2] =
     [gst_video::VideoFormat::I420, gst_video::VideoFormat::Nv12];
 
+/// The appsink's caps in the agent's tail: [`NATIVE_FORMATS`].
+pub const APPSINK_CAPS: &str = "video/x-raw,format={I420,NV12}";
+
 /// Counters shared between the streaming thread, the supervisor and the HTTP server.
 #[derive(Default)]
 pub struct CaptureStats {
@@ -278,7 +281,7 @@ fn describe(cfg: &Config, display: bool) -> Result<(String, String), CaptureErro
     let live = cfg.source.kind.is_live();
     let tail = format!(
         " ! queue name=agent_queue max-size-buffers=3 max-size-bytes=0 max-size-time=0 leaky={} \
-         ! videoconvert ! video/x-raw,format={{I420,NV12}} ! appsink name=agent_sink sync={} max-buffers=2 drop=true",
+         ! videoconvert ! {APPSINK_CAPS} ! appsink name=agent_sink sync={} max-buffers=2 drop=true",
         if live { "downstream" } else { "no" },
         if live { "false" } else { "true" },
     );

@@ -26,8 +26,6 @@ pub struct Preprocessor {
     v: fr::images::Image<'static>,
     /// NV12 frames: their interleaved chroma, resized as pairs (`u`, `v` then unused).
     uv: fr::images::Image<'static>,
-    /// Whether the last frame's chroma is in `uv`.
-    interleaved: bool,
     /// The normalised model input.
     pub input: Vec<f32>,
     /// Difference hash of the last frame.
@@ -45,7 +43,6 @@ impl Preprocessor {
             u: img(),
             v: img(),
             uv: fr::images::Image::new(w, h, fr::PixelType::U8x2),
-            interleaved: false,
             input: vec![0.0; (w * h) as usize * spec.channels()],
             dhash: 0,
         }
@@ -55,17 +52,17 @@ impl Preprocessor {
     pub fn run(&mut self, frame: &I420View, fov: Rect) {
         let ch = frame.height.div_ceil(2);
         let c = Rect::new(fov.x / 2, fov.y / 2, fov.width / 2, fov.height / 2);
-        self.interleaved = frame.uv_step == 2;
+        let interleaved = frame.uv_step == 2;
         let r = &mut self.resizer;
         resize_plane(r, frame.y, frame.y_stride, frame.height, fov, &mut self.y);
-        if self.interleaved {
+        if interleaved {
             // NV12: one plane of (Cb, Cr) pairs, resized as two-channel pixels.
             resize_plane(r, frame.u, frame.uv_stride, ch, c, &mut self.uv);
         } else {
             resize_plane(r, frame.u, frame.uv_stride, ch, c, &mut self.u);
             resize_plane(r, frame.v, frame.uv_stride, ch, c, &mut self.v);
         }
-        self.normalise(frame.colour);
+        self.normalise(frame.colour, interleaved);
         if let Some(d) = &self.spec.detail {
             let (h, w) = self.spec.size();
             let n = (w * h) as usize;
@@ -83,8 +80,9 @@ impl Preprocessor {
         );
     }
 
-    /// RGB in the frame's own colour, then scale, mean and std.
-    fn normalise(&mut self, colour: Colour) {
+    /// RGB in the frame's own colour, then scale, mean and std; chroma from `uv` when
+    /// `interleaved` (NV12), else from `u` and `v`.
+    fn normalise(&mut self, colour: Colour, interleaved: bool) {
         let s = &self.spec;
         let k = colour.coeffs();
         let (y, u, v, uv) = (
@@ -94,7 +92,6 @@ impl Preprocessor {
             self.uv.buffer(),
         );
         let n = y.len();
-        let interleaved = self.interleaved;
         // Fold scale, mean and std into one multiply-add per channel.
         let mul: [f32; 3] = std::array::from_fn(|c| s.scale / s.std[c]);
         let add: [f32; 3] = std::array::from_fn(|c| -s.mean[c] / s.std[c]);
