@@ -173,6 +173,10 @@ pub fn detail_tile_origin(
 fn detail_mosaic(d: &DetailSpec, frame: &I420View, fov: Rect, w: u32, h: u32, out: &mut [f32]) {
     let (tw, th) = (w / d.tiles, h / d.tiles);
     let (mul, add) = (d.scale / d.std, -d.mean / d.std);
+    // The model was trained on limited-range luma: a full-range frame's codes are mapped
+    // (y → 16 + y·219/255), folded into the affine normalisation at no per-pixel cost.
+    let c = frame.colour;
+    let (mul, add) = (mul * c.luma_scale(), add + mul * c.limited_luma(0.0));
     let (fw, fh) = (frame.width as usize, frame.height as usize);
     for i in 0..d.tiles {
         for j in 0..d.tiles {
@@ -314,6 +318,14 @@ mod tests {
             assert_eq!(d[r * 16 + 8], y(156));
             assert_eq!(d[r * 16 + 15], y(163));
         }
+        // The same codes from a full-range card are mapped to the limited range the model
+        // was trained on.
+        let mut full = img.view();
+        full.colour.full_range = true;
+        p.run(&full, fov);
+        let d = &p.input[3 * 256..];
+        let limited = |x: u32| 16.0 + y(x) * 219.0 / 255.0;
+        assert!((d[0] - limited(92)).abs() < 1e-3 && (d[15] - limited(163)).abs() < 1e-3);
     }
 
     #[test]
