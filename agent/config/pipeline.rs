@@ -235,7 +235,8 @@ pub struct ScoringConfig {
     pub sharpness_good: f32,
     /// Sharpness at or below which blur = 1.
     pub sharpness_bad: f32,
-    /// Isotropy (perpendicular gradient balance) at or above which motion blur = 0.
+    /// Isotropy (fine-scale over coarse-scale directional balance) at or above which
+    /// motion blur = 0.
     pub isotropy_good: f32,
     /// Isotropy at or below which motion blur = 1.
     pub isotropy_bad: f32,
@@ -286,8 +287,8 @@ impl Default for ScoringConfig {
         ScoringConfig {
             sharpness_good: 0.41,
             sharpness_bad: 0.38,
-            isotropy_good: 0.2,
-            isotropy_bad: 0.1,
+            isotropy_good: 0.4,
+            isotropy_bad: 0.2,
             dark_level: 40,
             dark_fraction: [0.25, 0.6],
             dark_mean_luma: [60.0, 80.0],

@@ -10,12 +10,15 @@
 //!   g_k, so it cancels; exposure gain scales numerator and denominator alike. A smooth
 //!   (defocused) texture tends to 3/8, a texture with detail at the pixel scale to about
 //!   0.7 and above.
-//! * **isotropy**: the noise-free gradient energy g₂ − g₁ along one direction over the
-//!   perpendicular one (smaller over larger), for horizontal/vertical and for the two
-//!   diagonals, the smaller pair. Mucosa texture is about isotropic (≈ 1); motion blur
-//!   smears one direction. blur = max(defocus from sharpness, motion from isotropy),
-//!   scaled by (1 − the largest other artifact): a dark, washed-out, glaring or outside
-//!   view has no mucosa texture to judge focus on.
+//! * **isotropy** (relative): for each perpendicular pair of directions (horizontal and
+//!   vertical, the two diagonals), the fine-scale anisotropy — the noise-free energy
+//!   g₂ − g₁ along one direction over the perpendicular one — divided by the same pair's
+//!   anisotropy at a coarse step of 16 px (g₁₆); min(q, 1/q) of the worse pair. Real
+//!   texture is anisotropic (grass, bark, folds), but about equally at both scales, so it
+//!   reads ≈ 1 whatever it shows; a motion smear takes the fine energy along it away and
+//!   leaves the coarse one, so it reads low. blur = max(defocus from sharpness, motion
+//!   from isotropy), scaled by (1 − the largest other artifact): a dark, washed-out,
+//!   glaring or outside view has no mucosa texture to judge focus on.
 //! * **dark / clipped fraction**: share of FOV pixels with luma below `dark_level` or at or
 //!   above `clip_level` (sampled every third pixel of every third row).
 //! * **specular fraction**: share of FOV pixels that are clipped *and* colourless
@@ -220,55 +223,105 @@ pub fn blockiness(crop: &I420View, fov: &Fov) -> f32 {
     }
 }
 
+/// Step, in pixels, of the coarse-scale differences that isotropy compares the fine-scale
+/// anisotropy with: longer than most smears an operator would keep, short enough to see
+/// the same texture.
+const COARSE: u32 = 16;
+
 /// Sharpness and isotropy (see the module header) over the inner region.
 fn sharpness(crop: &I420View, fov: &Fov, row_step: u32) -> (f32, f32) {
     let inner = fov.inner();
     if inner.width < 8 || inner.height < 8 {
         return (0.0, 0.0);
     }
-    let (x0, x1) = (inner.x as usize + 3, inner.right() as usize - 3);
+    // The coarse differences are centred on the sample: they reach COARSE/2 beyond it,
+    // which the margin around the inner region must hold. A field of view too small for
+    // that gets no coarse differences (0), which reads as "no smear".
+    let margin = inner
+        .x
+        .min(inner.y)
+        .min(crop.width - inner.right())
+        .min(crop.height - inner.bottom());
+    let half = if margin >= COARSE / 2 + 3 {
+        COARSE / 2
+    } else {
+        0
+    };
+    let span = (inner.x as usize + 3, inner.right() as usize - 3);
     // Per direction (horizontal, vertical, "\\", "/"), sums of squared differences at
-    // steps 1, 2 and 3 pixels along it.
-    let mut sums = [[0u64; 3]; 4];
+    // steps 1, 2 and 3 pixels along it, and at COARSE pixels.
+    let mut sums = [[0u64; 4]; 4];
     let mut n = 0u64;
     let mut r = inner.y + 3;
     while r + 3 < inner.bottom() {
         let rows: [&[u8]; 4] = std::array::from_fn(|k| crop.y_row(r + k as u32));
-        let mut acc = [[0u32; 3]; 4];
-        // Every second column: the differences stay at native resolution.
-        let mut x = x0;
-        while x < x1 {
-            let c = rows[0][x] as i32;
-            for k in 1..=3 {
-                let h = rows[0][x + k] as i32 - c;
-                let v = rows[k][x] as i32 - c;
-                let d1 = rows[k][x + k] as i32 - c;
-                let d2 = rows[k][x - k] as i32 - c;
-                acc[0][k - 1] += (h * h) as u32;
-                acc[1][k - 1] += (v * v) as u32;
-                acc[2][k - 1] += (d1 * d1) as u32;
-                acc[3][k - 1] += (d2 * d2) as u32;
-            }
-            n += 1;
-            x += 2;
-        }
+        let far = (crop.y_row(r - half), crop.y_row(r + half));
+        let (acc, samples) = row_sums(rows, far, span, half as usize);
         for (s, a) in sums.iter_mut().zip(acc) {
-            for k in 0..3 {
-                s[k] += a[k] as u64;
+            for (s, a) in s.iter_mut().zip(a) {
+                *s += a as u64;
             }
         }
+        n += samples;
         r += row_step;
     }
     if n == 0 {
         return (0.0, 0.0);
     }
+    focus_measures(&sums, n)
+}
+
+/// One sampled row's sums (see [`sharpness`]): `rows` are the row and the three below it,
+/// `far` the rows `half` above and below it, `span` the columns; every second column, so
+/// the differences stay at native resolution. Returns the sums and the sample count.
+#[inline]
+fn row_sums(
+    rows: [&[u8]; 4],
+    (above, below): (&[u8], &[u8]),
+    (x0, x1): (usize, usize),
+    half: usize,
+) -> ([[u32; 4]; 4], u64) {
+    let mut acc = [[0u32; 4]; 4];
+    let mut n = 0;
+    let mut x = x0;
+    while x < x1 {
+        let c = rows[0][x] as i32;
+        for k in 1..=3 {
+            let h = rows[0][x + k] as i32 - c;
+            let v = rows[k][x] as i32 - c;
+            let d1 = rows[k][x + k] as i32 - c;
+            let d2 = rows[k][x - k] as i32 - c;
+            acc[0][k - 1] += (h * h) as u32;
+            acc[1][k - 1] += (v * v) as u32;
+            acc[2][k - 1] += (d1 * d1) as u32;
+            acc[3][k - 1] += (d2 * d2) as u32;
+        }
+        let far = [
+            rows[0][x + half] as i32 - rows[0][x - half] as i32,
+            below[x] as i32 - above[x] as i32,
+            below[x + half] as i32 - above[x - half] as i32,
+            below[x - half] as i32 - above[x + half] as i32,
+        ];
+        for (a, d) in acc.iter_mut().zip(far) {
+            a[3] += (d * d) as u32;
+        }
+        n += 1;
+        x += 2;
+    }
+    (acc, n)
+}
+
+/// Sharpness and isotropy from the per-direction sums of `n` samples.
+fn focus_measures(sums: &[[u64; 4]; 4], n: u64) -> (f32, f32) {
     let mean = |v: u64| v as f64 / n as f64;
     let mut sharpness = f64::INFINITY;
-    let mut energy = [0.0f64; 4];
+    let mut fine = [0.0f64; 4];
+    let mut coarse = [0.0f64; 4];
     for (d, s) in sums.iter().enumerate() {
         let (g1, g2, g3) = (mean(s[0]), mean(s[1]), mean(s[2]));
         // Sensor noise adds the same 2σ² to every g_k: differences of them are noise-free.
-        energy[d] = (g2 - g1).max(0.0);
+        fine[d] = (g2 - g1).max(0.0);
+        coarse[d] = mean(s[3]);
         // g₃ ≈ g₁: nothing is correlated beyond one pixel (a texture as fine as the pixel
         // grid, or noise alone); nothing in it is smooth, so nothing reads as blur.
         let ratio = if g3 - g1 > 0.02 * g1 + 0.05 {
@@ -278,15 +331,27 @@ fn sharpness(crop: &I420View, fov: &Fov, row_step: u32) -> (f32, f32) {
         };
         sharpness = sharpness.min(ratio);
     }
-    let balance = |a: f64, b: f64| {
-        if a.max(b) <= 0.0 {
-            1.0
-        } else {
-            a.min(b) / a.max(b)
+    (sharpness as f32, relative_isotropy(fine, coarse) as f32)
+}
+
+/// The fine-scale anisotropy of each perpendicular pair of directions relative to its
+/// coarse-scale anisotropy, the worse pair: min(q, 1/q) with
+/// q = (fine_a / fine_b) / (coarse_a / coarse_b). Much texture is about as anisotropic at
+/// 16 px as at 1 px (grain, a fold), so its q is ≈ 1; a smear takes the fine energy along
+/// it away and leaves more of the coarse one. Not all: sand ripples, bark and fur read
+/// 0.3–0.6 sharp (docs/scoring.md), so the default ramp only flags strong smears.
+fn relative_isotropy(fine: [f64; 4], coarse: [f64; 4]) -> f64 {
+    let mut worst = 1.0f64;
+    for (a, b) in [(0, 1), (2, 3)] {
+        let (fa, fb, ca, cb) = (fine[a], fine[b], coarse[a], coarse[b]);
+        // Nothing to judge (a flat or black view): no evidence of a smear.
+        if fa.max(fb) < 0.05 || ca.min(cb) <= 0.0 {
+            continue;
         }
-    };
-    let isotropy = balance(energy[0], energy[1]).min(balance(energy[2], energy[3]));
-    (sharpness as f32, isotropy as f32)
+        let q = (fa * cb) / (fb * ca).max(1e-9);
+        worst = worst.min(q.min(1.0 / q.max(1e-9)));
+    }
+    worst
 }
 
 const EXPOSURE_STEP: u32 = 3;
@@ -537,6 +602,81 @@ mod tests {
             assert!(clean < 1.15, "no grid: {clean}");
             assert!(b > 3.0, "offset {offset}: {b}");
         }
+    }
+
+    /// Multi-octave blocky value noise: random steps at every scale from 1 to 256 px (a
+    /// structure function growing as a power of the lag, as in photographs of textured
+    /// surfaces), its x axis stretched by `stretch` (> 1: anisotropic by the same factor
+    /// at every scale, as grass or bark), then smeared by a horizontal box of `smear` px
+    /// (1: none).
+    fn octave_texture(w: u32, h: u32, stretch: f32, smear: usize) -> I420Image {
+        // splitmix64 of the cell's (column, row, octave): independent values per cell.
+        let hash = |i: i64, j: i64, o: u32| {
+            let key = (i as u64 & 0x1F_FFFF) | (j as u64 & 0x1F_FFFF) << 21 | (o as u64) << 42;
+            let mut v = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            v = (v ^ (v >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            v = (v ^ (v >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            v ^= v >> 31;
+            (v >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let mut plain = vec![0f32; (w * h) as usize];
+        for y in 0..h {
+            for x in 0..w {
+                let (fx, fy) = (x as f32 / stretch, y as f32);
+                let mut v = 0.0;
+                for o in 0..9u32 {
+                    let cell = (1u32 << o) as f32;
+                    // Each octave's grid at its own phase: no cell edge shared by all.
+                    let phase = (o as f32 * 0.618_034).fract() * cell;
+                    let (u, t) = ((fx + phase) / cell, (fy + 1.7 * phase) / cell);
+                    let (i, j) = (u.floor() as i64, t.floor() as i64);
+                    v += hash(i, j, o) * cell.sqrt();
+                }
+                plain[(y * w + x) as usize] = 2.0 * v;
+            }
+        }
+        let mut img = I420Image::new(w, h);
+        for y in 0..h as usize {
+            for x in 0..w as usize {
+                let row = &plain[y * w as usize..(y + 1) * w as usize];
+                let lo = x.saturating_sub(smear / 2);
+                let hi = (lo + smear).min(w as usize);
+                let v = row[lo..hi].iter().sum::<f32>() / (hi - lo) as f32;
+                img.y[y * w as usize + x] = (128.0 + v).clamp(16.0, 235.0) as u8;
+            }
+        }
+        img
+    }
+
+    #[test]
+    fn isotropy_tells_a_smear_from_texture_that_is_anisotropic_at_every_scale() {
+        let (w, h) = (320u32, 320u32);
+        let f = fov(w, h);
+        let iso = |img: &I420Image| measure(&img.view(), &f, &cfg(1)).isotropy;
+        let plain = iso(&octave_texture(w, h, 1.0, 1));
+        let grain = iso(&octave_texture(w, h, 3.0, 1));
+        let smeared = iso(&octave_texture(w, h, 1.0, 9));
+        let smeared_more = iso(&octave_texture(w, h, 1.0, 21));
+        assert!(plain > 0.8, "isotropic texture {plain}");
+        // Stretched 3× along x: the plain gradient balance would read about 1/3 here.
+        assert!(grain > 0.75, "texture anisotropic at every scale {grain}");
+        assert!(smeared < 0.5, "9 px smear {smeared}");
+        assert!(
+            smeared_more < smeared,
+            "21 px {smeared_more} vs 9 px {smeared}"
+        );
+        let cfg = ScoringConfig::default();
+        let motion = |i: f32| {
+            let m = Measures {
+                sharpness: 0.6,
+                isotropy: i,
+                mean_luma: 105.0,
+                ..Measures::default()
+            };
+            artifacts(&m, &cfg, None)[Artifact::Blur.index()]
+        };
+        assert!(motion(grain) < 0.1, "grain {}", motion(grain));
+        assert!(motion(smeared_more) > 0.5, "21 px {}", motion(smeared_more));
     }
 
     #[test]
