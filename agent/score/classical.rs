@@ -250,32 +250,42 @@ fn sharpness(crop: &I420View, fov: &Fov, row_step: u32) -> (f32, f32) {
     let span = (inner.x as usize + 3, inner.right() as usize - 3);
     // Per direction (horizontal, vertical, "\\", "/"), sums of squared differences at
     // steps 1, 2 and 3 pixels along it, and at COARSE pixels.
+    // The coarse differences on every second sampled row only: a smear is global, half
+    // the rows measure it as well, for half the cost.
     let mut sums = [[0u64; 4]; 4];
-    let mut n = 0u64;
+    let mut n = [0u64; 2];
     let mut r = inner.y + 3;
+    let mut far_row = true;
     while r + 3 < inner.bottom() {
         let rows: [&[u8]; 4] = std::array::from_fn(|k| crop.y_row(r + k as u32));
-        let far = (crop.y_row(r - half), crop.y_row(r + half));
-        let (acc, samples) = row_sums(rows, far, span, half as usize);
+        let (acc, samples) = if far_row {
+            let far = (crop.y_row(r - half), crop.y_row(r + half));
+            row_sums::<true>(rows, far, span, half as usize)
+        } else {
+            row_sums::<false>(rows, (rows[0], rows[0]), span, 0)
+        };
         for (s, a) in sums.iter_mut().zip(acc) {
             for (s, a) in s.iter_mut().zip(a) {
                 *s += a as u64;
             }
         }
-        n += samples;
+        n[0] += samples;
+        n[1] += if far_row { samples } else { 0 };
+        far_row = !far_row;
         r += row_step;
     }
-    if n == 0 {
+    if n[0] == 0 {
         return (0.0, 0.0);
     }
     focus_measures(&sums, n)
 }
 
 /// One sampled row's sums (see [`sharpness`]): `rows` are the row and the three below it,
-/// `far` the rows `half` above and below it, `span` the columns; every second column, so
-/// the differences stay at native resolution. Returns the sums and the sample count.
+/// `far` the rows `half` above and below it (used only with `FAR`), `span` the columns;
+/// every second column, so the differences stay at native resolution. Returns the sums and
+/// the sample count.
 #[inline]
-fn row_sums(
+fn row_sums<const FAR: bool>(
     rows: [&[u8]; 4],
     (above, below): (&[u8], &[u8]),
     (x0, x1): (usize, usize),
@@ -296,14 +306,16 @@ fn row_sums(
             acc[2][k - 1] += (d1 * d1) as u32;
             acc[3][k - 1] += (d2 * d2) as u32;
         }
-        let far = [
-            rows[0][x + half] as i32 - rows[0][x - half] as i32,
-            below[x] as i32 - above[x] as i32,
-            below[x + half] as i32 - above[x - half] as i32,
-            below[x - half] as i32 - above[x + half] as i32,
-        ];
-        for (a, d) in acc.iter_mut().zip(far) {
-            a[3] += (d * d) as u32;
+        if FAR {
+            let far = [
+                rows[0][x + half] as i32 - rows[0][x - half] as i32,
+                below[x] as i32 - above[x] as i32,
+                below[x + half] as i32 - above[x - half] as i32,
+                below[x - half] as i32 - above[x + half] as i32,
+            ];
+            for (a, d) in acc.iter_mut().zip(far) {
+                a[3] += (d * d) as u32;
+            }
         }
         n += 1;
         x += 2;
@@ -311,9 +323,10 @@ fn row_sums(
     (acc, n)
 }
 
-/// Sharpness and isotropy from the per-direction sums of `n` samples.
-fn focus_measures(sums: &[[u64; 4]; 4], n: u64) -> (f32, f32) {
-    let mean = |v: u64| v as f64 / n as f64;
+/// Sharpness and isotropy from the per-direction sums of `n[0]` samples (the coarse sums:
+/// `n[1]`).
+fn focus_measures(sums: &[[u64; 4]; 4], n: [u64; 2]) -> (f32, f32) {
+    let mean = |v: u64| v as f64 / n[0] as f64;
     let mut sharpness = f64::INFINITY;
     let mut fine = [0.0f64; 4];
     let mut coarse = [0.0f64; 4];
@@ -321,7 +334,7 @@ fn focus_measures(sums: &[[u64; 4]; 4], n: u64) -> (f32, f32) {
         let (g1, g2, g3) = (mean(s[0]), mean(s[1]), mean(s[2]));
         // Sensor noise adds the same 2σ² to every g_k: differences of them are noise-free.
         fine[d] = (g2 - g1).max(0.0);
-        coarse[d] = mean(s[3]);
+        coarse[d] = s[3] as f64 / n[1].max(1) as f64;
         // g₃ ≈ g₁: nothing is correlated beyond one pixel (a texture as fine as the pixel
         // grid, or noise alone); nothing in it is smooth, so nothing reads as blur.
         let ratio = if g3 - g1 > 0.02 * g1 + 0.05 {
