@@ -311,8 +311,8 @@ fn devices(json: bool) -> Result<()> {
             d.class,
             d.path.as_deref().unwrap_or("-")
         );
-        for c in d.caps {
-            println!("    {c}");
+        for (c, r) in d.caps.iter().zip(&d.read) {
+            println!("    {c}    [{}]", r.as_str());
         }
     }
     Ok(())

@@ -356,6 +356,15 @@ fn devices_lists_what_the_device_monitor_sees() {
     // This machine may have no camera; whatever is listed is a video source with caps.
     for d in list {
         assert!(d["class"].as_str().unwrap().contains("Video"), "{d}");
+        // Each mode says how the agent would read it.
+        let (caps, read) = (d["caps"].as_array().unwrap(), d["read"].as_array().unwrap());
+        assert_eq!(caps.len(), read.len(), "{d}");
+        for r in read {
+            assert!(
+                ["in_place", "decoded", "converted"].contains(&r.as_str().unwrap()),
+                "{d}"
+            );
+        }
     }
 }
 
