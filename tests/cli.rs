@@ -361,7 +361,7 @@ fn devices_lists_what_the_device_monitor_sees() {
         assert_eq!(caps.len(), read.len(), "{d}");
         for r in read {
             assert!(
-                ["in_place", "decoded", "converted"].contains(&r.as_str().unwrap()),
+                ["in_place", "needs_decoder", "converted"].contains(&r.as_str().unwrap()),
                 "{d}"
             );
         }

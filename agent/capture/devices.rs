@@ -1,10 +1,11 @@
 //! `endo-agent devices`: the capture devices GStreamer's device monitor sees, with their
 //! caps, so an integrator can fill `source.device` and `source.caps`, and for each mode
 //! how the agent reads it: in place (I420 or NV12, [`super::NATIVE_FORMATS`]: no
-//! conversion pass), decoded (MJPEG: `jpegdec` gives I420 for 4:2:0 JPEG) or converted
-//! (YUY2, UYVY, RGB…: `videoconvert` rewrites every frame at full resolution, the dearest
-//! step of the capture tail, docs/benchmarks.md). Pin an in-place mode in `source.caps`
-//! when the card offers one.
+//! conversion pass), converted (YUY2, UYVY, RGB…: `videoconvert` rewrites every frame at
+//! full resolution, the dearest step of the capture tail, docs/benchmarks.md), or not at
+//! all by the shipped `v4l2` template (MJPEG and other compressed modes need a template
+//! with a decoder, pipelines/README.md). Pin an in-place mode in `source.caps` when the
+//! card offers one.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -27,8 +28,9 @@ pub struct DeviceInfo {
 pub enum Read {
     /// Raw I420 or NV12: handed to the scorer as captured.
     InPlace,
-    /// Compressed (MJPEG): decoded first.
-    Decoded,
+    /// Compressed (MJPEG, H.264…): the shipped `v4l2` template has no decoder, so it
+    /// needs a custom template (`image/jpeg ! jpegdec`, pipelines/README.md).
+    NeedsDecoder,
     /// Another raw format (or a list with one): converted to I420 by `videoconvert`.
     Converted,
 }
@@ -37,7 +39,9 @@ impl Read {
     pub fn as_str(self) -> &'static str {
         match self {
             Read::InPlace => "read in place",
-            Read::Decoded => "decoded",
+            Read::NeedsDecoder => {
+                "compressed: needs a template with a decoder, pipelines/README.md"
+            }
             Read::Converted => "converted by videoconvert",
         }
     }
@@ -46,7 +50,7 @@ impl Read {
 /// How a caps structure (one device mode) is read: see [`Read`].
 pub fn read_path(s: &gst::StructureRef) -> Read {
     if s.name() != "video/x-raw" {
-        return Read::Decoded;
+        return Read::NeedsDecoder;
     }
     let native = |f: &str| super::NATIVE_FORMATS.iter().any(|n| n.to_str() == f);
     if let Ok(f) = s.get::<&str>("format") {
@@ -100,7 +104,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_mode_says_whether_it_is_read_in_place_decoded_or_converted() {
+    fn each_mode_says_whether_it_is_read_in_place_converted_or_needs_a_decoder() {
         gst::init().unwrap();
         let cases = [
             (
@@ -118,7 +122,7 @@ mod tests {
             ),
             ("video/x-raw, format={ NV12, YUY2 }", Read::Converted),
             ("video/x-raw, width=1920", Read::Converted),
-            ("image/jpeg, width=1920, height=1080", Read::Decoded),
+            ("image/jpeg, width=1920, height=1080", Read::NeedsDecoder),
         ];
         for (caps, want) in cases {
             let c: gst::Caps = caps.parse().unwrap();

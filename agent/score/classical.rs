@@ -13,10 +13,11 @@
 //! * **isotropy** (relative): for each perpendicular pair of directions (horizontal and
 //!   vertical, the two diagonals), the fine-scale anisotropy — the noise-free energy
 //!   g₂ − g₁ along one direction over the perpendicular one — divided by the same pair's
-//!   anisotropy at a coarse step of 16 px (g₁₆); min(q, 1/q) of the worse pair. Real
-//!   texture is anisotropic (grass, bark, folds), but about equally at both scales, so it
-//!   reads ≈ 1 whatever it shows; a motion smear takes the fine energy along it away and
-//!   leaves the coarse one, so it reads low. blur = max(defocus from sharpness, motion
+//!   anisotropy at a coarse step of 16 px (g₁₆, every second sampled row); min(q, 1/q) of
+//!   the worse pair. Much real texture is anisotropic (grain, folds) about equally at both
+//!   scales, so it reads ≈ 1; a motion smear takes the fine energy along it away and
+//!   leaves more of the coarse one, so it reads low. Not all: sharp sand ripples, bark and
+//!   fur read 0.3–0.6, so the default ramp (0.4–0.2) flags only strong smears. blur = max(defocus from sharpness, motion
 //!   from isotropy), scaled by (1 − the largest other artifact): a dark, washed-out,
 //!   glaring or outside view has no mucosa texture to judge focus on.
 //! * **dark / clipped fraction**: share of FOV pixels with luma below `dark_level` or at or
