@@ -479,6 +479,7 @@ impl Config {
     /// queue allocations) far from overflow and from allocations that abort.
     ///
     /// [`validate`]: Config::validate
+    #[rustfmt::skip]
     pub fn int_ranges(&self) -> [(&'static str, u64, u64, u64); 34] {
         const H: u64 = 3_600_000; // an hour, in milliseconds
         let n = |v: usize| v as u64;
@@ -491,72 +492,22 @@ impl Config {
             ("capture.queue_frames", n(c.queue_frames), 1, 64),
             ("capture.backoff_initial_ms", c.backoff_initial_ms, 1, H),
             ("capture.backoff_max_ms", c.backoff_max_ms, 1, H),
-            (
-                "capture.backoff_reset_after_ms",
-                c.backoff_reset_after_ms,
-                1,
-                24 * H,
-            ),
+            ("capture.backoff_reset_after_ms", c.backoff_reset_after_ms, 1, 24 * H),
             ("fov.auto_frames", f.auto_frames.into(), 1, 10_000),
             ("fov.auto_margin", f.auto_margin.into(), 0, 64),
-            (
-                "fov.auto_recheck_frames",
-                f.auto_recheck_frames.into(),
-                0,
-                1_000_000,
-            ),
-            (
-                "scoring.sharpness_row_step",
-                sc.sharpness_row_step.into(),
-                1,
-                8,
-            ),
-            (
-                "scoring.reference_frames",
-                sc.reference_frames.into(),
-                1,
-                100_000,
-            ),
-            (
-                "scoring.reference_min_frames",
-                sc.reference_min_frames.into(),
-                1,
-                100_000,
-            ),
+            ("fov.auto_recheck_frames", f.auto_recheck_frames.into(), 0, 1_000_000),
+            ("scoring.sharpness_row_step", sc.sharpness_row_step.into(), 1, 8),
+            ("scoring.reference_frames", sc.reference_frames.into(), 1, 100_000),
+            ("scoring.reference_min_frames", sc.reference_min_frames.into(), 1, 100_000),
             ("select.window_ms", self.select.window_ms, 1, H),
-            (
-                "select.duplicate_bits",
-                self.select.duplicate_bits.into(),
-                0,
-                32,
-            ),
-            (
-                "select.duplicate_resend_s",
-                self.select.duplicate_resend_s.into(),
-                0,
-                86_400,
-            ),
-            (
-                "encode.jpeg_quality",
-                self.encode.jpeg_quality.into(),
-                1,
-                100,
-            ),
+            ("select.duplicate_bits", self.select.duplicate_bits.into(), 0, 32),
+            ("select.duplicate_resend_s", self.select.duplicate_resend_s.into(), 0, 86_400),
+            ("encode.jpeg_quality", self.encode.jpeg_quality.into(), 1, 100),
             ("encode.queue_frames", n(self.encode.queue_frames), 1, 256),
-            (
-                "spool.max_records",
-                n(self.spool.max_records),
-                1,
-                10_000_000,
-            ),
+            ("spool.max_records", n(self.spool.max_records), 1, 10_000_000),
             ("spool.max_mib", self.spool.max_mib, 1, 1 << 24),
             ("spool.min_free_mib", self.spool.min_free_mib, 0, 1 << 20),
-            (
-                "uplink.backoff_initial_ms",
-                self.uplink.backoff_initial_ms,
-                1,
-                H,
-            ),
+            ("uplink.backoff_initial_ms", self.uplink.backoff_initial_ms, 1, H),
             ("uplink.backoff_max_ms", self.uplink.backoff_max_ms, 1, H),
             ("mqtt.port", m.port.into(), 1, 65_535),
             ("mqtt.inflight", n(m.inflight), 1, 1000),
