@@ -125,7 +125,10 @@ fn start_towers(
                 &mqtt_section(&cloud.broker, &cloud.pki.ca, None),
             )
             .replace("device = \"tower-3\"", &format!("device = \"tower-{i}\""))
-            .replace("site = \"uplink-site\"", &format!("site = \"fleet-{level}\""));
+            .replace(
+                "site = \"uplink-site\"",
+                &format!("site = \"fleet-{level}\""),
+            );
             Agent::start(&dir, &config)
         })
         .collect()
@@ -163,7 +166,11 @@ fn sample(towers: &[Agent], cloud: &Cloud) -> Sample {
         cpu: [
             towers.iter().map(|a| cpu_seconds(a.pid())).sum(),
             cloud.broker.pid().map_or(0.0, cpu_seconds),
-            cloud.replicas.iter().map(|r| cpu_seconds(r.child.id())).sum(),
+            cloud
+                .replicas
+                .iter()
+                .map(|r| cpu_seconds(r.child.id()))
+                .sum(),
             cloud.store.pid().map_or(0.0, cpu_seconds),
         ],
     }
@@ -251,7 +258,13 @@ fn check() {
     let d = dir.path();
     let cloud = Cloud::start(d);
     // 4 s of video each (on_eos = idle): the towers drain, then every frame is stored.
-    let towers = start_towers(d, &cloud, (2, 0), &Stream::SMALL, (120, "\"local\", \"mqtt\""));
+    let towers = start_towers(
+        d,
+        &cloud,
+        (2, 0),
+        &Stream::SMALL,
+        (120, "\"local\", \"mqtt\""),
+    );
     let mut local = std::collections::BTreeMap::new();
     for (i, t) in towers.into_iter().enumerate() {
         t.wait_for("the tower to drain", Duration::from_secs(90), |a| {

@@ -25,7 +25,11 @@ done
 # file sources); and CA certificates for MQTT and S3 over TLS.
 packages="libgstreamer1.0-0,gstreamer1.0-plugins-base,gstreamer1.0-plugins-good,gstreamer1.0-plugins-bad,gstreamer1.0-libav,ca-certificates"
 suite=bookworm
-base_tag="$(printf '%s %s v1' "$suite" "$packages" | sha256sum | cut -c1-12)"
+# The customize hook also drops Mesa's DRI drivers and the LLVM they link (≈ 140 MB):
+# GStreamer's GL library pulls Mesa in, but only a GL context loads a DRI driver, and no
+# pipeline here makes one (the display branch's GL sinks are for a tower's own screen).
+# Bump the last word of the tag when the hook changes, so the cached base is rebuilt.
+base_tag="$(printf '%s %s v2' "$suite" "$packages" | sha256sum | cut -c1-12)"
 base="localhost/endo-agent-base:$base_tag"
 if ! podman image exists "$base"; then
   cache="${ENDO_IMAGE_CACHE:-$HOME/.cache/endo-agent/images}"
@@ -36,6 +40,7 @@ if ! podman image exists "$base"; then
     part="$cache/base-$base_tag.part.tar"   # mmdebstrap picks the format from .tar
     mmdebstrap --quiet --variant=essential --include="$packages" \
       --customize-hook='rm -rf "$1"/usr/share/doc "$1"/usr/share/man "$1"/usr/share/locale "$1"/var/cache/apt "$1"/var/lib/apt/lists' \
+      --customize-hook='rm -rf "$1"/usr/lib/*-linux-gnu/dri "$1"/usr/lib/*-linux-gnu/libLLVM-*.so*' \
       "$suite" "$part" >&2
     mv "$part" "$tar"
   fi
