@@ -8,6 +8,11 @@ SECTION = "multimedia"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=8;endline=8;md5=2507bd5f0713f05419cd2f22fa06fe62"
 
+# Targets the agent has been built for: x86_64 (every test) and aarch64 (cross-built
+# against a Debian arm64 sysroot and run under qemu-user, scores equal to x86_64's:
+# scripts/aarch64.sh, docs/deploy.md "On aarch64"). This recipe itself has not been
+# through a real bitbake run yet (yocto/README.md).
+
 # Build: GStreamer headers for the gstreamer-rs bindings.
 DEPENDS += "glib-2.0 gstreamer1.0 gstreamer1.0-plugins-base"
 
