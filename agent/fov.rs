@@ -21,11 +21,15 @@
 //!    being the grid's 3rd percentile, so a dim rim still counts as image;
 //! 2. the image is the largest 4-connected lit region: text and the status bar, apart from
 //!    it on the black border, are other regions (`dark` when no region is big enough);
-//! 3. scanning out from the centre row (the median of the columns' top + bottom), every row
-//!    must stay centred on the median of the rows' left + right and must not widen again:
-//!    a convex shape symmetric about its centre — circle, octagon, circle clipped by the top
-//!    and bottom of the screen. A view lit only in part, or text touching the image, fails
-//!    (`asymmetric`);
+//! 3. the columns must agree on one vertical centre (at most 15 % may not) and, scanning out
+//!    from the centre row, every row must stay centred on the median of the rows' left +
+//!    right and must not widen again: a convex shape symmetric about its centre — circle,
+//!    octagon, circle clipped by the top and bottom of the screen. A circle cut flat at both
+//!    ends (a fifth of the columns start on its top row and a fifth end on its bottom row)
+//!    need not be centred between the cuts — a processor may cut it at the screen's top
+//!    edge and above its status bar —: its centre row is then the band's middle, and only
+//!    the columns that end on neither cut must agree, on the circle's own centre. A view
+//!    lit only in part, or text touching the image, fails (`asymmetric`);
 //! 4. plausible: ≥ 30 % of the frame wide and ≥ 40 % tall (`too_small`); centre within the
 //!    middle half of the width and the middle 40 % of the height (`off_centre`); aspect
 //!    0.75–1.6, top and bottom rows narrower than 90 % of the widest, 60–97 % of its bounding
@@ -461,6 +465,17 @@ fn detect(
     result
 }
 
+/// The top and bottom rows (in cells) of a region cut flat by both: at least a fifth of
+/// its `n_cols` columns start on its topmost row, and a fifth end on its bottommost.
+/// None for a shape that is round (or cut) at either end.
+fn flat_clips(cols: &[(i32, i32)], n_cols: usize) -> Option<(i32, i32)> {
+    let lit = || cols.iter().filter(|e| e.1 >= 0);
+    let (t, b) = (lit().map(|e| e.0).min()?, lit().map(|e| e.1).max()?);
+    let many = |n: usize| n * 5 >= n_cols;
+    (many(lit().filter(|e| e.0 == t).count()) && many(lit().filter(|e| e.1 == b).count()))
+        .then_some((t, b))
+}
+
 /// Twice the centre, in cells: (left + right) of a row, (top + bottom) of a column.
 fn sum(e: (i32, i32)) -> Option<i32> {
     (e.1 >= 0).then_some(e.0 + e.1)
@@ -479,15 +494,27 @@ fn fit(
     let cx2 = g
         .median(rows.iter().filter_map(|&e| sum(e)))
         .ok_or(Reject::Dark)?;
-    let cy2 = g
-        .median(cols.iter().filter_map(|&e| sum(e)))
-        .ok_or(Reject::Dark)?;
-    let asym_cols = cols
-        .iter()
-        .filter_map(|&e| sum(e))
-        .filter(|s| (s - cy2).abs() > TOL)
-        .count();
     let n_cols = cols.iter().filter(|e| e.1 >= 0).count();
+    let (cy2, asym_cols) = match flat_clips(cols, n_cols) {
+        // Clipped by the top and bottom of the screen: the shape's vertical centre is
+        // the band's, and the columns that end on neither cut must agree on the circle's
+        // own centre, which need not be the band's (a processor may cut its image at the
+        // screen's top edge and above its status bar).
+        Some((t, b)) => {
+            let free = |e: &&(i32, i32)| e.1 >= 0 && e.0 != t && e.1 != b;
+            let centre = g.median(cols.iter().filter(free).filter_map(|&e| sum(e)));
+            let off = |s: i32| centre.is_some_and(|c| (s - c).abs() > TOL);
+            let asym = cols.iter().filter(free).filter_map(|&e| sum(e));
+            (t + b, asym.filter(|&s| off(s)).count())
+        }
+        None => {
+            let cy2 = g
+                .median(cols.iter().filter_map(|&e| sum(e)))
+                .ok_or(Reject::Dark)?;
+            let asym = cols.iter().filter_map(|&e| sum(e));
+            (cy2, asym.filter(|s| (s - cy2).abs() > TOL).count())
+        }
+    };
     if asym_cols * 100 > n_cols * 15 {
         return Err(Reject::Asymmetric);
     }
@@ -1064,6 +1091,14 @@ mod tests {
             Screen::new(
                 "dim rim 1280x1024",
                 Layout::clipped_circle_1280x1024().with_rim(34),
+            ),
+            Screen::new(
+                "clip off centre",
+                Layout::clipped_circle_1280x1024().with_centre_row(512.0),
+            ),
+            Screen::new(
+                "clip off centre up",
+                Layout::clipped_circle_1280x1024().with_centre_row(450.0),
             ),
         ]
     }

@@ -141,6 +141,16 @@ impl Layout {
         }
     }
 
+    /// The same clipped circle centred on row `cy` instead: a processor that cuts its image
+    /// at the screen's top edge and above its status bar need not centre it between the
+    /// two cuts.
+    pub fn with_centre_row(mut self, row: f32) -> Layout {
+        if let Shape::Circle { ref mut cy, .. } = self.shape {
+            *cy = row;
+        }
+        self
+    }
+
     /// The same layout with a dim rim: the image fades to `rim` at its edge.
     pub fn with_rim(mut self, rim: u8) -> Layout {
         self.rim_luma = rim;
