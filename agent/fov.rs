@@ -465,6 +465,37 @@ fn detect(
     result
 }
 
+/// Twice the region's centre row, in cells, from its columns' extents `cols`; refused
+/// (`asymmetric`) when more than 15 % of the columns disagree with it by over 1.5 cells.
+fn vertical_centre(g: &mut Grid, cols: &[(i32, i32)]) -> Result<i32, Reject> {
+    const TOL: i32 = 3;
+    let n_cols = cols.iter().filter(|e| e.1 >= 0).count();
+    let (cy2, asym_cols) = match flat_clips(cols, n_cols) {
+        // Clipped by the top and bottom of the screen: the shape's vertical centre is
+        // the band's, and the columns that end on neither cut must agree on the circle's
+        // own centre, which need not be the band's (a processor may cut its image at the
+        // screen's top edge and above its status bar).
+        Some((t, b)) => {
+            let free = |e: &&(i32, i32)| e.1 >= 0 && e.0 != t && e.1 != b;
+            let centre = g.median(cols.iter().filter(free).filter_map(|&e| sum(e)));
+            let off = |s: i32| centre.is_some_and(|c| (s - c).abs() > TOL);
+            let asym = cols.iter().filter(free).filter_map(|&e| sum(e));
+            (t + b, asym.filter(|&s| off(s)).count())
+        }
+        None => {
+            let cy2 = g
+                .median(cols.iter().filter_map(|&e| sum(e)))
+                .ok_or(Reject::Dark)?;
+            let asym = cols.iter().filter_map(|&e| sum(e));
+            (cy2, asym.filter(|s| (s - cy2).abs() > TOL).count())
+        }
+    };
+    if asym_cols * 100 > n_cols * 15 {
+        return Err(Reject::Asymmetric);
+    }
+    Ok(cy2)
+}
+
 /// The top and bottom rows (in cells) of a region cut flat by both: at least a fifth of
 /// its `n_cols` columns start on its topmost row, and a fifth end on its bottommost.
 /// None for a shape that is round (or cut) at either end.
@@ -494,30 +525,7 @@ fn fit(
     let cx2 = g
         .median(rows.iter().filter_map(|&e| sum(e)))
         .ok_or(Reject::Dark)?;
-    let n_cols = cols.iter().filter(|e| e.1 >= 0).count();
-    let (cy2, asym_cols) = match flat_clips(cols, n_cols) {
-        // Clipped by the top and bottom of the screen: the shape's vertical centre is
-        // the band's, and the columns that end on neither cut must agree on the circle's
-        // own centre, which need not be the band's (a processor may cut its image at the
-        // screen's top edge and above its status bar).
-        Some((t, b)) => {
-            let free = |e: &&(i32, i32)| e.1 >= 0 && e.0 != t && e.1 != b;
-            let centre = g.median(cols.iter().filter(free).filter_map(|&e| sum(e)));
-            let off = |s: i32| centre.is_some_and(|c| (s - c).abs() > TOL);
-            let asym = cols.iter().filter(free).filter_map(|&e| sum(e));
-            (t + b, asym.filter(|&s| off(s)).count())
-        }
-        None => {
-            let cy2 = g
-                .median(cols.iter().filter_map(|&e| sum(e)))
-                .ok_or(Reject::Dark)?;
-            let asym = cols.iter().filter_map(|&e| sum(e));
-            (cy2, asym.filter(|s| (s - cy2).abs() > TOL).count())
-        }
-    };
-    if asym_cols * 100 > n_cols * 15 {
-        return Err(Reject::Asymmetric);
-    }
+    let cy2 = vertical_centre(g, cols)?;
     let sym = |j: usize| symmetric(rows[j], cx2);
     let jc = (cy2 / 2) as usize;
     if jc >= rows.len() || !centred(rows[jc], cx2) {
