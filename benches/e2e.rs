@@ -18,6 +18,9 @@
 //! Without `--bench` (as under `cargo test --all-targets`) it runs a 2-second smoke at
 //! 320×240, with a web page connected, and checks that frames flowed.
 
+#[path = "support/proc.rs"]
+mod proc;
+
 use endo_agent::config::{Config, FovShape, OnEos, SourceKind};
 use std::time::{Duration, Instant};
 
@@ -45,7 +48,6 @@ fn peak_rss_mb() -> f64 {
 /// CPU time (user + system) of each live thread of this process, by thread id, with its
 /// name (`/proc/self/task/*/stat`).
 fn thread_cpu() -> std::collections::HashMap<u32, (String, Duration)> {
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut out = std::collections::HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return out;
@@ -57,18 +59,9 @@ fn thread_cpu() -> std::collections::HashMap<u32, (String, Duration)> {
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
             continue;
         };
-        // "tid (comm) state ppid …": utime and stime are fields 14 and 15.
-        let (Some(a), Some(b)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let rest: Vec<&str> = stat[b + 2..].split_whitespace().collect();
-        let ticks = |i: usize| {
-            rest.get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let cpu = Duration::from_secs_f64((ticks(11) + ticks(12)) / tick);
-        out.insert(tid, (stat[a + 1..b].to_string(), cpu));
+        if let Some((name, cpu)) = proc::cpu_of_stat(&stat) {
+            out.insert(tid, (name.to_string(), Duration::from_secs_f64(cpu)));
+        }
     }
     out
 }

@@ -23,6 +23,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/proc.rs"]
+mod proc;
 
 use common::services::{Mosquitto, Pki, Seaweed};
 use common::uplink::{
@@ -43,18 +45,10 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 
 /// CPU seconds (user + system, all threads) a process has used, from `/proc/PID/stat`.
 fn cpu_seconds(pid: u32) -> f64 {
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some(b) = stat.rfind(')') else {
-        return 0.0;
-    };
-    let rest: Vec<f64> = stat[b + 2..]
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0.0))
-        .collect();
-    (rest.get(11).unwrap_or(&0.0) + rest.get(12).unwrap_or(&0.0)) / tick
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| proc::cpu_of_stat(&stat).map(|(_, cpu)| cpu))
+        .unwrap_or(0.0)
 }
 
 /// The fleet's cloud end: broker, store, bucket and two ingest replicas.
