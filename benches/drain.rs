@@ -12,6 +12,9 @@
 
 #[path = "../tests/common/services.rs"]
 mod services;
+#[path = "support/mod.rs"]
+mod support;
+use support::arg;
 
 use endo_agent::config::{Config, FovShape, UplinkConfig};
 use endo_agent::fov::Fov;
@@ -25,14 +28,6 @@ use endo_agent::uplink::{Blocking, Sink};
 use services::{Mosquitto, Pki, Seaweed, S3_KEY, S3_SECRET};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn jpeg_1080p() -> Vec<u8> {
     let p = Phantom::new(PhantomConfig {

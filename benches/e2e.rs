@@ -18,19 +18,12 @@
 //! Without `--bench` (as under `cargo test --all-targets`) it runs a 2-second smoke at
 //! 320×240, with a web page connected, and checks that frames flowed.
 
-#[path = "support/proc.rs"]
-mod proc;
+#[path = "support/mod.rs"]
+mod support;
+use support::arg;
 
 use endo_agent::config::{Config, FovShape, OnEos, SourceKind};
 use std::time::{Duration, Instant};
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn cpu_time() -> Duration {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -59,7 +52,7 @@ fn thread_cpu() -> std::collections::HashMap<u32, (String, Duration)> {
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
             continue;
         };
-        if let Some((name, cpu)) = proc::cpu_of_stat(&stat) {
+        if let Some((name, cpu)) = support::cpu_of_stat(&stat) {
             out.insert(tid, (name.to_string(), Duration::from_secs_f64(cpu)));
         }
     }

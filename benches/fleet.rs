@@ -23,8 +23,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "support/proc.rs"]
-mod proc;
+#[path = "support/mod.rs"]
+mod support;
+use support::arg;
 
 use common::services::{Mosquitto, Pki, Seaweed};
 use common::uplink::{
@@ -35,19 +36,11 @@ use common::{Agent, Metrics};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// CPU seconds (user + system, all threads) a process has used, from `/proc/PID/stat`.
 fn cpu_seconds(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| proc::cpu_of_stat(&stat).map(|(_, cpu)| cpu))
+        .and_then(|stat| support::cpu_of_stat(&stat).map(|(_, cpu)| cpu))
         .unwrap_or(0.0)
 }
 

@@ -1,4 +1,15 @@
-//! `/proc/<pid>/stat` and `/proc/<pid>/task/<tid>/stat` for the benches' CPU figures.
+//! What the benches share: their `--name value` options, and CPU time from
+//! `/proc/<pid>/stat` and `/proc/<pid>/task/<tid>/stat`.
+#![allow(dead_code)]
+
+/// The value after `name` in `args`, parsed; `default` when absent or unparsable.
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// The command name and the CPU time (user + system, seconds) of one `stat` line:
 /// "pid (comm) state ppid …", utime and stime being fields 14 and 15.
