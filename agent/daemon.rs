@@ -79,6 +79,9 @@ pub enum AgentError {
     ThreadDied { name: &'static str },
 }
 
+/// Procedure records waiting for the encoder (one per procedure end: a handful at most).
+const DOCUMENT_QUEUE: usize = 16;
+
 /// What a finished run did (logged at exit, used by tests and the benchmark).
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
@@ -127,6 +130,7 @@ pub fn run(cfg: Config, stop: Shutdown) -> Result<Summary, AgentError> {
     // Gauges the 1 s upkeep task maintains exist from the start.
     gauge!("endo_agent_capture_fps").set(0.0);
     gauge!("endo_agent_spool_oldest_age_seconds").set(0.0);
+    crate::procedure::register_metrics();
     let sinks = make_sinks(&cfg, &status)?;
     let mut sup = Supervisor::new(stop.clone());
     let http = start_service(&mut sup, &cfg, &status, prometheus)?;
@@ -134,6 +138,7 @@ pub fn run(cfg: Config, stop: Shutdown) -> Result<Summary, AgentError> {
     let (frame_tx, frame_rx) = bounded::<CapturedFrame>(cfg.capture.queue_frames);
     let (job_tx, job_rx) = bounded::<Job>(cfg.encode.queue_frames);
     let (preview_tx, preview_rx) = bounded::<PreviewJob>(1);
+    let (doc_tx, doc_rx) = bounded::<crate::spool::SpoolRecord>(DOCUMENT_QUEUE);
     let producer = Producer::new(&cfg);
     let stage = ScoreStage::new(
         cfg.clone(),
@@ -142,6 +147,7 @@ pub fn run(cfg: Config, stop: Shutdown) -> Result<Summary, AgentError> {
         ScoreOutputs {
             jobs: job_tx,
             previews: preview_tx,
+            documents: doc_tx,
         },
     );
     let score = sup.spawn("score", {
@@ -152,7 +158,7 @@ pub fn run(cfg: Config, stop: Shutdown) -> Result<Summary, AgentError> {
     let preview = sup.spawn("preview", move || preview::run(&op_cfg, preview_rx, &op))?;
     let encode = sup.spawn("encode", {
         let spool = CloseOnDrop(spool.clone());
-        move || encode::run(&producer, job_rx, &spool.0)
+        move || encode::run(&producer, job_rx, doc_rx, &spool.0)
     })?;
     let uplinks = start_uplinks(&mut sup, &cfg, sinks, &spool, &status)?;
     let capture = sup.spawn("capture", {

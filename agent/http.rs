@@ -150,6 +150,7 @@ pub fn router(
     let operator = Router::new()
         .route("/api/operator", get(operator_info))
         .route("/api/events", get(events))
+        .route("/api/procedures/last", get(last_procedure))
         .route("/api/frames/{id}/preview.jpg", get(preview))
         .route("/api/mark", post(mark))
         .route("/api/freeze", post(freeze))
@@ -444,6 +445,24 @@ pub fn readiness(not_ready: Option<&str>) -> Response {
 
 async fn status_doc(State(s): State<AppState>) -> Json<crate::status::StatusDoc> {
     Json(s.status.doc())
+}
+
+/// The record of the last procedure that ended (404 before the first one ends).
+async fn last_procedure(State(s): State<AppState>) -> Response {
+    let last = s
+        .status
+        .last_procedure
+        .lock()
+        .expect("procedure lock")
+        .clone();
+    match last {
+        Some(rec) => Json(&*rec).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "no procedure has ended since the agent started"})),
+        )
+            .into_response(),
+    }
 }
 
 async fn index() -> Response {

@@ -208,12 +208,23 @@ fn site_and_device<'t>(topic: &'t str, route: &Route) -> Result<(&'t str, &'t st
 }
 
 /// The record is JSON about this key and describes this JPEG (bytes and sha256), and the
-/// JPEG is one (SOI and a marker at the start, EOI at the end).
+/// JPEG is one (SOI and a marker at the start, EOI at the end). Without a JPEG, the
+/// record must be a procedure record under a session's `procedure` key.
 fn check_record(key: &str, jpeg: &[u8], record: &[u8]) -> Result<(), String> {
     let doc: serde_json::Value =
         serde_json::from_slice(record).map_err(|e| format!("record is not JSON: {e}"))?;
     if doc.get("key").and_then(|k| k.as_str()) != Some(key) {
         return Err(format!("record's key differs from the message key {key:?}"));
+    }
+    if jpeg.is_empty() {
+        let procedure = doc.get("schema").and_then(|k| k.as_str())
+            == Some(crate::procedure::SCHEMA)
+            && key.rsplit('/').next() == Some(crate::procedure::NAME);
+        return if procedure {
+            Ok(())
+        } else {
+            Err("a message without a JPEG that is not a procedure record".into())
+        };
     }
     // A JPEG starts with SOI and a marker, and ends with EOI.
     if !(jpeg.starts_with(&[0xff, 0xd8, 0xff]) && jpeg.ends_with(&[0xff, 0xd9])) {

@@ -20,7 +20,7 @@
 //! procedure sessions), [`config`], [`metrics`], [`http`] (metrics, health, the web overlay
 //! and the operator API), [`phantom`] (the synthetic
 //! NBI video generator used by the demo, tests and benchmarks) and [`agent`], which wires the
-//! stages together for `endo-agent run`; [`calibrate`] runs capture and scoring on a site's
+//! stages together for `endo-agent run`; [`light`] tags white light or NBI; [`calibrate`] runs capture and scoring on a site's
 //! own recording and suggests `[scoring]` / `[select]` values for it.
 
 pub mod artifact;
@@ -37,6 +37,7 @@ pub mod fsutil;
 pub mod http;
 pub mod ingest;
 pub mod ingest_status;
+pub mod light;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
@@ -44,6 +45,7 @@ pub mod operator;
 pub mod overlay;
 pub mod phantom;
 pub mod preflight;
+pub mod procedure;
 pub mod record;
 pub mod reload;
 pub mod score;

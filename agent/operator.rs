@@ -124,6 +124,9 @@ pub struct Procedure {
     /// Started by an operator (true) or the agent's own session between procedures.
     pub active: bool,
     pub started_at: String,
+    /// `started_at` as a time, for the procedure record.
+    #[serde(skip)]
+    pub started: DateTime<Utc>,
 }
 
 /// Counters of the current procedure, reset when the session rotates.
@@ -237,10 +240,14 @@ impl Operator {
         metrics::counter!("endo_agent_operator_annotation_shapes_total").increment(0);
         let op = Operator {
             cfg,
-            procedure: Mutex::new(Procedure {
-                session,
-                active: false,
-                started_at: record::format_time(Utc::now()),
+            procedure: Mutex::new({
+                let now = Utc::now();
+                Procedure {
+                    session,
+                    active: false,
+                    started_at: record::format_time(now),
+                    started: now,
+                }
             }),
             generation: AtomicU64::new(0),
             counters: Counters::default(),
@@ -279,6 +286,7 @@ impl Operator {
                 session: id,
                 active,
                 started_at: record::format_time(now),
+                started: now,
             },
         );
         self.counters.reset();

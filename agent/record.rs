@@ -110,6 +110,8 @@ pub struct ScoreInfo {
     pub model_quality: Option<f32>,
     pub artifacts: BTreeMap<&'static str, f32>,
     pub reasons: Vec<&'static str>,
+    /// `white` or `nbi`: the light the frame was captured under ([`crate::light`]).
+    pub light: crate::light::Light,
     pub measures: crate::score::classical::Measures,
 }
 
@@ -124,6 +126,7 @@ impl ScoreInfo {
                 .map(|a| (a.as_str(), s.artifact(*a)))
                 .collect(),
             reasons: s.reasons().map(|a| a.as_str()).collect(),
+            light: s.light,
             measures: s.measures,
         }
     }

@@ -9,15 +9,18 @@
 //!    or its difference hash is within `duplicate_bits` of the last forwarded frame's
 //!    (`duplicate`) while that one is less than `duplicate_resend_s` old (a still scene
 //!    forwards a frame every `duplicate_resend_s`, not one in all).
-//! 2. **Threshold with hysteresis.** The selector turns good when quality ≥ `threshold_high`
+//! 2. **Light.** With `select.light` = `nbi` or `white`, a frame under the other light
+//!    ([`crate::light`]) is rejected as `light`; it does not move the hysteresis.
+//! 3. **Threshold with hysteresis.** The selector turns good when quality ≥ `threshold_high`
 //!    and bad again when quality < `threshold_low`. A frame seen while bad is rejected as
 //!    `below_threshold` (quality < low) or `hysteresis` (between the thresholds).
-//! 3. **Best per window.** A good frame becomes the window's candidate if it beats the
+//! 4. **Best per window.** A good frame becomes the window's candidate if it beats the
 //!    current one; the loser is rejected as `not_best_in_window`.
 //!
 //! Every frame offered ends in exactly one outcome: forwarded or one rejection reason.
 
 use crate::config::SelectConfig;
+use crate::light::Light;
 
 /// Why a frame was not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,15 +30,17 @@ pub enum Rejection {
     NotBestInWindow,
     RateLimited,
     Duplicate,
+    Light,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 5] = [
+    pub const ALL: [Rejection; 6] = [
         Rejection::BelowThreshold,
         Rejection::Hysteresis,
         Rejection::NotBestInWindow,
         Rejection::RateLimited,
         Rejection::Duplicate,
+        Rejection::Light,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +50,7 @@ impl Rejection {
             Rejection::NotBestInWindow => "not_best_in_window",
             Rejection::RateLimited => "rate_limited",
             Rejection::Duplicate => "duplicate",
+            Rejection::Light => "light",
         }
     }
 }
@@ -114,7 +120,7 @@ impl<T> Selector<T> {
     }
 
     /// Offer one scored frame at time `t_ns`.
-    pub fn offer(&mut self, t_ns: u64, quality: f32, dhash: u64, item: T) -> Step<T> {
+    pub fn offer(&mut self, t_ns: u64, quality: f32, dhash: u64, light: Light, item: T) -> Step<T> {
         let mut step = Step::none();
         let went_back = self.last_t.is_some_and(|l| t_ns < l);
         if went_back {
@@ -125,6 +131,10 @@ impl<T> Selector<T> {
             self.close_window(&mut step);
         }
         self.last_t = Some(t_ns);
+        if !self.cfg.light.admits(light) {
+            step.reject(Rejection::Light);
+            return step;
+        }
 
         if self.good && quality < self.cfg.threshold_low {
             self.good = false;
@@ -198,6 +208,7 @@ impl<T> Selector<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::light::LightFilter;
 
     const MS: u64 = 1_000_000;
 
@@ -209,6 +220,7 @@ mod tests {
             max_per_second: 5.0,
             duplicate_bits: 4,
             duplicate_resend_s: 10,
+            light: LightFilter::Any,
         }
     }
 
@@ -220,6 +232,7 @@ mod tests {
                 i as u64 * 10 * MS,
                 q,
                 (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                Light::White,
                 i,
             );
             rej.extend(step.rejections());
@@ -284,7 +297,13 @@ mod tests {
         let mut rej = vec![];
         let mut out = vec![];
         for i in 0..6u64 {
-            let step = sel.offer(i * 10 * MS, 0.9, i.wrapping_mul(0x9E37_79B9_7F4A_7C15), i);
+            let step = sel.offer(
+                i * 10 * MS,
+                0.9,
+                i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                Light::White,
+                i,
+            );
             rej.extend(step.rejections());
             out.extend(step.selected.map(|s| s.item));
         }
@@ -296,7 +315,10 @@ mod tests {
         let mut sel = Selector::new(c);
         let mut rej = vec![];
         for i in 0..4u64 {
-            rej.extend(sel.offer(i * 300 * MS, 0.9, 0xABCD, i).rejections());
+            rej.extend(
+                sel.offer(i * 300 * MS, 0.9, 0xABCD, Light::White, i)
+                    .rejections(),
+            );
         }
         assert_eq!(rej, vec![Rejection::Duplicate, Rejection::Duplicate]);
     }
@@ -312,7 +334,7 @@ mod tests {
             let mut sel = Selector::new(c);
             let mut out = vec![];
             for i in 0..=84u64 {
-                let step = sel.offer(i * 300 * MS, 0.9, 0xABCD, i * 300);
+                let step = sel.offer(i * 300 * MS, 0.9, 0xABCD, Light::White, i * 300);
                 out.extend(step.selected.map(|s| s.item));
             }
             out
@@ -327,8 +349,57 @@ mod tests {
     #[test]
     fn a_restarted_timeline_releases_the_pending_window() {
         let mut sel = Selector::new(cfg());
-        sel.offer(500 * MS, 0.9, 1, 1usize);
-        let step = sel.offer(0, 0.9, 2, 2usize);
+        sel.offer(500 * MS, 0.9, 1, Light::White, 1usize);
+        let step = sel.offer(0, 0.9, 2, Light::White, 2usize);
         assert_eq!(step.selected.map(|s| s.item), Some(1));
+    }
+
+    #[test]
+    fn select_light_forwards_its_light_only_and_leaves_the_hysteresis_alone() {
+        // NBI for 300 ms, white light for 300 ms, NBI again; windows of 100 ms.
+        let light = |i: u64| {
+            if (30..60).contains(&i) {
+                Light::White
+            } else {
+                Light::Nbi
+            }
+        };
+        let run = |filter: LightFilter| {
+            let mut c = cfg();
+            c.light = filter;
+            let mut sel = Selector::new(c);
+            let (mut out, mut rej) = (vec![], vec![]);
+            for i in 0..90u64 {
+                let step = sel.offer(
+                    i * 10 * MS,
+                    0.9,
+                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    light(i),
+                    i,
+                );
+                rej.extend(step.rejections());
+                out.extend(step.selected.map(|s| s.item));
+            }
+            out.extend(sel.flush().selected.map(|s| s.item));
+            (out, rej.iter().filter(|r| **r == Rejection::Light).count())
+        };
+        let (any, refused) = run(LightFilter::Any);
+        assert_eq!(refused, 0);
+        assert!(
+            any.iter().any(|i| light(*i) == Light::White)
+                && any.iter().any(|i| light(*i) == Light::Nbi)
+        );
+        let (white, refused) = run(LightFilter::White);
+        assert_eq!(refused, 60, "every NBI frame is refused as light");
+        assert!(
+            !white.is_empty() && white.iter().all(|i| light(*i) == Light::White),
+            "{white:?}"
+        );
+        let (nbi, refused) = run(LightFilter::Nbi);
+        assert_eq!(refused, 30);
+        assert!(
+            nbi.len() >= 4 && nbi.iter().all(|i| light(*i) == Light::Nbi),
+            "{nbi:?}"
+        );
     }
 }

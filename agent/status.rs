@@ -16,7 +16,8 @@ use std::time::Duration;
 use crate::capture::CaptureStats;
 use crate::operator::{Counters, Operator};
 use crate::overlay::OverlayState;
-use crate::record;
+use crate::procedure::ProcedureRecord;
+use crate::record::{self, ModelInfo};
 use crate::score::Score;
 use crate::spool::SpoolHandle;
 use crate::uplink::worker::SinkStatus;
@@ -44,6 +45,10 @@ pub struct Status {
     /// The source ended and every selected frame went through the encoder (on_eos = idle).
     pub drained: AtomicBool,
     pub spool: Arc<SpoolHandle>,
+    /// The model in force (set by the score thread at start and on a reload).
+    pub model: Mutex<Option<Arc<ModelInfo>>>,
+    /// The record of the last procedure that ended, for the web page.
+    pub last_procedure: Mutex<Option<Arc<ProcedureRecord>>>,
 }
 
 /// The latest score, for the overlay and `/api/status`.
@@ -108,6 +113,7 @@ pub struct LatestDoc {
     pub at: String,
     pub quality: f64,
     pub reasons: Vec<&'static str>,
+    pub light: crate::light::Light,
     pub artifacts: BTreeMap<&'static str, f64>,
 }
 
@@ -122,6 +128,24 @@ pub struct LiveDoc {
     pub spool_frames: usize,
     pub delivered: u64,
     pub preview: Option<PreviewDoc>,
+    /// The model in force: name and version.
+    pub model: Option<ModelDoc>,
+    /// The last procedure that ended (its whole record: `GET /api/procedures/last`).
+    pub last_procedure: Option<EndedDoc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelDoc {
+    pub name: String,
+    pub version: String,
+}
+
+/// A procedure that ended, as the live view announces it.
+#[derive(Debug, Serialize)]
+pub struct EndedDoc {
+    pub session: String,
+    pub ended_at: String,
+    pub good_share: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +154,8 @@ pub struct LiveScore {
     /// `good` (≥ threshold_high), `fair` or `bad` (< threshold_low).
     pub level: &'static str,
     pub reasons: Vec<&'static str>,
+    /// `white` or `nbi` ([`crate::light`]).
+    pub light: crate::light::Light,
     pub at: String,
     pub t_ms: i64,
 }
@@ -167,6 +193,8 @@ impl Status {
             latest: Mutex::new(None),
             drained: AtomicBool::new(false),
             spool,
+            model: Mutex::new(None),
+            last_procedure: Mutex::new(None),
         }
     }
 
@@ -191,6 +219,11 @@ impl Status {
         if let Some(o) = &self.overlay {
             o.set_kept(kept);
         }
+    }
+
+    /// A procedure ended: its record is the web page's summary from now on.
+    pub fn procedure_ended(&self, rec: ProcedureRecord) {
+        *self.last_procedure.lock().expect("procedure lock") = Some(Arc::new(rec));
     }
 
     /// Frames forwarded since start.
@@ -296,6 +329,7 @@ impl Status {
                 at: record::format_time(l.at),
                 quality: l.score.quality as f64,
                 reasons: l.score.reasons().map(|a| a.as_str()).collect(),
+                light: l.score.light,
                 artifacts: record::ScoreInfo::from_score(&l.score)
                     .artifacts
                     .into_iter()
@@ -321,6 +355,7 @@ impl Status {
                     "bad"
                 },
                 reasons: l.score.reasons().map(|a| a.as_str()).collect(),
+                light: l.score.light,
                 at: record::format_time(l.at),
                 t_ms: l.at.timestamp_millis(),
             }),
@@ -329,6 +364,25 @@ impl Status {
             procedure: self.procedure_doc(),
             spool_frames: self.spool.len().0,
             delivered: self.delivered_everywhere(),
+            model: self
+                .model
+                .lock()
+                .expect("model lock")
+                .as_ref()
+                .map(|m| ModelDoc {
+                    name: m.name.clone(),
+                    version: m.version.clone(),
+                }),
+            last_procedure: self
+                .last_procedure
+                .lock()
+                .expect("procedure lock")
+                .as_ref()
+                .map(|p| EndedDoc {
+                    session: p.session.clone(),
+                    ended_at: p.ended_at.clone(),
+                    good_share: p.frames.good_share,
+                }),
             preview: preview.map(|f| PreviewDoc {
                 id: f.id,
                 width: f.preview_size.0,

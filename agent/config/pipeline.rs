@@ -326,6 +326,8 @@ pub struct SelectConfig {
     /// A near-duplicate is forwarded anyway when no frame was forwarded for this many
     /// seconds (a still scene then keeps a frame every N s instead of one in all; 0 = never).
     pub duplicate_resend_s: u32,
+    /// Forward frames under this light only: `any`, `nbi` or `white` ([`crate::light`]).
+    pub light: crate::light::LightFilter,
 }
 
 impl Default for SelectConfig {
@@ -337,6 +339,7 @@ impl Default for SelectConfig {
             max_per_second: 2.0,
             duplicate_bits: 4,
             duplicate_resend_s: 10,
+            light: crate::light::LightFilter::Any,
         }
     }
 }

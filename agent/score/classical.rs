@@ -26,7 +26,9 @@
 //!   (|Cb−128| + |Cr−128| ≤ 16): glare from the light source on wet mucosa. Glare is
 //!   scaled by (1 − overexposed): a frame clipped over a large area is over-exposed.
 //! * **cast** = mean Cb − mean Cr: mucosa is red-dominant (negative), a scope outside the
-//!   body sees the room's blue-white light (positive).
+//!   body sees the room's blue-white light (positive). The two means themselves
+//!   (**mean_cb**, **mean_cr**, as offsets from neutral 128) tell white light from
+//!   narrow-band imaging ([`crate::light`]).
 //! * **noise σ**: the inner region is cut into a 12 × 12 grid of blocks; in each, the mean
 //!   square of the Laplacian-difference mask [1 −2 1; −2 4 −2; 1 −2 1] over 36 (the mask
 //!   passes nothing of a locally linear image and 36 σ² of white noise; Immerkær 1996).
@@ -64,6 +66,10 @@ pub struct Measures {
     pub clipped_fraction: f32,
     pub specular_fraction: f32,
     pub cast: f32,
+    /// Mean Cb − 128 over the FOV (blue-difference chroma; negative: yellow-red).
+    pub mean_cb: f32,
+    /// Mean Cr − 128 over the FOV (red-difference chroma; positive: red).
+    pub mean_cr: f32,
     /// Estimated sensor noise σ in luma code values (flattest blocks).
     pub noise_sigma: f32,
     /// 8-pixel block-grid strength (≈ 1: none; JPEG at low quality: 3 and more).
@@ -113,6 +119,8 @@ pub fn measure(crop: &I420View, fov: &Fov, cfg: &ScoringConfig) -> Measures {
     // thresholds fits every capture card.
     m.mean_luma = c.limited_luma(m.mean_luma);
     m.cast *= c.chroma_scale();
+    m.mean_cb *= c.chroma_scale();
+    m.mean_cr *= c.chroma_scale();
     m.noise_sigma = noise_sigma(crop, fov) * c.luma_scale();
     m.blockiness = blockiness(crop, fov);
     m
@@ -439,6 +447,8 @@ fn exposure(crop: &I420View, fov: &Fov, dark_level: u8, clip_level: u8, m: &mut 
     m.clipped_fraction = clipped as f32 / nf;
     m.specular_fraction = spec as f32 / nf;
     m.cast = (cb - cr) as f32 / nf;
+    m.mean_cb = cb as f32 / nf - 128.0;
+    m.mean_cr = cr as f32 / nf - 128.0;
 }
 
 /// Whether a frame's exposure lets its sharpness speak for the session: no exposure,

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use crate::config::ScoringConfig;
 use crate::fov::Fov;
 use crate::frame::I420View;
+use crate::light::{Light, LightTracker};
 use artifact::Artifact;
 use classical::Measures;
 use model::{InputSpec, Layout, ModelError, ModelRunner};
@@ -69,6 +70,8 @@ pub struct Score {
     pub measures: Measures,
     /// 64-bit difference hash of the downscaled frame.
     pub dhash: u64,
+    /// White light or narrow-band imaging ([`crate::light`]).
+    pub light: Light,
 }
 
 impl Score {
@@ -132,6 +135,7 @@ pub struct Scorer {
     model: Option<ModelRunner>,
     pre: Preprocessor,
     reference: SharpnessReference,
+    light: LightTracker,
 }
 
 /// The session's own sharpness reference: a high percentile of the sharpness of its
@@ -221,6 +225,7 @@ impl Scorer {
             cfg,
             pre: Preprocessor::new(&spec),
             model,
+            light: LightTracker::default(),
         }
     }
 
@@ -245,6 +250,7 @@ impl Scorer {
     /// (for stills) an image unrelated to the previous one.
     pub fn reset(&mut self) {
         self.reference.reset();
+        self.light.reset();
     }
 
     /// Score the part of `frame` inside `fov`.
@@ -263,7 +269,8 @@ impl Scorer {
         let reference = self.reference.reference();
         measures.sharpness_reference = reference.unwrap_or(0.0);
         let classical_artifacts = classical::artifacts(&measures, &self.cfg, reference);
-        if classical::well_exposed(&classical_artifacts) {
+        let well_exposed = classical::well_exposed(&classical_artifacts);
+        if well_exposed {
             self.reference.push(measures.sharpness);
         }
         let t1 = Instant::now();
@@ -276,16 +283,19 @@ impl Scorer {
             None => None,
         };
         t.inference = t2.elapsed();
-        Ok((
-            combine(
-                &self.cfg,
-                measures,
-                classical_artifacts,
-                model_out,
-                self.pre.dhash,
-            ),
-            t,
-        ))
+        let mut score = combine(
+            &self.cfg,
+            measures,
+            classical_artifacts,
+            model_out,
+            self.pre.dhash,
+        );
+        // A dark, washed-out or glaring view has lost its colour, and a scope outside the
+        // body sees the room's light: none tells the processor's mode.
+        score.light = self
+            .light
+            .observe(measures.mean_cb, measures.mean_cr, well_exposed);
+        Ok((score, t))
     }
 }
 
@@ -320,6 +330,7 @@ pub fn combine(
         reason_mask,
         measures,
         dhash,
+        light: Light::classify(measures.mean_cb, measures.mean_cr).unwrap_or(Light::White),
     }
 }
 

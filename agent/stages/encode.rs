@@ -1,5 +1,6 @@
-//! The encode worker: JPEG of the cropped, masked frame plus its record, then the spool.
-//! Ends when the score thread hangs up; then it closes the spool for the uplink workers.
+//! The encode worker: JPEG of the cropped, masked frame plus its record, then the spool;
+//! documents without an image (a procedure record) go to the spool as they are. Ends
+//! when the score thread hangs up; then it closes the spool for the uplink workers.
 
 use crossbeam_channel::Receiver;
 use metrics::{counter, histogram, Counter};
@@ -10,16 +11,38 @@ use crate::encode;
 use crate::record::{Origin, Producer, Record};
 use crate::spool::{Appended, SpoolHandle, SpoolRecord};
 
-/// Encode every job until the score thread hangs up, then close the spool.
-pub fn run(producer: &Producer, jobs: Receiver<Job>, spool: &SpoolHandle) {
+/// Encode every job and spool every document until the score thread hangs up, then
+/// close the spool.
+pub fn run(
+    producer: &Producer,
+    jobs: Receiver<Job>,
+    documents: Receiver<SpoolRecord>,
+    spool: &SpoolHandle,
+) {
     let encode_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "encode");
     let mut full = FullLog::new();
-    for job in jobs.iter() {
-        let t0 = Instant::now();
-        let Some(item) = spool_record(producer, job) else {
-            continue;
+    let (mut jobs_open, mut docs_open) = (true, true);
+    let (no_jobs, no_docs) = (crossbeam_channel::never(), crossbeam_channel::never());
+    while jobs_open || docs_open {
+        let item = crossbeam_channel::select! {
+            recv(if jobs_open { &jobs } else { &no_jobs }) -> job => match job {
+                Ok(job) => {
+                    let t0 = Instant::now();
+                    let item = spool_record(producer, job);
+                    encode_h.record(t0.elapsed().as_secs_f64());
+                    item
+                }
+                Err(_) => {
+                    jobs_open = false;
+                    None
+                }
+            },
+            recv(if docs_open { &documents } else { &no_docs }) -> doc => {
+                docs_open = doc.is_ok();
+                doc.ok()
+            },
         };
-        encode_h.record(t0.elapsed().as_secs_f64());
+        let Some(item) = item else { continue };
         match spool.append(&item) {
             Ok(a) => full.note(&a, spool),
             Err(e) => {

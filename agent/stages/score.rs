@@ -22,12 +22,15 @@ use crate::artifact::Artifact;
 use crate::capture::CapturedFrame;
 use crate::config::Config;
 use crate::fov::{Fov, FovLocator, Locate};
+use crate::light::Light;
 use crate::metrics::DurationWindow;
 use crate::operator::RecentFrame;
 use crate::operator::{AnnotationContext, AnnotationRequest, Command, Kept, OperatorError};
+use crate::procedure::{Ended, Tally};
 use crate::record::{self, ModelInfo, OperatorInfo};
 use crate::score::{LoadedModel, Score, Scorer, Timings};
 use crate::select::{Rejection, Selector, Step};
+use crate::spool::SpoolRecord;
 use crate::status::{Latest, Status};
 
 /// A scored frame as the selector and the mark window hold it, with the model that
@@ -50,6 +53,7 @@ pub struct ScoreMetrics {
     rejected: [Counter; Rejection::ALL.len()],
     bad: [Counter; Artifact::ALL.len()],
     bad_unexplained: Counter,
+    light: [Counter; Light::ALL.len()],
     selected: Counter,
     encode_queue_full: Counter,
     marks: Counter,
@@ -76,6 +80,8 @@ impl ScoreMetrics {
             bad: Artifact::ALL
                 .map(|a| counter!("endo_agent_frames_bad_total", "artifact" => a.as_str())),
             bad_unexplained: counter!("endo_agent_frames_bad_total", "artifact" => "none"),
+            light: Light::ALL
+                .map(|l| counter!("endo_agent_frames_light_total", "light" => l.as_str())),
             selected: counter!("endo_agent_frames_selected_total"),
             encode_queue_full: counter!("endo_agent_frames_evicted_total", "reason" => "encode_queue_full"),
             marks: counter!("endo_agent_operator_marks_total"),
@@ -85,10 +91,12 @@ impl ScoreMetrics {
     }
 }
 
-/// Where the stage hands its work: the encoder (forwarded frames) and the preview worker.
+/// Where the stage hands its work: the encoder (forwarded frames, and procedure records
+/// ready for the spool) and the preview worker.
 pub struct ScoreOutputs {
     pub jobs: Sender<Job>,
     pub previews: Sender<PreviewJob>,
+    pub documents: Sender<SpoolRecord>,
 }
 
 /// The score thread's state: what today's frame needs from the frames before it.
@@ -104,6 +112,8 @@ pub struct ScoreStage {
     keys: Keys,
     /// The operator's session generation these keys belong to.
     generation: u64,
+    /// The current procedure's tally, for its record.
+    tally: Tally,
     /// "Keep this frame": the best frame of the last mark window.
     best: Option<Item>,
     mark_window: Duration,
@@ -122,17 +132,27 @@ pub struct ScoreStage {
 impl ScoreStage {
     pub fn new(cfg: Arc<Config>, scorer: Scorer, status: Arc<Status>, out: ScoreOutputs) -> Self {
         let op = &status.operator;
-        let keys = Keys::new(&cfg, &op.procedure().session);
+        let procedure = op.procedure();
+        let keys = Keys::new(&cfg, &procedure.session);
+        let tally = Tally::new(
+            &cfg,
+            &procedure.session,
+            procedure.active,
+            procedure.started,
+        );
         let generation = op.generation();
         status.session_changed();
+        let model = scorer.model().map(|m| Arc::new(ModelInfo::of(m)));
+        *status.model.lock().expect("model lock") = model.clone();
         ScoreStage {
-            model: scorer.model().map(|m| Arc::new(ModelInfo::of(m))),
+            model,
             scorer,
             locator: FovLocator::new(&cfg.fov),
             fov: None,
             selector: Selector::new(cfg.select.clone()),
             keys,
             generation,
+            tally,
             best: None,
             mark_window: Duration::from_millis(cfg.operator.mark_window_ms),
             preview_every: Duration::from_secs_f32(1.0 / cfg.operator.preview_fps),
@@ -184,27 +204,66 @@ impl ScoreStage {
         }
     }
 
-    /// The pending window belongs to the old session: flush it under the old keys, then
-    /// start the new session's keys and sharpness reference.
+    /// The pending window belongs to the old session: flush it under the old keys, end
+    /// the old procedure (its record), then start the new session's keys, tally and
+    /// sharpness reference.
     pub fn on_new_session(&mut self) {
         let step = self.selector.flush();
         // The operator's counters are already the new procedure's: the old session's
-        // last frame counts in the total only.
+        // last frame counts in the total (and the old procedure's record) only.
         self.take_step(step, false);
+        let p = self.status.operator.procedure();
+        let ended = if p.active {
+            Ended::OperatorStart
+        } else {
+            Ended::OperatorEnd
+        };
+        let next = Tally::new(&self.cfg, &p.session, p.active, p.started);
+        self.end_procedure(next, ended, p.started);
         // The new procedure's sharpness reference starts from its own frames.
         self.scorer.reset();
-        self.keys.start(&self.status.operator.procedure().session);
+        self.keys.start(&p.session);
         self.status.session_changed();
     }
 
-    /// Flush the selector's pending window; the stage's totals.
+    /// Flush the selector's pending window and end the procedure; the stage's totals.
     pub fn finish(mut self) -> (u64, DurationWindow) {
         let step = self.selector.flush();
         self.take_step(step, true);
+        let next = Tally::new(&self.cfg, "", false, Utc::now());
+        self.end_procedure(next, Ended::AgentStop, Utc::now());
         (self.scored, self.latencies)
     }
 
+    /// The procedure's record to the encoder (then the spool and every sink), the web
+    /// page and the metrics; `next` tallies from now on. A session that saw no frame
+    /// leaves no record.
+    fn end_procedure(&mut self, next: Tally, ended: Ended, at: DateTime<Utc>) {
+        let tally = std::mem::replace(&mut self.tally, next);
+        if tally.frames_captured() == 0 {
+            return;
+        }
+        let rec = tally.finish(ended, at);
+        crate::procedure::export_metrics(&rec);
+        let doc = crate::procedure::spool_record(&rec, at);
+        tracing::info!(
+            session = %rec.session,
+            ended_by = ended.as_str(),
+            scored = rec.frames.scored,
+            good_share = rec.frames.good_share,
+            "procedure ended: {}.json",
+            rec.key
+        );
+        self.status.procedure_ended(rec);
+        if self.out.documents.try_send(doc).is_err() {
+            counter!("endo_agent_frames_evicted_total", "reason" => "document_queue_full")
+                .increment(1);
+            tracing::error!("the encoder is backed up: a procedure record was lost");
+        }
+    }
+
     pub fn on_frame(&mut self, frame: CapturedFrame) {
+        self.tally.captured();
         let Some(fov) = self.locate(&frame) else {
             return;
         };
@@ -221,6 +280,7 @@ impl ScoreStage {
         let t_ns = frame
             .pts_ns
             .unwrap_or_else(|| (frame.arrived - self.epoch).as_nanos() as u64);
+        self.tally.scored(t_ns, &score, self.model.as_ref());
         let frame = Arc::new(frame);
         let mark_window = self.mark_window;
         let model = self.model.clone();
@@ -239,9 +299,13 @@ impl ScoreStage {
                 self.last_preview = Some(Instant::now());
             }
         }
-        let step =
-            self.selector
-                .offer(t_ns, score.quality, score.dhash, (frame, fov, score, model));
+        let step = self.selector.offer(
+            t_ns,
+            score.quality,
+            score.dhash,
+            score.light,
+            (frame, fov, score, model),
+        );
         self.take_step(step, true);
     }
 
@@ -297,6 +361,7 @@ impl ScoreStage {
         }
         let m = &self.m;
         m.scored.increment(1);
+        m.light[score.light.index()].increment(1);
         let counters = &status.operator.counters;
         counters.scored.fetch_add(1, Ordering::Relaxed);
         if score.quality >= high {
@@ -359,15 +424,18 @@ impl ScoreStage {
         }
     }
 
-    /// Hand a forwarded frame to the encoder and count it (in the current procedure too
-    /// when `current`); false when the encoder's queue is full.
-    fn forward(&self, job: Job, current: bool) -> bool {
+    /// Hand a forwarded frame to the encoder and count it (in the current procedure's
+    /// counters too when `current`; always in the procedure it belongs to, whose tally
+    /// is still this one); false when the encoder's queue is full.
+    fn forward(&mut self, job: Job, current: bool) -> bool {
+        let reason = job.reason;
         if self.out.jobs.try_send(job).is_err() {
             self.m.encode_queue_full.increment(1);
             tracing::warn!("encoder backlog full: a forwarded frame was evicted");
             return false;
         }
         self.status.forwarded(current);
+        self.tally.forwarded(reason);
         true
     }
 
@@ -520,12 +588,13 @@ impl ScoreStage {
         let info = Arc::new(ModelInfo::of(&new.runner));
         let old = self.scorer.swap_model(*new);
         tracing::info!(name = %info.name, version = %info.version, sha256 = %info.sha256, "model in force");
+        *self.status.model.lock().expect("model lock") = Some(info.clone());
         self.model = Some(info);
         let _ = reply.send(old.map(Box::new));
         ("model reload", Ok(()))
     }
 
-    fn hand_over(&self, job: Job, kept: Kept) -> Result<Kept, OperatorError> {
+    fn hand_over(&mut self, job: Job, kept: Kept) -> Result<Kept, OperatorError> {
         if self.forward(job, true) {
             Ok(kept)
         } else {

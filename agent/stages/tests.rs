@@ -22,6 +22,7 @@ struct Rig {
     status: Arc<Status>,
     jobs: Receiver<Job>,
     _previews: Receiver<PreviewJob>,
+    documents: Receiver<crate::spool::SpoolRecord>,
     phantom: Phantom,
     next_index: u64,
     _dir: tempfile::TempDir,
@@ -60,6 +61,7 @@ fn rig(encode_queue: usize) -> Rig {
     ));
     let (jobs_tx, jobs) = bounded(encode_queue);
     let (previews_tx, previews) = bounded(1);
+    let (documents_tx, documents) = bounded(4);
     let cfg = Arc::new(cfg);
     let stage = ScoreStage::new(
         cfg.clone(),
@@ -68,6 +70,7 @@ fn rig(encode_queue: usize) -> Rig {
         ScoreOutputs {
             jobs: jobs_tx,
             previews: previews_tx,
+            documents: documents_tx,
         },
     );
     Rig {
@@ -75,6 +78,7 @@ fn rig(encode_queue: usize) -> Rig {
         status,
         jobs,
         _previews: previews,
+        documents,
         phantom,
         next_index: 0,
         _dir: dir,
@@ -138,6 +142,34 @@ fn a_new_session_closes_the_pending_window_under_the_old_sessions_key() {
     assert_eq!(&*jobs[0].session, new.as_str());
     assert_eq!(jobs[0].seq, 0, "keys restart from 0 in the new session");
     assert_eq!(jobs[0].score.quality, q_new);
+    // Each session's procedure record: the old one when the new one started, the new
+    // one at the stop; their own frames, forwarded frames and ends.
+    let docs: Vec<serde_json::Value> = r
+        .documents
+        .try_iter()
+        .map(|d| {
+            assert!(d.jpeg.is_empty(), "a document has no image");
+            serde_json::from_slice(&d.json).unwrap()
+        })
+        .collect();
+    assert_eq!(docs.len(), 2, "{docs:#?}");
+    for (d, session, scored, ended) in [
+        (&docs[0], &old, 4, "operator_start"),
+        (&docs[1], &new, 1, "agent_stop"),
+    ] {
+        assert_eq!(d["schema"], crate::procedure::SCHEMA);
+        assert_eq!(d["session"], session.as_str());
+        assert!(d["key"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{session}/procedure")));
+        assert_eq!(d["ended_by"], ended);
+        assert_eq!(d["frames"]["scored"], scored);
+        assert_eq!(d["frames"]["captured"], scored);
+        assert_eq!(d["kept"]["forwarded"], 1);
+    }
+    assert_eq!(docs[0]["started_by"], "agent");
+    assert_eq!(docs[1]["started_by"], "operator");
 }
 
 #[test]

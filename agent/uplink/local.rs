@@ -68,7 +68,10 @@ impl BlockingSink for LocalDatalake {
         // Never a path outside the datalake, whatever the spool holds.
         super::check_key("local", &item.key)?;
         // The record last: a record in the datalake always has its image (and annotation).
-        self.put(&format!("{}.jpg", item.key), &item.jpeg)?;
+        // A document without an image (a procedure record) is its `.json` alone.
+        if !item.jpeg.is_empty() {
+            self.put(&format!("{}.jpg", item.key), &item.jpeg)?;
+        }
         if !item.annotation.is_empty() {
             self.put(&super::annotation_name(&item.key), &item.annotation)?;
         }

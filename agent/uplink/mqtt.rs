@@ -20,7 +20,8 @@
 //! offset  size  field
 //! 0       4     magic "EAFR"
 //! 4       1     version = 1
-//! 5       4     J: JPEG length, u32 big-endian
+//! 5       4     J: JPEG length, u32 big-endian (0 = a document without an image: a
+//!               procedure record, stored as `{key}.json` alone)
 //! 9       4     R: record length, u32 big-endian
 //! 13      4     A: annotation length, u32 big-endian (0 = not annotated)
 //! 17      J     {key}.jpg

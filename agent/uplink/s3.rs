@@ -171,7 +171,8 @@ impl S3Client {
     }
 
     /// Store a frame: the JPEG first, then the annotation if any, then its record (a
-    /// record in the store always has its image beside it).
+    /// record in the store always has its image beside it). A document without an image
+    /// (a procedure record: `jpeg` empty) is its record alone.
     pub fn put_frame(
         &self,
         key: &str,
@@ -180,7 +181,9 @@ impl S3Client {
         record_json: &[u8],
     ) -> Result<(), SinkError> {
         let [jpg, json] = object_names(key);
-        self.put(&jpg, jpeg, "image/jpeg")?;
+        if !jpeg.is_empty() {
+            self.put(&jpg, jpeg, "image/jpeg")?;
+        }
         if !annotation.is_empty() {
             self.put(&annotation_name(key), annotation, "application/json")?;
         }

@@ -112,6 +112,7 @@ enum Stop {
 /// A worker's metric handles, labelled with its sink.
 struct WorkerMetrics {
     delivered: metrics::Counter,
+    documents: metrics::Counter,
     sent: metrics::Counter,
     retried: metrics::Counter,
     up: metrics::Gauge,
@@ -132,6 +133,8 @@ struct Worker<'a> {
     window: usize,
     /// Sent, awaiting acknowledgement; the last id sent; the highest id ever sent.
     inflight: BTreeSet<u64>,
+    /// Those of `inflight` that are documents (procedure records), not frames.
+    documents: BTreeSet<u64>,
     cursor: Option<u64>,
     high: Option<u64>,
     delivered: u64,
@@ -162,6 +165,7 @@ impl<'a> Worker<'a> {
             status,
             m: WorkerMetrics {
                 delivered: counter!("endo_agent_frames_delivered_total", "sink" => name),
+                documents: counter!("endo_agent_documents_delivered_total", "sink" => name),
                 sent: counter!("endo_agent_sink_sent_total", "sink" => name),
                 retried: counter!("endo_agent_sink_retries_total", "sink" => name),
                 up: gauge!("endo_agent_sink_up", "sink" => name),
@@ -179,6 +183,7 @@ impl<'a> Worker<'a> {
             window: sink.window().max(1),
             sink,
             inflight: BTreeSet::new(),
+            documents: BTreeSet::new(),
             cursor: None,
             high: None,
             delivered: 0,
@@ -224,19 +229,20 @@ impl<'a> Worker<'a> {
                     continue;
                 }
             };
+            let document = rec.jpeg.is_empty();
             let item = Encoded {
                 key: rec.key,
                 jpeg: rec.jpeg,
                 record_json: rec.json,
                 annotation: rec.annotation,
             };
-            self.send(id, item).map_err(Stop::Failed)?;
+            self.send(id, item, document).map_err(Stop::Failed)?;
         }
         Ok(idle)
     }
 
     /// Send one record; a record the sink can never take is dead-lettered, not a failure.
-    fn send(&mut self, id: u64, item: Encoded) -> Result<(), SinkError> {
+    fn send(&mut self, id: u64, item: Encoded, document: bool) -> Result<(), SinkError> {
         if self.high.is_some_and(|h| id <= h) {
             self.m.retried.increment(1);
         }
@@ -246,6 +252,9 @@ impl<'a> Worker<'a> {
             Ok(()) => {
                 self.m.sent.increment(1);
                 self.inflight.insert(id);
+                if document {
+                    self.documents.insert(id);
+                }
                 if self.window == 1 {
                     self.m.write.record(t0.elapsed().as_secs_f64());
                 }
@@ -306,7 +315,10 @@ impl<'a> Worker<'a> {
         }
         self.spool.publish(&s);
         drop(s);
-        let n = acked.len() as u64;
+        let docs = acked.iter().filter(|id| self.documents.remove(id)).count() as u64;
+        self.m.documents.increment(docs);
+        // The frame counters count frames only: a procedure record is not one.
+        let n = acked.len() as u64 - docs;
         self.m.delivered.increment(n);
         self.status.delivered.fetch_add(n, Ordering::Relaxed);
         self.delivered += n;
@@ -325,6 +337,7 @@ impl<'a> Worker<'a> {
         tracing::error!(sink = name, "{e}");
         self.sink.reset();
         self.inflight.clear();
+        self.documents.clear();
         self.cursor = None;
         self.m.inflight.set(0.0);
         if self.stop.is_stopped() {

@@ -161,6 +161,18 @@ def table(results, order):
     return "\n".join(lines)
 
 
+def light_accuracy(rows, scores):
+    """The `light` tag against the composition's palette: clean stills, and every still.
+
+    A still that cannot tell (dark, washed out, glaring, outside) is tagged white, as a
+    stream's first frames are; on a live stream it keeps the light of the frames before.
+    """
+    def acc(pick):
+        n = [(r["palette"] == "nbi") == (x["score"]["light"] == "nbi") for r, x in zip(rows, scores) if pick(r)]
+        return dict(right=int(sum(n)), frames=len(n), accuracy=float(np.mean(n)) if n else float("nan"))
+    return dict(clean=acc(lambda r: r["kind"] == "clean"), all=acc(lambda r: True))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/endo-agent/realset"))
@@ -203,6 +215,10 @@ def main():
     print(f"real-image set, split {a.split}: {m['frames']} frames ({m['clean']} clean, {m['clearly_bad']} clearly bad), "
           f"threshold_high {threshold}")
     print(table(results, order))
+    results["light"] = light_accuracy(rows, scores)
+    lt = results["light"]
+    print(f"light tag (white / nbi palette): clean {lt['clean']['right']} of {lt['clean']['frames']}, "
+          f"all {lt['all']['right']} of {lt['all']['frames']} ({100 * lt['all']['accuracy']:.1f} %)")
     if a.fov:
         auto = score(d, [r for r in rows if r["kind"] == "clean"], a.model, a.config, auto=True)
         results["fov"] = fov_errors([r for r in rows if r["kind"] == "clean"], auto)

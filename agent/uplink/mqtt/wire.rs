@@ -59,8 +59,8 @@ pub fn is_framed(payload: &[u8]) -> bool {
     payload.starts_with(&MAGIC)
 }
 
-/// Split a framed payload. The lengths must add up to the payload exactly; the JPEG and
-/// the record must not be empty.
+/// Split a framed payload. The lengths must add up to the payload exactly; the record
+/// must not be empty (the JPEG is, for a document without an image: a procedure record).
 pub fn decode(payload: &[u8]) -> Result<FrameParts<'_>, String> {
     if payload.len() < HEADER_LEN {
         return Err(format!(
@@ -89,8 +89,8 @@ pub fn decode(payload: &[u8]) -> Result<FrameParts<'_>, String> {
             "frame payload lengths {j} + {r} + {a} do not match its {body} bytes"
         ));
     }
-    if j == 0 || r == 0 {
-        return Err("frame payload without a JPEG or a record".into());
+    if r == 0 {
+        return Err("frame payload without a record".into());
     }
     let rest = &payload[HEADER_LEN..];
     let (jpeg, rest) = rest.split_at(j);
@@ -272,7 +272,10 @@ mod tests {
         let mut huge = good.clone();
         huge[5..17].fill(0xff);
         assert!(decode(&huge).is_err());
-        assert!(decode(&encode(b"", b"r", b"")).is_err(), "no JPEG");
+        // A document without an image (a procedure record) is a record alone.
+        let doc = encode(b"", b"r", b"");
+        let doc = decode(&doc).expect("a record without a JPEG");
+        assert!(doc.jpeg.is_empty() && doc.record == b"r");
         assert!(decode(&encode(b"j", b"", b"")).is_err(), "no record");
     }
 
