@@ -18,10 +18,13 @@
 //! | `endo_agent_frames_dropped_total` | counter | `reason` = scorer_busy, convert_busy, fov_pending, fov_invalid, map_failed, score_failed |
 //! | `endo_agent_frames_scored_total` | counter | |
 //! | `endo_agent_frames_bad_total` | counter | `artifact` (primary reason of frames below threshold) |
-//! | `endo_agent_frames_rejected_total` | counter | `reason` = below_threshold, hysteresis, not_best_in_window, rate_limited, duplicate |
+//! | `endo_agent_frames_light_total` | counter | `light` = nbi, white: scored frames by the light the processor shows ([scoring.md](docs/scoring.md)) |
+//! | `endo_agent_frames_rejected_total` | counter | `reason` = below_threshold, hysteresis, not_best_in_window, rate_limited, duplicate, light (`select.light`) |
 //! | `endo_agent_frames_selected_total` | counter | |
 //! | `endo_agent_frames_evicted_total` | counter | `reason` = encode_queue_full, encode_failed, spool_full, spool_write_failed, spool_unreadable |
 //! | `endo_agent_frames_delivered_total` | counter | `sink` |
+//! | `endo_agent_documents_delivered_total` | counter | `sink`: procedure records stored (documents, not frames; not in `frames_delivered_total`) |
+//! | `endo_agent_documents_lost_total` | counter | `reason` = queue_full, spool_full, spool_write_failed: procedure records lost before the spool (logged with their key) |
 //! | `endo_agent_sink_errors_total` | counter | `sink`, `reason` = io, disk_full, permission_denied, tls, connect, refused, timeout, setup |
 //! | `endo_agent_uplink_dead_letter_total` | counter | `sink`, `reason` = topic_too_long, property_too_long, packet_too_large (frames that sink can never take, taken out of its queue) |
 //! | `endo_agent_sink_sent_total` | counter | `sink` (sends, resends included) |
@@ -48,6 +51,13 @@
 //! | `endo_agent_operator_annotations_total` | counter | annotations stored (frame + COCO-style record) |
 //! | `endo_agent_operator_annotation_shapes_total` | counter | regions in those annotations |
 //! | `endo_agent_operator_sessions_total` | counter | `event` = start, end (procedure sessions) |
+//! | `endo_agent_procedures_total` | counter | `ended_by` = operator_end, operator_start, agent_stop: procedures ended (each writes `procedure.json`, docs/datalake.md) |
+//! | `endo_agent_procedure_last_good_ratio` | gauge | share of good frames (quality ≥ `threshold_high`) of the last procedure that ended (NaN before the first) |
+//! | `endo_agent_procedure_last_duration_seconds` | gauge | its wall-clock duration |
+//! | `endo_agent_procedure_last_scored_seconds` | gauge | its stream time scored |
+//! | `endo_agent_procedure_last_longest_bad_seconds` | gauge | its longest run of bad frames (quality < `threshold_low`) |
+//! | `endo_agent_procedure_last_bad_seconds` | gauge | `reason` (each artifact): its bad time by primary reason |
+//! | `endo_agent_procedure_last_end_timestamp_seconds` | gauge | when it ended (Unix time) |
 //! | `endo_agent_web_clients` | gauge | open web overlay event streams |
 //! | `endo_agent_previews_encoded_total` | counter | `when` = live (a web page was connected), on_request (a freeze or a preview request for a frame kept unencoded) |
 //! | `endo_agent_http_unauthorized_total` | counter | operator API requests refused for a missing or wrong token |
@@ -143,6 +153,46 @@ fn describe() {
     describe_counter!(
         "endo_agent_frames_delivered_total",
         "Frames stored by a sink."
+    );
+    describe_counter!(
+        "endo_agent_documents_delivered_total",
+        "Procedure records stored by a sink (not frames)."
+    );
+    describe_counter!(
+        "endo_agent_documents_lost_total",
+        "Procedure records lost before the spool, by reason."
+    );
+    describe_counter!(
+        "endo_agent_frames_light_total",
+        "Scored frames by the light the processor shows (nbi, white)."
+    );
+    describe_counter!(
+        "endo_agent_procedures_total",
+        "Procedures ended (each writes procedure.json), by how they ended."
+    );
+    describe_gauge!(
+        "endo_agent_procedure_last_good_ratio",
+        "Share of good frames of the last procedure that ended (NaN before the first)."
+    );
+    describe_gauge!(
+        "endo_agent_procedure_last_duration_seconds",
+        "Wall-clock duration of the last procedure that ended."
+    );
+    describe_gauge!(
+        "endo_agent_procedure_last_scored_seconds",
+        "Stream time scored in the last procedure that ended."
+    );
+    describe_gauge!(
+        "endo_agent_procedure_last_longest_bad_seconds",
+        "Longest run of bad frames in the last procedure that ended."
+    );
+    describe_gauge!(
+        "endo_agent_procedure_last_bad_seconds",
+        "Bad time of the last procedure that ended, by primary reason."
+    );
+    describe_gauge!(
+        "endo_agent_procedure_last_end_timestamp_seconds",
+        "When the last procedure ended (Unix time)."
     );
     describe_counter!(
         "endo_agent_sink_errors_total",

@@ -277,14 +277,14 @@ impl Tally {
         }
     }
 
-    /// A frame of this procedure was forwarded: selected, marked or annotated.
-    pub fn forwarded(&mut self, reason: crate::stages::job::Reason) {
-        use crate::stages::job::Reason;
+    /// A frame of this procedure was forwarded (selected, marked or annotated); `action`
+    /// is the operator's part, `keep` or `annotate`, if any.
+    pub fn forwarded(&mut self, action: Option<&str>) {
         self.forwarded += 1;
-        match reason {
-            Reason::BestInWindow => {}
-            Reason::OperatorMarked => self.marked += 1,
-            Reason::OperatorAnnotated => self.annotated += 1,
+        match action {
+            Some("keep") => self.marked += 1,
+            Some("annotate") => self.annotated += 1,
+            _ => {}
         }
     }
 
@@ -485,6 +485,9 @@ pub fn spool_record(rec: &ProcedureRecord, at: DateTime<Utc>) -> crate::spool::S
 
 /// Register the per-procedure metrics: gauges NaN until a procedure ends.
 pub fn register_metrics() {
+    for reason in ["queue_full", "spool_full", "spool_write_failed"] {
+        metrics::counter!("endo_agent_documents_lost_total", "reason" => reason).increment(0);
+    }
     for e in Ended::ALL {
         metrics::counter!("endo_agent_procedures_total", "ended_by" => e.as_str()).increment(0);
     }

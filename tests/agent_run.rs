@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{files, model_path, with_common, Agent};
+use common::{files, frame_records, model_path, procedure_records, with_common, Agent};
 use endo_agent::phantom::{Phantom, PhantomConfig, Schedule};
 use std::time::Duration;
 
@@ -107,7 +107,7 @@ fn a_phantom_run_forwards_only_good_frames_and_metrics_agree_with_the_datalake()
 
     // The files on disk are exactly what the metrics say.
     let lake = dir.path().join("lake");
-    let jsons = files(&lake, "json");
+    let jsons = frame_records(&lake);
     let jpgs = files(&lake, "jpg");
     let delivered = m.value("endo_agent_frames_delivered_total{sink=\"local\"}");
     assert!(selected >= 5.0, "only {selected} frames selected\n{}", m.0);
@@ -349,8 +349,9 @@ duplicate_bits = 0
         0.0
     );
     assert!(agent.stop().success());
+    // The frames, and the procedure record written when the source ended (the newest).
     let spooled = files(&dir.path().join("spool"), "rec").len();
-    assert!(spooled >= 5, "{spooled} frames spooled");
+    assert!(spooled >= 6, "{spooled} records spooled");
 
     // Power loss damaged two spool files: one cut mid-record, one with a flipped byte.
     let recs = files(&dir.path().join("spool"), "rec");
@@ -366,6 +367,7 @@ duplicate_bits = 0
     bytes[mid] ^= 0x40;
     std::fs::write(&recs[1], bytes).unwrap();
     let intact = spooled - 2;
+    let intact_frames = intact - 1;
 
     // The sink comes back; a restart (with a camera that delivers nothing) sends the rest.
     std::fs::remove_file(dir.path().join("lake")).unwrap();
@@ -379,14 +381,17 @@ device = "/dev/video-not-plugged-in"
         "the spooled frames to be delivered",
         Duration::from_secs(30),
         |a| {
-            a.metrics().value("endo_agent_spool_records") == 0.0
-                && a.metrics()
-                    .value("endo_agent_frames_delivered_total{sink=\"local\"}")
-                    == intact as f64
+            let m = a.metrics();
+            m.value("endo_agent_spool_records") == 0.0
+                && m.value("endo_agent_frames_delivered_total{sink=\"local\"}")
+                    == intact_frames as f64
+                && m.value("endo_agent_documents_delivered_total{sink=\"local\"}") == 1.0
         },
     );
-    assert_eq!(files(&dir.path().join("lake"), "json").len(), intact);
-    assert_eq!(files(&dir.path().join("lake"), "jpg").len(), intact);
+    let lake = dir.path().join("lake");
+    assert_eq!(frame_records(&lake).len(), intact_frames);
+    assert_eq!(files(&lake, "jpg").len(), intact_frames);
+    assert_eq!(procedure_records(&lake).len(), 1);
     assert_eq!(
         files(&dir.path().join("spool"), "rec").len(),
         2,
@@ -448,6 +453,8 @@ listen = "127.0.0.1:0"
             && m.value("endo_agent_frames_selected_total")
                 == m.value("endo_agent_spool_records")
                     + m.value("endo_agent_frames_evicted_total{reason=\"spool_full\"}")
+            // The procedure record, written at the source's end, does not fit either.
+            && m.value("endo_agent_documents_lost_total{reason=\"spool_full\"}") == 1.0
     });
     let m = agent.metrics();
     let selected = m.value("endo_agent_frames_selected_total");

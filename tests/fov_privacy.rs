@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{files, with_common, Agent};
+use common::{frame_records, with_common, Agent};
 use endo_agent::config::FovShape;
 use endo_agent::fov::Fov;
 use endo_agent::frame::Rect;
@@ -81,7 +81,7 @@ fn run_and_check(frames: &[Lighting]) -> (usize, common::Metrics) {
         .flat_map(|y| (0..layout.width).map(move |x| (x, y)))
         .filter(|&(x, y)| layout.is_text(x, y))
         .collect();
-    let jsons = files(&dir.path().join("lake"), "json");
+    let jsons = frame_records(&dir.path().join("lake"));
     for j in &jsons {
         let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(j).unwrap()).unwrap();
         let f = &rec["frame"]["fov"];

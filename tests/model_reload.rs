@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{files, repo, Agent};
+use common::{frame_records, repo, Agent};
 use std::path::Path;
 use std::time::Duration;
 
@@ -59,7 +59,7 @@ listen = "127.0.0.1:0"
 
 /// The models of the records in the datalake, in key order (sequence within the session).
 fn record_models(lake: &Path) -> Vec<String> {
-    let mut recs: Vec<(u64, String)> = files(lake, "json")
+    let mut recs: Vec<(u64, String)> = frame_records(lake)
         .iter()
         .filter(|p| !p.to_string_lossy().ends_with(".annotation.json"))
         .map(|p| {

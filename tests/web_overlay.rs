@@ -12,7 +12,7 @@
 mod common;
 
 use common::services::{free_port, tool, wait_port};
-use common::{files, with_common, Agent};
+use common::{frame_records, with_common, Agent};
 use fantoccini::actions::{InputSource, PointerAction};
 use fantoccini::Locator;
 use serde_json::{json, Value};
@@ -42,9 +42,21 @@ fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
+/// `v` with every number as a float, so JSON that went through JavaScript compares.
+fn numbers_as_f64(v: Value) -> Value {
+    match v {
+        Value::Number(n) => serde_json::json!(n.as_f64().unwrap()),
+        Value::Array(a) => Value::Array(a.into_iter().map(numbers_as_f64).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, numbers_as_f64(v))).collect())
+        }
+        other => other,
+    }
+}
+
 /// Records in the datalake whose `selection.reason` is `reason`.
 fn records_with_reason(lake: &Path, reason: &str) -> Vec<(PathBuf, Value)> {
-    files(lake, "json")
+    frame_records(lake)
         .into_iter()
         .filter(|p| !p.to_string_lossy().ends_with(".annotation.json"))
         .map(|p| {
@@ -349,6 +361,53 @@ async fn chromium_sees_the_score_change_and_annotates_a_frozen_frame() {
     std::fs::write(&shot_path, &shot).unwrap();
     assert!(shot.starts_with(b"\x89PNG"), "screenshot is a PNG");
     println!("screenshot: {}", shot_path.display());
+
+    // End the procedure: the page shows its summary card with the record's figures and
+    // the whole procedure's score timeline.
+    click(&c, "session-end").await;
+    let shown = wait_js(
+        &c,
+        "the procedure summary card",
+        &format!("document.body.dataset.summary === 'shown' && document.getElementById('sum-session').textContent === '{session}' && summary"),
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(shown["ended_by"], "operator_end");
+    assert_eq!(shown["started_by"], "operator");
+    assert_eq!(shown["kept"]["annotated"], 1);
+    let good_share = shown["frames"]["good_share"].as_f64().unwrap();
+    assert!(shown["frames"]["scored"].as_u64().unwrap() > 0, "{shown}");
+    let card = |id: &'static str| {
+        let c = &c;
+        async move {
+            let js = format!("return document.getElementById('{id}').textContent");
+            c.execute(&js, vec![])
+                .await
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let good_text = card("sum-good").await;
+    assert!(
+        good_text.starts_with(&format!("{} %", (good_share * 100.0).round())),
+        "{good_text} for {good_share}"
+    );
+    assert_eq!(
+        card("sum-kept").await,
+        format!("{} / 0 / 1", shown["kept"]["forwarded"])
+    );
+    let bars = c
+        .execute(
+            "return summary.timeline.quality_mean.filter(q => q !== null).length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(bars.as_u64().unwrap() >= 2, "{bars}");
+    let summary_shot = c.screenshot().await.unwrap();
+    std::fs::write(output_dir().join("web-overlay-summary.png"), &summary_shot).unwrap();
     c.close().await.unwrap();
 
     // The datalake has the frame, its record and the annotation beside it.
@@ -435,8 +494,20 @@ async fn chromium_sees_the_score_change_and_annotates_a_frozen_frame() {
         m.value("endo_agent_operator_sessions_total{event=\"start\"}"),
         1.0
     );
-    let status = agent.status();
-    assert_eq!(status["procedure"]["counters"]["annotations"], 1);
+    // The page's summary is the record in the datalake, beside the session's frames.
+    let proc_path = record_path.with_file_name("procedure.json");
+    agent.wait_for(
+        "the procedure record in the datalake",
+        Duration::from_secs(10),
+        |_| proc_path.exists(),
+    );
+    // (What the page holds came through JavaScript: 2.0 reads back as 2.)
+    assert_eq!(numbers_as_f64(read_json(&proc_path)), numbers_as_f64(shown));
+    assert_eq!(
+        m.value("endo_agent_procedures_total{ended_by=\"operator_end\"}"),
+        1.0
+    );
+    assert_eq!(m.value("endo_agent_procedure_last_good_ratio"), good_share);
     assert!(agent.stop().success());
 }
 

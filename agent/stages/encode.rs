@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::job::Job;
 use crate::encode;
 use crate::record::{Origin, Producer, Record};
-use crate::spool::{Appended, SpoolHandle, SpoolRecord};
+use crate::spool::{SpoolHandle, SpoolRecord};
 
 /// Encode every job and spool every document until the score thread hangs up, then
 /// close the spool.
@@ -43,16 +43,32 @@ pub fn run(
             },
         };
         let Some(item) = item else { continue };
-        match spool.append(&item) {
-            Ok(a) => full.note(&a, spool),
-            Err(e) => {
-                counter!("endo_agent_frames_evicted_total", "reason" => "spool_write_failed")
-                    .increment(1);
-                tracing::error!("{e}");
-            }
-        }
+        append(&item, spool, &mut full);
     }
     spool.close();
+}
+
+/// Append to the spool and count what was lost: frames as evicted frames, a procedure
+/// record (no image) as a lost document.
+fn append(item: &SpoolRecord, spool: &SpoolHandle, full: &mut FullLog) {
+    let document = item.jpeg.is_empty();
+    let lost_document = |reason: &'static str, why: &dyn std::fmt::Display| {
+        counter!("endo_agent_documents_lost_total", "reason" => reason).increment(1);
+        tracing::error!(key = %item.key, "a procedure record was lost: {why}");
+    };
+    match spool.append(item) {
+        Ok(a) if document && a.id.is_none() => {
+            lost_document("spool_full", &"the spool is full and keeps what it holds");
+            full.note(a.evicted.len() as u64, spool);
+        }
+        Ok(a) => full.note(a.evicted.len() as u64 + u64::from(a.id.is_none()), spool),
+        Err(e) if document => lost_document("spool_write_failed", &e),
+        Err(e) => {
+            counter!("endo_agent_frames_evicted_total", "reason" => "spool_write_failed")
+                .increment(1);
+            tracing::error!("{e}");
+        }
+    }
 }
 
 /// The JPEG and record of a job, as one spool record (None when encoding failed).
@@ -108,8 +124,8 @@ impl FullLog {
         }
     }
 
-    fn note(&mut self, a: &Appended, spool: &SpoolHandle) {
-        let lost = a.evicted.len() as u64 + u64::from(a.id.is_none());
+    /// `lost` frames: evicted from the spool, or the new one refused.
+    fn note(&mut self, lost: u64, spool: &SpoolHandle) {
         self.evicted.increment(lost);
         if lost == 0 {
             return;
@@ -119,8 +135,7 @@ impl FullLog {
             _ => {
                 let before = self.logged.map_or(0, |(_, n)| n);
                 tracing::warn!(
-                    evicted = a.evicted.len(),
-                    kept_new = a.id.is_some(),
+                    lost,
                     disk_low = spool.disk_low(),
                     dropped_since_last_log = before,
                     "spool full (spool.max_records / max_mib, or the disk: spool.min_free_mib)"

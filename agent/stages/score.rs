@@ -256,8 +256,7 @@ impl ScoreStage {
         );
         self.status.procedure_ended(rec);
         if self.out.documents.try_send(doc).is_err() {
-            counter!("endo_agent_frames_evicted_total", "reason" => "document_queue_full")
-                .increment(1);
+            counter!("endo_agent_documents_lost_total", "reason" => "queue_full").increment(1);
             tracing::error!("the encoder is backed up: a procedure record was lost");
         }
     }
@@ -428,14 +427,14 @@ impl ScoreStage {
     /// counters too when `current`; always in the procedure it belongs to, whose tally
     /// is still this one); false when the encoder's queue is full.
     fn forward(&mut self, job: Job, current: bool) -> bool {
-        let reason = job.reason;
+        let action = job.operator.as_ref().map(|o| o.action);
         if self.out.jobs.try_send(job).is_err() {
             self.m.encode_queue_full.increment(1);
             tracing::warn!("encoder backlog full: a forwarded frame was evicted");
             return false;
         }
         self.status.forwarded(current);
-        self.tally.forwarded(reason);
+        self.tally.forwarded(action);
         true
     }
 

@@ -406,6 +406,26 @@ impl Metrics {
     }
 }
 
+/// The frame records under `dir` (a datalake): every `.json` but annotations and
+/// procedure records, sorted.
+pub fn frame_records(dir: &Path) -> Vec<PathBuf> {
+    files(dir, "json")
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            !name.ends_with(".annotation.json") && name != "procedure.json"
+        })
+        .collect()
+}
+
+/// The procedure records under `dir` (a datalake), sorted.
+pub fn procedure_records(dir: &Path) -> Vec<PathBuf> {
+    files(dir, "json")
+        .into_iter()
+        .filter(|p| p.file_name().unwrap() == "procedure.json")
+        .collect()
+}
+
 /// All files under `dir` with extension `ext`, sorted.
 pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
