@@ -52,7 +52,7 @@ use crate::uplink::{is_safe_key, SinkError};
 pub struct IngestStats {
     /// Frame messages received (redeliveries included).
     pub received: u64,
-    /// Frames written to the store.
+    /// Messages written to the store: frames, and procedure records (no image).
     pub stored: u64,
     /// Of those, keys already written earlier in this run (redeliveries).
     pub duplicates: u64,

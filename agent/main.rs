@@ -202,7 +202,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             stop.on_signals()?;
             let st = endo_agent::ingest::run(&cfg, stop)?;
             eprintln!(
-                "ingest: {} messages, {} frames stored ({} duplicates), {} rejected, {} stored but not acked (sent again by the broker)",
+                "ingest: {} messages, {} stored (frames and procedure records) ({} duplicates), {} rejected, {} stored but not acked (sent again by the broker)",
                 st.received, st.stored, st.duplicates, st.rejected, st.unacked
             );
             Ok(())

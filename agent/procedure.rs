@@ -155,8 +155,10 @@ pub struct Tally {
     marked: u64,
     annotated: u64,
     light: [u64; Light::ALL.len()],
-    /// The first scored frame's time and the last one's, with its state.
-    first_t: Option<u64>,
+    /// The timeline's origin: stream time `.0` is offset `.1` from the first scored frame
+    /// (it moves when the source restarts and its timestamps start again).
+    origin: Option<(u64, u64)>,
+    /// The last scored frame's time and state, and the interval before it.
     last: Option<(u64, State)>,
     last_dt: u64,
     time_ns: TimeNs,
@@ -224,7 +226,7 @@ impl Tally {
             marked: 0,
             annotated: 0,
             light: [0; Light::ALL.len()],
-            first_t: None,
+            origin: None,
             last: None,
             last_dt: 0,
             time_ns: TimeNs::default(),
@@ -261,13 +263,23 @@ impl Tally {
         self.bad += u64::from(matches!(state, State::Bad(_)));
         self.light[score.light.index()] += 1;
         if let Some((t0, s0)) = self.last {
-            let dt = t_ns.saturating_sub(t0).min(MAX_GAP_NS);
+            let went_back = t_ns < t0;
+            // A restarted source starts its timestamps again: the frame before stands for
+            // the interval before it, and the timeline goes on from there.
+            let dt = if went_back {
+                self.last_dt
+            } else {
+                (t_ns - t0).min(MAX_GAP_NS)
+            };
             self.time_ns.credit(s0, dt);
             self.last_dt = dt;
+            if went_back {
+                let (o, off) = self.origin.expect("set with the first frame");
+                self.origin = Some((t_ns, off + (t0 - o) + dt));
+            }
         }
-        let first = *self.first_t.get_or_insert(t_ns);
-        self.timeline
-            .push(t_ns.saturating_sub(first), score.quality);
+        let (o, off) = *self.origin.get_or_insert((t_ns, 0));
+        self.timeline.push(off + (t_ns - o), score.quality);
         self.last = Some((t_ns, state));
         if let Some(m) = model {
             match self.models.last_mut() {
@@ -478,7 +490,7 @@ pub fn spool_record(rec: &ProcedureRecord, at: DateTime<Utc>) -> crate::spool::S
         quality: SPOOL_QUALITY,
         created_ms: at.timestamp_millis().max(0) as u64,
         jpeg: Vec::new(),
-        json: serde_json::to_vec_pretty(rec).expect("procedure records serialise"),
+        json: serde_json::to_vec(rec).expect("procedure records serialise"),
         annotation: Vec::new(),
     }
 }
@@ -637,6 +649,28 @@ mod tests {
         assert_eq!(r.timeline.quality_mean[0], Some(0.1));
         assert_eq!(r.timeline.quality_mean[10], Some(1.0));
         assert_eq!(r.started_by, "agent");
+    }
+
+    #[test]
+    fn a_restarted_source_continues_the_procedure_time_and_timeline() {
+        let cfg = Config::default();
+        let mut t = Tally::new(&cfg, "s4", true, Utc::now());
+        let bad = score(0.1, Some(Artifact::Dark));
+        // 2 s of frames, then the source restarts at pts 0 for 2 s more.
+        for i in 0..50u64 {
+            t.scored(i * FRAME, &bad, None);
+        }
+        for i in 0..50u64 {
+            t.scored(i * FRAME, &bad, None);
+        }
+        let r = t.finish(Ended::AgentStop, Utc::now());
+        assert!(
+            (r.time.bad_by_reason_s["dark"] - 4.0).abs() < 1e-3,
+            "{:?}",
+            r.time
+        );
+        assert!((r.time.longest_bad_s - 4.0).abs() < 1e-3, "{:?}", r.time);
+        assert_eq!(r.timeline.quality_mean.len(), 4, "{:?}", r.timeline);
     }
 
     #[test]

@@ -509,6 +509,13 @@ fn ctrl_c_stops_the_agent_cleanly() {
         log.contains("interrupt: stopping") && log.contains("stopped"),
         "{log}"
     );
+    // The stop ended the procedure: its record is in the datalake beside its frames.
+    let procs = procedure_records(&dir.path().join("lake"));
+    assert_eq!(procs.len(), 1, "{log}");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&procs[0]).unwrap()).unwrap();
+    assert_eq!(rec["ended_by"], "agent_stop");
+    assert!(rec["frames"]["scored"].as_u64().unwrap() >= 10, "{rec}");
 }
 
 /// Issue 14: no preview JPEG is encoded while no web page is connected; a freeze (or a

@@ -65,3 +65,65 @@ fn phantom_palettes_are_tagged_right_at_720p_and_1080p() {
         assert!(acc >= 0.98, "{w}x{h}: {right} of {all}; wrong: {wrong:#?}");
     }
 }
+
+mod common;
+
+use common::{frame_records, with_common, Agent};
+use std::time::Duration;
+
+/// An agent on a white-light phantom with `select.light = filter`: its metrics and the
+/// frame records it wrote.
+fn white_light_run(filter: &str) -> (common::Metrics, Vec<serde_json::Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[source]\nkind = \"phantom\"\nwidth = 640\nheight = 360\nfps = 30\n\
+         schedule = \"good 4s\"\nmax_frames = 120\nphantom_palette = \"white_light\"\n\
+         [capture]\non_eos = \"idle\"\n\
+         [select]\nwindow_ms = 200\nmax_per_second = 5.0\nduplicate_bits = 0\nlight = \"{filter}\"\n"
+    );
+    let agent = Agent::start(dir.path(), &with_common(dir.path(), &config));
+    agent.wait_for(
+        "the source's end, all delivered",
+        Duration::from_secs(60),
+        |a| {
+            let s = a.status();
+            s["drained"] == true && s["spool_frames"] == 0
+        },
+    );
+    let m = agent.metrics();
+    assert!(agent.stop().success());
+    let records = frame_records(&dir.path().join("lake"))
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    (m, records)
+}
+
+#[test]
+fn select_light_forwards_the_light_it_names_and_refuses_the_other() {
+    // White light shown, NBI asked for: every scored frame refused as `light`.
+    let (m, records) = white_light_run("nbi");
+    let scored = m.value("endo_agent_frames_scored_total");
+    assert!(scored >= 60.0, "{scored} scored");
+    assert_eq!(
+        m.value("endo_agent_frames_light_total{light=\"white\"}"),
+        scored
+    );
+    assert_eq!(
+        m.value("endo_agent_frames_rejected_total{reason=\"light\"}"),
+        scored
+    );
+    assert_eq!(m.value("endo_agent_frames_selected_total"), 0.0);
+    assert!(records.is_empty(), "{} records", records.len());
+    // White light asked for: forwarded, and every record says white.
+    let (m, records) = white_light_run("white");
+    assert_eq!(
+        m.value("endo_agent_frames_rejected_total{reason=\"light\"}"),
+        0.0
+    );
+    assert!(records.len() >= 5, "{} records", records.len());
+    assert!(
+        records.iter().all(|r| r["score"]["light"] == "white"),
+        "{records:?}"
+    );
+}

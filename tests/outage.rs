@@ -153,12 +153,17 @@ impl Rig {
         assert_eq!(evicted, 0.0, "frames evicted from the spool");
         assert!(agent.stop().success());
         let local = local_objects(d);
-        assert_eq!(local.len() as f64, 2.0 * selected);
+        // Two objects a frame, and the procedure record written at the source's end.
+        assert_eq!(local.len() as f64, 2.0 * selected + 1.0);
+        assert_eq!(
+            m.value("endo_agent_procedures_total{ended_by=\"agent_stop\"}"),
+            1.0
+        );
         let stats = assert_routes_land(
             &store,
             ingest,
             &local,
-            selected as u64,
+            selected as u64 + 1,
             Duration::from_secs(300),
         );
         let rss_max = rss.iter().map(|r| r.1).fold(0.0, f64::max);

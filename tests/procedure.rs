@@ -96,7 +96,7 @@ fn the_procedure_record_matches_the_schedule_locally_and_in_s3() {
     agent.wait_for(
         "the source's end, all delivered",
         Duration::from_secs(90),
-        |a| drained(a),
+        drained,
     );
     let m = agent.metrics();
     let lake = d.join("lake");

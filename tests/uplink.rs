@@ -115,13 +115,19 @@ fn broker_and_store_outages_lose_nothing_and_both_routes_land_identical_objects(
     assert!(agent.stop().success());
 
     let local = local_objects(d);
-    assert_eq!(local.len() as f64, 2.0 * selected + 1.0);
+    // Two objects a frame, the annotation, and the procedure record of the source's end.
+    assert_eq!(local.len() as f64, 2.0 * selected + 2.0);
     assert!(local.contains_key(&annotation_key), "{annotation_key}");
+    assert!(
+        local.keys().any(|k| k.ends_with("/procedure.json")),
+        "{:?}",
+        local.keys()
+    );
     let stats = assert_routes_land(
         &store,
         ingest,
         &local,
-        selected as u64,
+        selected as u64 + 1,
         Duration::from_secs(120),
     );
     eprintln!("selected {selected}; mqtt resends {retries}; {stats}");

@@ -43,6 +43,8 @@ pub struct SourceConfig {
     pub schedule: String,
     /// phantom: field-of-view shape, circle | octagon.
     pub phantom_fov: String,
+    /// phantom: colours, nbi | white_light (narrow-band imaging or white light).
+    pub phantom_palette: crate::phantom::Palette,
     /// phantom/test: stop after this many frames (0 = never).
     pub max_frames: u64,
     /// test: videotestsrc pattern name.
@@ -73,6 +75,7 @@ impl Default for SourceConfig {
             seed: 1,
             schedule: String::new(),
             phantom_fov: "circle".into(),
+            phantom_palette: crate::phantom::Palette::Nbi,
             max_frames: 0,
             pattern: "smpte".into(),
             path: PathBuf::new(),

@@ -58,7 +58,7 @@ impl Config {
     }
 
     /// The phantom source's configuration (`source.kind = "phantom"`): its size, rate,
-    /// seed, field-of-view shape and parsed schedule. `validate` refuses a schedule that
+    /// seed, field-of-view shape, palette and parsed schedule. `validate` refuses a schedule that
     /// does not parse, naming `source.schedule`.
     pub fn phantom(&self) -> Result<PhantomConfig, ScheduleError> {
         let s = &self.source;
@@ -77,6 +77,7 @@ impl Config {
             } else {
                 phantom::FovShape::Circle
             },
+            palette: s.phantom_palette,
             ..PhantomConfig::default()
         })
     }

@@ -284,8 +284,9 @@ pub fn ingest_numbers(stats: &str) -> [u64; 5] {
 
 /// Both remote routes hold exactly the local datalake `local`: S3 directly in `lake-s3`,
 /// MQTT through ingest in `lake-mqtt` (waited for up to `timeout`). Then ingest stops; it
-/// must have stored every message, each of the `forwarded` frames once (the rest counted as
-/// duplicates), and rejected none. Returns its stats line.
+/// must have stored every message, each of the `forwarded` records once (frames and
+/// procedure records; the rest counted as duplicates), and rejected none. Returns its
+/// stats line.
 pub fn assert_routes_land(
     store: &Seaweed,
     ingest: Ingest,
