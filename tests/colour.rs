@@ -13,6 +13,9 @@
 //! equations (BT.601 limited Y 128 → 128 instead of 130.4, Y 200 Cb 110 Cr 106 → green 235
 //! instead of 239.2), its 16-bit path within about 1.3.
 
+#[path = "common/root.rs"]
+mod root;
+
 use endo_agent::capture::{CapturedFrame, APPSINK_CAPS};
 use endo_agent::config::FovShape;
 use endo_agent::encode::encode_jpeg;
@@ -333,11 +336,10 @@ fn agent_frame(caps: &str, data: Vec<u8>) -> CapturedFrame {
 /// quality within 0.005 — on real photographic content at 720p and 1080p.
 #[test]
 fn nv12_frames_are_read_in_place_and_score_as_their_i420_twins() {
-    let subset = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/realset/subset");
-    let model = endo_agent::score::model::ModelRunner::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-int8.onnx"),
-    )
-    .unwrap();
+    let subset = root::repo().join("models/realset/subset");
+    let model =
+        endo_agent::score::model::ModelRunner::load(&root::repo().join("models/quality-int8.onnx"))
+            .unwrap();
     let cfg = endo_agent::config::Config::default();
     let mut scorer = endo_agent::score::Scorer::new(cfg.scoring.clone(), Some(model));
     for (file, (w, h)) in [

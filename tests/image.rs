@@ -216,5 +216,16 @@ fn the_same_image_runs_ingest_into_the_store() {
         .unwrap_or_else(|| panic!("no stats line:\n{logs}"));
     let [messages, stored, _, rejected, _] = ingest_numbers(stats);
     assert_eq!((stored, rejected), (messages, 0), "{stats}");
-    assert_eq!(stored as usize * 2, local.len(), "{stats}");
+    // Two objects a frame (JPEG and record); the agent run's one procedure record is
+    // a single JSON object but one message.
+    let procedures = local
+        .keys()
+        .filter(|k| k.ends_with("/procedure.json"))
+        .count();
+    assert_eq!(procedures, 1, "{:?}", local.keys().collect::<Vec<_>>());
+    assert_eq!(
+        (stored as usize - procedures) * 2 + procedures,
+        local.len(),
+        "{stats}"
+    );
 }

@@ -3,6 +3,9 @@
 //! (models/tools/make_reference_model.py), and bad models are refused with their path
 //! and the reason.
 
+#[path = "common/root.rs"]
+mod root;
+
 use endo_agent::frame::{I420Image, Rect};
 use endo_agent::phantom::{Degradation, Phantom, PhantomConfig, Schedule};
 use endo_agent::score::model::{manifest_path, ModelRunner};
@@ -10,7 +13,7 @@ use endo_agent::score::preprocess::Preprocessor;
 use std::path::{Path, PathBuf};
 
 fn shipped() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx")
+    root::repo().join("models/quality-ref.onnx")
 }
 
 fn sigmoid(x: f64) -> f64 {

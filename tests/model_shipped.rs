@@ -5,6 +5,9 @@
 //! it ranks a sharp 1080p phantom frame above the same frame mildly defocused, darkened and
 //! glared. Training never runs here: only committed files are used.
 
+#[path = "common/root.rs"]
+mod root;
+
 use endo_agent::phantom::{Degradation, Phantom, PhantomConfig, Schedule};
 use endo_agent::score::model::{manifest_path, sha256_hex, Manifest, ModelRunner};
 use endo_agent::score::preprocess::Preprocessor;
@@ -16,7 +19,7 @@ use std::path::{Path, PathBuf};
 const TOLERANCE: f32 = 1e-5;
 
 fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+    root::repo().join("models")
 }
 
 fn shipped() -> PathBuf {

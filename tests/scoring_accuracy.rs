@@ -3,6 +3,9 @@
 //! Includes mild defocus (σ = 1.5 px at 1080p), which only the native-resolution
 //! sharpness measure can see.
 
+#[path = "common/root.rs"]
+mod root;
+
 use endo_agent::config::{Config, FovConfig};
 use endo_agent::fov::{FovLocator, Locate};
 use endo_agent::phantom::{Phantom, PhantomConfig, Schedule};
@@ -13,12 +16,7 @@ use std::path::Path;
 /// `models/<file>`: the hand-weighted reference model (`quality-ref.onnx`) or the shipped
 /// one (`quality-int8.onnx`).
 fn model(file: &str) -> ModelRunner {
-    ModelRunner::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("models")
-            .join(file),
-    )
-    .unwrap()
+    ModelRunner::load(&root::repo().join("models").join(file)).unwrap()
 }
 
 const REFERENCE: &str = "quality-ref.onnx";

@@ -25,6 +25,9 @@
 //! The full evaluation (all 684 test frames, every scorer side by side) is
 //! `models/realset/evaluate.py`.
 
+#[path = "common/root.rs"]
+mod root;
+
 use endo_agent::config::{Config, FovShape};
 use endo_agent::fov::Fov;
 use endo_agent::frame::{I420Image, Rect};
@@ -43,7 +46,7 @@ struct Frame {
 }
 
 fn subset_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/realset/subset")
+    root::repo().join("models/realset/subset")
 }
 
 fn read_labels() -> Vec<Frame> {
@@ -89,9 +92,7 @@ fn load(path: &Path) -> I420Image {
 fn real_frames_clearly_degraded_in_a_known_way_are_rejected_and_rank_below_clean() {
     let cfg = Config::default();
     // The shipped model (the default `model.path` is where packages install it).
-    let model =
-        ModelRunner::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-int8.onnx"))
-            .unwrap();
+    let model = ModelRunner::load(&root::repo().join("models/quality-int8.onnx")).unwrap();
     let mut scorer = Scorer::new(cfg.scoring.clone(), Some(model));
     let threshold = cfg.select.threshold_high;
     let frames = read_labels();

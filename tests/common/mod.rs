@@ -13,9 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+pub mod root;
+pub use root::repo;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_endo-agent")
