@@ -11,7 +11,6 @@ use endo_agent::fov::{FovLocator, Locate};
 use endo_agent::phantom::{Phantom, PhantomConfig, Schedule};
 use endo_agent::score::model::ModelRunner;
 use endo_agent::score::Scorer;
-use std::path::Path;
 
 /// `models/<file>`: the hand-weighted reference model (`quality-ref.onnx`) or the shipped
 /// one (`quality-int8.onnx`).
