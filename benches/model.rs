@@ -6,6 +6,9 @@
 //! be added with `ENDO_BENCH_MODELS=a.onnx,b.onnx` — models/train/run.sh uses that to time
 //! the static-QDQ candidate it does not ship.
 
+#[path = "../tests/common/root.rs"]
+mod root;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use endo_agent::config::{FovConfig, ScoringConfig};
 use endo_agent::fov::{FovLocator, Locate};
@@ -14,10 +17,10 @@ use endo_agent::score::model::ModelRunner;
 use endo_agent::score::preprocess::Preprocessor;
 use endo_agent::score::Scorer;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn models() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let dir = root::repo().join("models");
     let mut v = vec![dir.join("quality.onnx"), dir.join("quality-int8.onnx")];
     if let Ok(extra) = std::env::var("ENDO_BENCH_MODELS") {
         v.extend(

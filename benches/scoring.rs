@@ -1,8 +1,12 @@
 //! Criterion benches of the hot path (capture → score) at 1080p, on phantom frames:
 //! preprocessing (crop + scale + convert, against convert-then-scale), the classical
 //! measures, the model, the whole scorer; and JPEG encoding of a selected frame (off the
-//! hot path, on the encode worker), and the phantom generator's render time.
+//! hot path, on the encode worker), the phantom generator's render time, and the
+//! conversion of a packed 4:2:2 capture frame (YUY2, UYVY) to I420 by `videoconvert`.
 //! `cargo bench --bench scoring`.
+
+#[path = "../tests/common/root.rs"]
+mod root;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use endo_agent::config::{FovConfig, ScoringConfig};
@@ -14,7 +18,6 @@ use endo_agent::score::preprocess::Preprocessor;
 use endo_agent::score::Scorer;
 use fast_image_resize as fr;
 use std::hint::black_box;
-use std::path::Path;
 
 fn setup() -> (
     endo_agent::frame::I420Image,
@@ -36,9 +39,7 @@ fn setup() -> (
         Locate::Locked(f) => f.clone(),
         Locate::Pending | Locate::Refused => panic!("no fov"),
     };
-    let model =
-        ModelRunner::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/quality-ref.onnx"))
-            .unwrap();
+    let model = ModelRunner::load(&root::repo().join("models/quality-ref.onnx")).unwrap();
     (frame, fov, model)
 }
 
@@ -128,5 +129,65 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(scoring, benches);
+/// A packed 4:2:2 frame from a capture card (YUY2, UYVY) to the I420 the scorer reads,
+/// by GStreamer's converter with `videoconvert`'s defaults (one thread, as in the capture
+/// tail), beside a plain copy of the same number of I420 bytes (the floor of any pass).
+fn packed(c: &mut Criterion) {
+    use gstreamer as gst;
+    use gstreamer_video as gst_video;
+    gst::init().unwrap();
+    let (frame, _, _) = setup();
+    let img = frame.view().to_owned_image();
+    let (w, h) = (1920usize, 1080usize);
+    let mut g = c.benchmark_group("capture_packed_1080p");
+    let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, w as u32, h as u32)
+        .fps(gst::Fraction::new(60, 1))
+        .build()
+        .unwrap();
+    for (format, gformat) in [
+        ("YUY2", gst_video::VideoFormat::Yuy2),
+        ("UYVY", gst_video::VideoFormat::Uyvy),
+    ] {
+        let mut data = Vec::with_capacity(w * h * 2);
+        for row in 0..h {
+            for cx in 0..w / 2 {
+                let (y0, y1) = (img.y[row * w + 2 * cx], img.y[row * w + 2 * cx + 1]);
+                let (cb, cr) = (img.u[row / 2 * w / 2 + cx], img.v[row / 2 * w / 2 + cx]);
+                data.extend_from_slice(&match format {
+                    "YUY2" => [y0, cb, y1, cr],
+                    _ => [cb, y0, cr, y1],
+                });
+            }
+        }
+        let info = gst_video::VideoInfo::builder(gformat, w as u32, h as u32)
+            .fps(gst::Fraction::new(60, 1))
+            .build()
+            .unwrap();
+        let converter = gst_video::VideoConverter::new(
+            &info,
+            &out_info,
+            Some(gst_video::VideoConverterConfig::new()),
+        )
+        .unwrap();
+        let src =
+            gst_video::VideoFrame::from_buffer_readable(gst::Buffer::from_mut_slice(data), &info)
+                .unwrap();
+        let mut dst = gst_video::VideoFrame::from_buffer_writable(
+            gst::Buffer::with_size(out_info.size()).unwrap(),
+            &out_info,
+        )
+        .unwrap();
+        g.bench_function(format!("{format}/videoconvert"), |b| {
+            b.iter(|| converter.frame(black_box(&src), &mut dst))
+        });
+    }
+    let planes = [img.y.clone(), img.u.clone(), img.v.clone()].concat();
+    let mut copy = vec![0u8; planes.len()];
+    g.bench_function("I420/copy", |b| {
+        b.iter(|| copy.copy_from_slice(black_box(&planes)))
+    });
+    g.finish();
+}
+
+criterion_group!(scoring, benches, packed);
 criterion_main!(scoring);

@@ -3,7 +3,8 @@
 //! `videoconvert` of the same frame within ±3 levels per channel (but for ≤ 3 % of values
 //! 4–5 apart: rounding on both sides) and shift no colour against the RGB the frame was
 //! made from — for BT.601, BT.709 and BT.2020, limited and full range, and for MJPEG
-//! decoded by `jpegdec` (issue 14). NV12 is read in place and scores as I420.
+//! decoded by `jpegdec` (issue 14). NV12 is read in place and scores as I420; YUY2 and
+//! UYVY (converted by the tail's `videoconvert`) keep their colour and score as I420.
 //!
 //! Each case pushes one frame through a real GStreamer pipeline: an `appsrc` with the
 //! case's caps, a `tee`, the agent's own capture tail (`videoconvert ! APPSINK_CAPS !
@@ -16,7 +17,7 @@
 #[path = "common/root.rs"]
 mod root;
 
-use endo_agent::capture::{CapturedFrame, APPSINK_CAPS};
+use endo_agent::capture::{CapturedFrame, SampleReader, APPSINK_CAPS};
 use endo_agent::config::FovShape;
 use endo_agent::encode::encode_jpeg;
 use endo_agent::fov::Fov;
@@ -98,8 +99,8 @@ fn push_one<const N: usize>(desc: &str, data: Vec<u8>, sinks: [&str; N]) -> [gst
 
 /// The agent's frame of an appsink sample, as the capture callback makes it.
 fn captured(s: &gst::Sample) -> CapturedFrame {
-    let info = gst_video::VideoInfo::from_caps(s.caps().unwrap()).unwrap();
-    CapturedFrame::from_buffer(s.buffer_owned().unwrap(), &info, Instant::now())
+    SampleReader::default()
+        .read(s, Instant::now())
         .expect("maps as I420 or NV12")
 }
 
@@ -403,5 +404,139 @@ fn nv12_frames_are_read_in_place_and_score_as_their_i420_twins() {
             sa.quality,
             sb.quality
         );
+    }
+}
+
+/// A tightly packed 4:2:0 frame (`w` × `h`, planes one after another) as packed 4:2:2 in
+/// `format` (`YUY2` or `UYVY`), each chroma row used for both of its luma rows: the
+/// 4:2:2 frame whose conversion to 4:2:0 must give back exactly `i420`.
+fn packed_of(i420: &[u8], w: usize, h: usize, format: &str) -> Vec<u8> {
+    let (cw, ch) = (w / 2, h / 2);
+    let (y, u, v) = (
+        &i420[..w * h],
+        &i420[w * h..w * h + cw * ch],
+        &i420[w * h + cw * ch..],
+    );
+    let mut out = Vec::with_capacity(w * h * 2);
+    for row in 0..h {
+        for cx in 0..cw {
+            let (y0, y1) = (y[row * w + 2 * cx], y[row * w + 2 * cx + 1]);
+            let (cb, cr) = (u[row / 2 * cw + cx], v[row / 2 * cw + cx]);
+            out.extend_from_slice(&match format {
+                "YUY2" => [y0, cb, y1, cr],
+                _ => [cb, y0, cr, y1],
+            });
+        }
+    }
+    out
+}
+
+/// Issue 14: YUY2 and UYVY (DeckLink, most HDMI/SDI-to-USB cards) through the agent's
+/// capture tail (converted to I420 by its `videoconvert`) keep their colorimetry: the RGB
+/// and the datalake JPEG agree with GStreamer's own RGB of the packed frame for BT.601 and
+/// BT.709, limited and full range.
+#[test]
+fn packed_422_frames_keep_their_colour_through_the_capture_tail() {
+    let cases = [
+        ("bt601", Matrix::Bt601, false),
+        ("bt709", Matrix::Bt709, false),
+        ("1:4:5:4", Matrix::Bt601, true),
+        ("1:3:5:1", Matrix::Bt709, true),
+    ];
+    let source = mucosa_rgb();
+    for format in ["YUY2", "UYVY"] {
+        for (colorimetry, matrix, full_range) in cases {
+            let caps = format!(
+                "video/x-raw,format={format},width={W},height={H},framerate=30/1,\
+                 colorimetry={colorimetry}"
+            );
+            let i420 = i420_of(&source, matrix, full_range);
+            let packed = packed_of(&i420, W as usize, H as usize, format);
+            let c = convert(&caps, "", packed);
+            let view = c.frame.view();
+            let what = format!("{format} {colorimetry}");
+            assert_eq!(view.uv_step, 1, "{what}: planar I420 at the appsink");
+            assert_eq!(view.colour, Colour { matrix, full_range }, "{what}: colour");
+            // Exact: the planes are the 4:2:0 frame the packed one was made of.
+            let own = view.to_owned_image();
+            assert_eq!(
+                [own.y, own.u, own.v].concat(),
+                i420,
+                "{what}: the unpacked planes"
+            );
+            let d = diff(&view.to_rgb(), &c.reference);
+            println!("{what}: to_rgb vs videoconvert: {d:?}");
+            assert!(
+                agrees(&d) && unshifted(&d, 2.0),
+                "{what}: to_rgb vs videoconvert: {d:?}"
+            );
+            let j = diff(&decoded_jpeg(&c), &c.reference);
+            println!("{what}: datalake JPEG vs videoconvert: {j:?}");
+            assert!(
+                j.mean <= 2.0 && unshifted(&j, 2.0),
+                "{what}: the JPEG vs videoconvert: {j:?}"
+            );
+        }
+    }
+}
+
+/// Issue 14: a real still at 720p and 1080p scores the same whether the card sends it as
+/// I420, YUY2 or UYVY (the planes at the appsink are the same bytes, so the measures,
+/// the model's quality and the JPEG are equal, not merely close).
+#[test]
+fn packed_422_frames_score_as_their_i420_twins() {
+    let subset = root::repo().join("models/realset/subset");
+    let model =
+        endo_agent::score::model::ModelRunner::load(&root::repo().join("models/quality-int8.onnx"))
+            .unwrap();
+    let cfg = endo_agent::config::Config::default();
+    let mut scorer = endo_agent::score::Scorer::new(cfg.scoring.clone(), Some(model));
+    for (w, h) in [(1280u32, 720u32), (1920, 1080)] {
+        let rgb = image::open(subset.join("Dune-0_clean_0.jpg"))
+            .unwrap()
+            .to_rgb8();
+        let rgb = image::imageops::resize(&rgb, w, h, image::imageops::FilterType::Triangle);
+        let img = endo_agent::frame::I420Image::from_rgb(w, h, rgb.as_raw());
+        let i420: Vec<u8> = [img.y.clone(), img.u.clone(), img.v.clone()].concat();
+        let caps = |f: &str| {
+            format!("video/x-raw,format={f},width={w},height={h},framerate=30/1,colorimetry=bt709")
+        };
+        let fov = Fov::new(
+            Rect::new((w / 4) & !1, (h / 20) & !1, (w / 2) & !1, (h * 9 / 10) & !1),
+            FovShape::Circle,
+            &[],
+            w,
+            h,
+        );
+        let planar = agent_frame(&caps("I420"), i420.clone());
+        scorer.reset();
+        let (want, _) = scorer.score(&planar.view(), &fov).unwrap();
+        let want_jpeg = encode_jpeg(&planar.view(), &fov, 90).unwrap();
+        for format in ["YUY2", "UYVY"] {
+            let frame = agent_frame(
+                &caps(format),
+                packed_of(&i420, w as usize, h as usize, format),
+            );
+            let view = frame.view();
+            assert_eq!(view.colour.matrix, Matrix::Bt709, "{format} {w}x{h}");
+            let own = view.to_owned_image();
+            assert!(
+                [own.y, own.u, own.v].concat() == i420,
+                "{format} {w}x{h}: the planes differ from the I420 twin's"
+            );
+            scorer.reset();
+            let (got, _) = scorer.score(&view, &fov).unwrap();
+            println!(
+                "{format} {w}x{h}: quality {:.4} (I420 {:.4})",
+                got.quality, want.quality
+            );
+            assert_eq!(got.measures, want.measures, "{format} {w}x{h}: measures");
+            assert_eq!(got.quality, want.quality, "{format} {w}x{h}: quality");
+            assert_eq!(
+                encode_jpeg(&view, &fov, 90).unwrap(),
+                want_jpeg,
+                "{format} {w}x{h}: JPEG"
+            );
+        }
     }
 }

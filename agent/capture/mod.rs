@@ -2,8 +2,8 @@
 //!
 //! The pipeline is the source part from a template ([`template`]) plus the agent's tail
 //! (queue → videoconvert → I420 or NV12 → appsink). Both formats are read in place
-//! ([`NATIVE_FORMATS`]; `videoconvert` passes them through untouched); others (YUY2,
-//! UYVY, RGB…) are converted by it to one of them. The appsink callback runs on a GStreamer
+//! ([`reader`]; `videoconvert` passes them through untouched); others (YUY2, UYVY, RGB…)
+//! are converted by it to one of them. The appsink callback runs on a GStreamer
 //! streaming thread and never blocks: it maps the buffer (a refcount, no copy) and puts
 //! it in a bounded hand-off channel. When the channel is full the *oldest* waiting frame
 //! is dropped, so the scorer always works on recent frames; every drop is counted in
@@ -23,7 +23,10 @@
 //! until the agent is restarted, so capture and scoring go on.
 
 pub mod devices;
+pub mod reader;
 pub mod template;
+
+pub use reader::{SampleReader, APPSINK_CAPS, NATIVE_FORMATS};
 
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -200,14 +203,6 @@ pub fn colorimetry(c: Colour) -> gst_video::VideoColorimetry {
     gst_video::VideoColorimetry::new(range, matrix, transfer, primaries)
 }
 
-/// Formats the scorer reads in place, as the appsink's caps list them: anything else is
-/// converted (to the first) by the `videoconvert` before it.
-pub const NATIVE_FORMATS: [gst_video::VideoFormat; 2] =
-    [gst_video::VideoFormat::I420, gst_video::VideoFormat::Nv12];
-
-/// The appsink's caps in the agent's tail: [`NATIVE_FORMATS`].
-pub const APPSINK_CAPS: &str = "video/x-raw,format={I420,NV12}";
-
 /// Counters shared between the streaming thread, the supervisor and the HTTP server.
 #[derive(Default)]
 pub struct CaptureStats {
@@ -372,7 +367,7 @@ fn attach_sink(
     let scorer_busy =
         metrics::counter!("endo_agent_frames_dropped_total", "reason" => "scorer_busy");
     let map_failed = metrics::counter!("endo_agent_frames_dropped_total", "reason" => "map_failed");
-    let mut info_cache: Option<(gst::Caps, gst_video::VideoInfo)> = None;
+    let mut reader = SampleReader::default();
     let epoch = stats.epoch();
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -385,25 +380,7 @@ fn attach_sink(
                     (arrived - epoch).as_nanos().max(1) as u64,
                     Ordering::Relaxed,
                 );
-                let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps()) else {
-                    map_failed.increment(1);
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                // Caps change rarely (renegotiation); parse them only then.
-                if info_cache
-                    .as_ref()
-                    .is_none_or(|(c, _)| c.as_ptr() != caps.as_ptr())
-                {
-                    match gst_video::VideoInfo::from_caps(caps) {
-                        Ok(info) => info_cache = Some((caps.to_owned(), info)),
-                        Err(_) => {
-                            map_failed.increment(1);
-                            return Ok(gst::FlowSuccess::Ok);
-                        }
-                    }
-                }
-                let info = &info_cache.as_ref().expect("set above").1;
-                let Some(item) = CapturedFrame::from_buffer(buffer, info, arrived) else {
+                let Some(item) = reader.read(&sample, arrived) else {
                     map_failed.increment(1);
                     return Ok(gst::FlowSuccess::Ok);
                 };
