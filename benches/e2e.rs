@@ -22,7 +22,8 @@
 //! JPEGs are encoded only then).
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it runs a 2-second smoke at
-//! 320×240, with a web page connected, and checks that frames flowed.
+//! 320×240 from a YUY2 source (the `--format` path; every other test feeds I420), with a
+//! web page connected, and checks that frames flowed.
 
 #[path = "../tests/common/root.rs"]
 mod root;
@@ -138,15 +139,19 @@ fn main() {
     } else {
         ", no web page"
     };
-    let format: String = arg(&args, "--format", "I420".to_string());
-    let plain = run(&args, secs, (w, h, fps), None, web);
+    let format: String = arg(
+        &args,
+        "--format",
+        if bench { "I420" } else { "YUY2" }.into(),
+    );
+    let plain = run(&args, &format, secs, (w, h, fps), None, web);
     print_run(
         &plain,
         (w, h, fps),
         &format!("{format}, without display{page}"),
     );
     if display {
-        let with = run(&args, secs, (w, h, fps), Some(&sink), web);
+        let with = run(&args, &format, secs, (w, h, fps), Some(&sink), web);
         print_run(&with, (w, h, fps), &format!("with display ({sink})"));
         print_display(&plain, &with);
     }
@@ -189,6 +194,7 @@ fn print_display(plain: &Run, with: &Run) {
 
 fn run(
     args: &[String],
+    format: &str,
     secs: u64,
     (w, h, fps): (u32, u32, u32),
     display: Option<&str>,
@@ -202,7 +208,6 @@ fn run(
     cfg.source.fps = fps;
     cfg.capture.on_eos = OnEos::Stop;
     cfg.fov.shape = FovShape::Circle;
-    let format: String = arg(args, "--format", "I420".to_string());
     if format != "I420" {
         let template = dir.path().join("phantom-packed.pipeline");
         let builtin = std::fs::read_to_string(root::repo().join("pipelines/phantom.pipeline"))

@@ -5,6 +5,8 @@
 //! conversion of a packed 4:2:2 capture frame (YUY2, UYVY) to I420 by `videoconvert`.
 //! `cargo bench --bench scoring`.
 
+#[path = "../tests/common/packed.rs"]
+mod packed;
 #[path = "../tests/common/root.rs"]
 mod root;
 
@@ -136,8 +138,7 @@ fn packed(c: &mut Criterion) {
     use gstreamer as gst;
     use gstreamer_video as gst_video;
     gst::init().unwrap();
-    let (frame, _, _) = setup();
-    let img = frame.view().to_owned_image();
+    let (img, _, _) = setup();
     let (w, h) = (1920usize, 1080usize);
     let mut g = c.benchmark_group("capture_packed_1080p");
     let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, w as u32, h as u32)
@@ -148,17 +149,7 @@ fn packed(c: &mut Criterion) {
         ("YUY2", gst_video::VideoFormat::Yuy2),
         ("UYVY", gst_video::VideoFormat::Uyvy),
     ] {
-        let mut data = Vec::with_capacity(w * h * 2);
-        for row in 0..h {
-            for cx in 0..w / 2 {
-                let (y0, y1) = (img.y[row * w + 2 * cx], img.y[row * w + 2 * cx + 1]);
-                let (cb, cr) = (img.u[row / 2 * w / 2 + cx], img.v[row / 2 * w / 2 + cx]);
-                data.extend_from_slice(&match format {
-                    "YUY2" => [y0, cb, y1, cr],
-                    _ => [cb, y0, cr, y1],
-                });
-            }
-        }
+        let data = packed::packed_422(&img.y, &img.u, &img.v, w, h, format);
         let info = gst_video::VideoInfo::builder(gformat, w as u32, h as u32)
             .fps(gst::Fraction::new(60, 1))
             .build()

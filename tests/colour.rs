@@ -14,6 +14,8 @@
 //! equations (BT.601 limited Y 128 → 128 instead of 130.4, Y 200 Cb 110 Cr 106 → green 235
 //! instead of 239.2), its 16-bit path within about 1.3.
 
+#[path = "common/packed.rs"]
+mod packed;
 #[path = "common/root.rs"]
 mod root;
 
@@ -335,21 +337,39 @@ fn agent_frame(caps: &str, data: Vec<u8>) -> CapturedFrame {
 /// Issue 14: NV12 (many UVC cards) is read in place, not converted, and converts and
 /// encodes exactly as the same frame in I420, with the same classical measures and a
 /// quality within 0.005 — on real photographic content at 720p and 1080p.
-#[test]
-fn nv12_frames_are_read_in_place_and_score_as_their_i420_twins() {
-    let subset = root::repo().join("models/realset/subset");
+/// The scorer with the shipped model and the default `[scoring]`.
+fn shipped_scorer() -> endo_agent::score::Scorer {
     let model =
         endo_agent::score::model::ModelRunner::load(&root::repo().join("models/quality-int8.onnx"))
             .unwrap();
     let cfg = endo_agent::config::Config::default();
-    let mut scorer = endo_agent::score::Scorer::new(cfg.scoring.clone(), Some(model));
-    for (file, (w, h)) in [
-        ("Dune-0_clean_0.jpg", (1280u32, 720u32)),
-        ("Dune-0_clean_0.jpg", (1920, 1080)),
-    ] {
-        let rgb = image::open(subset.join(file)).unwrap().to_rgb8();
-        let rgb = image::imageops::resize(&rgb, w, h, image::imageops::FilterType::Triangle);
-        let img = endo_agent::frame::I420Image::from_rgb(w, h, rgb.as_raw());
+    endo_agent::score::Scorer::new(cfg.scoring, Some(model))
+}
+
+/// A real photograph of the committed test subset at `w` × `h`, as I420.
+fn real_still(w: u32, h: u32) -> endo_agent::frame::I420Image {
+    let path = root::repo().join("models/realset/subset/Dune-0_clean_0.jpg");
+    let rgb = image::open(path).unwrap().to_rgb8();
+    let rgb = image::imageops::resize(&rgb, w, h, image::imageops::FilterType::Triangle);
+    endo_agent::frame::I420Image::from_rgb(w, h, rgb.as_raw())
+}
+
+/// The field of view a 1280×720 processor layout would have, scaled to `w` × `h`.
+fn processor_fov(w: u32, h: u32) -> Fov {
+    Fov::new(
+        Rect::new((w / 4) & !1, (h / 20) & !1, (w / 2) & !1, (h * 9 / 10) & !1),
+        FovShape::Circle,
+        &[],
+        w,
+        h,
+    )
+}
+
+#[test]
+fn nv12_frames_are_read_in_place_and_score_as_their_i420_twins() {
+    let mut scorer = shipped_scorer();
+    for (w, h) in [(1280u32, 720u32), (1920, 1080)] {
+        let img = real_still(w, h);
         let i420: Vec<u8> = [img.y.clone(), img.u.clone(), img.v.clone()].concat();
         let mut nv12 = img.y.clone();
         for (u, v) in img.u.iter().zip(&img.v) {
@@ -366,14 +386,7 @@ fn nv12_frames_are_read_in_place_and_score_as_their_i420_twins() {
             (1, 2),
             "{w}x{h}: NV12 must arrive as NV12"
         );
-        // The field of view a 1280×720 processor layout would have, scaled.
-        let fov = Fov::new(
-            Rect::new((w / 4) & !1, (h / 20) & !1, (w / 2) & !1, (h * 9 / 10) & !1),
-            FovShape::Circle,
-            &[],
-            w,
-            h,
-        );
+        let fov = processor_fov(w, h);
         assert_eq!(
             a.crop(fov.rect).to_rgb(),
             b.crop(fov.rect).to_rgb(),
@@ -407,30 +420,6 @@ fn nv12_frames_are_read_in_place_and_score_as_their_i420_twins() {
     }
 }
 
-/// A tightly packed 4:2:0 frame (`w` × `h`, planes one after another) as packed 4:2:2 in
-/// `format` (`YUY2` or `UYVY`), each chroma row used for both of its luma rows: the
-/// 4:2:2 frame whose conversion to 4:2:0 must give back exactly `i420`.
-fn packed_of(i420: &[u8], w: usize, h: usize, format: &str) -> Vec<u8> {
-    let (cw, ch) = (w / 2, h / 2);
-    let (y, u, v) = (
-        &i420[..w * h],
-        &i420[w * h..w * h + cw * ch],
-        &i420[w * h + cw * ch..],
-    );
-    let mut out = Vec::with_capacity(w * h * 2);
-    for row in 0..h {
-        for cx in 0..cw {
-            let (y0, y1) = (y[row * w + 2 * cx], y[row * w + 2 * cx + 1]);
-            let (cb, cr) = (u[row / 2 * cw + cx], v[row / 2 * cw + cx]);
-            out.extend_from_slice(&match format {
-                "YUY2" => [y0, cb, y1, cr],
-                _ => [cb, y0, cr, y1],
-            });
-        }
-    }
-    out
-}
-
 /// Issue 14: YUY2 and UYVY (DeckLink, most HDMI/SDI-to-USB cards) through the agent's
 /// capture tail (converted to I420 by its `videoconvert`) keep their colorimetry: the RGB
 /// and the datalake JPEG agree with GStreamer's own RGB of the packed frame for BT.601 and
@@ -451,8 +440,10 @@ fn packed_422_frames_keep_their_colour_through_the_capture_tail() {
                  colorimetry={colorimetry}"
             );
             let i420 = i420_of(&source, matrix, full_range);
-            let packed = packed_of(&i420, W as usize, H as usize, format);
-            let c = convert(&caps, "", packed);
+            let (w, h) = (W as usize, H as usize);
+            let (y, uv) = i420.split_at(w * h);
+            let (u, v) = uv.split_at(w * h / 4);
+            let c = convert(&caps, "", packed::packed_422(y, u, v, w, h, format));
             let view = c.frame.view();
             let what = format!("{format} {colorimetry}");
             assert_eq!(view.uv_step, 1, "{what}: planar I420 at the appsink");
@@ -485,38 +476,21 @@ fn packed_422_frames_keep_their_colour_through_the_capture_tail() {
 /// the model's quality and the JPEG are equal, not merely close).
 #[test]
 fn packed_422_frames_score_as_their_i420_twins() {
-    let subset = root::repo().join("models/realset/subset");
-    let model =
-        endo_agent::score::model::ModelRunner::load(&root::repo().join("models/quality-int8.onnx"))
-            .unwrap();
-    let cfg = endo_agent::config::Config::default();
-    let mut scorer = endo_agent::score::Scorer::new(cfg.scoring.clone(), Some(model));
+    let mut scorer = shipped_scorer();
     for (w, h) in [(1280u32, 720u32), (1920, 1080)] {
-        let rgb = image::open(subset.join("Dune-0_clean_0.jpg"))
-            .unwrap()
-            .to_rgb8();
-        let rgb = image::imageops::resize(&rgb, w, h, image::imageops::FilterType::Triangle);
-        let img = endo_agent::frame::I420Image::from_rgb(w, h, rgb.as_raw());
+        let img = real_still(w, h);
         let i420: Vec<u8> = [img.y.clone(), img.u.clone(), img.v.clone()].concat();
         let caps = |f: &str| {
             format!("video/x-raw,format={f},width={w},height={h},framerate=30/1,colorimetry=bt709")
         };
-        let fov = Fov::new(
-            Rect::new((w / 4) & !1, (h / 20) & !1, (w / 2) & !1, (h * 9 / 10) & !1),
-            FovShape::Circle,
-            &[],
-            w,
-            h,
-        );
+        let fov = processor_fov(w, h);
         let planar = agent_frame(&caps("I420"), i420.clone());
         scorer.reset();
         let (want, _) = scorer.score(&planar.view(), &fov).unwrap();
         let want_jpeg = encode_jpeg(&planar.view(), &fov, 90).unwrap();
         for format in ["YUY2", "UYVY"] {
-            let frame = agent_frame(
-                &caps(format),
-                packed_of(&i420, w as usize, h as usize, format),
-            );
+            let data = packed::packed_422(&img.y, &img.u, &img.v, w as usize, h as usize, format);
+            let frame = agent_frame(&caps(format), data);
             let view = frame.view();
             assert_eq!(view.colour.matrix, Matrix::Bt709, "{format} {w}x{h}");
             let own = view.to_owned_image();
