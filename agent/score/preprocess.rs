@@ -15,7 +15,7 @@
 
 use fast_image_resize as fr;
 
-use crate::frame::{Colour, I420View, Rect};
+use crate::frame::{Colour, I420View, Rect, RgbCoeffs};
 use crate::score::model::{DetailSpec, InputSpec, Layout};
 
 pub struct Preprocessor {
@@ -84,29 +84,92 @@ impl Preprocessor {
     /// `interleaved` (NV12), else from `u` and `v`.
     fn normalise(&mut self, colour: Colour, interleaved: bool) {
         let s = &self.spec;
-        let k = colour.coeffs();
-        let (y, u, v, uv) = (
-            self.y.buffer(),
-            self.u.buffer(),
-            self.v.buffer(),
-            self.uv.buffer(),
-        );
-        let n = y.len();
         // Fold scale, mean and std into one multiply-add per channel.
         let mul: [f32; 3] = std::array::from_fn(|c| s.scale / s.std[c]);
         let add: [f32; 3] = std::array::from_fn(|c| -s.mean[c] / s.std[c]);
-        for i in 0..n {
-            let rgb = if interleaved {
-                k.rgb(y[i], uv[2 * i], uv[2 * i + 1])
-            } else {
-                k.rgb(y[i], u[i], v[i])
-            };
-            for c in 0..3 {
-                let val = rgb[c] as f32 * mul[c] + add[c];
-                match s.layout {
-                    Layout::Nchw => self.input[c * n + i] = val,
-                    Layout::Nhwc => self.input[i * 3 + c] = val,
+        let chroma = if interleaved {
+            Chroma::Pairs(self.uv.buffer())
+        } else {
+            Chroma::Planes(self.u.buffer(), self.v.buffer())
+        };
+        let job = Normalise {
+            k: colour.coeffs(),
+            mul,
+            add,
+            y: self.y.buffer(),
+            chroma,
+            layout: s.layout,
+        };
+        let n = job.y.len();
+        let out = &mut self.input[..3 * n];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { normalise_avx2(&job, out) };
+        }
+        normalise_into(&job, out);
+    }
+}
+
+/// The small image's chroma: I420's two planes, or NV12's (Cb, Cr) pairs.
+enum Chroma<'a> {
+    Planes(&'a [u8], &'a [u8]),
+    Pairs(&'a [u8]),
+}
+
+/// One frame's colour conversion and normalisation (see [`Preprocessor::normalise`]).
+struct Normalise<'a> {
+    k: RgbCoeffs,
+    mul: [f32; 3],
+    add: [f32; 3],
+    y: &'a [u8],
+    chroma: Chroma<'a>,
+    layout: Layout,
+}
+
+/// [`normalise_into`] compiled for AVX2: the integer conversion runs eight pixels wide.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn normalise_avx2(job: &Normalise, out: &mut [f32]) {
+    normalise_into(job, out)
+}
+
+/// Convert and normalise every pixel into `out` (3 × the pixel count, in `job.layout`).
+/// Straight runs per channel plane, so the compiler vectorises them (NCHW, the shipped
+/// layout); the arithmetic is [`RgbCoeffs::rgb`]'s, so every variant gives the same bits.
+#[inline(always)]
+fn normalise_into(job: &Normalise, out: &mut [f32]) {
+    let n = job.y.len();
+    let (k, mul, add) = (&job.k, job.mul, job.add);
+    let write =
+        |rgb: [u8; 3]| -> [f32; 3] { std::array::from_fn(|c| rgb[c] as f32 * mul[c] + add[c]) };
+    match job.layout {
+        Layout::Nchw => {
+            let (r, rest) = out.split_at_mut(n);
+            let (g, b) = rest.split_at_mut(n);
+            let planes = r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut());
+            match job.chroma {
+                Chroma::Planes(u, v) => {
+                    let px = job.y.iter().zip(&u[..n]).zip(&v[..n]);
+                    for (((r, g), b), ((&y, &u), &v)) in planes.zip(px) {
+                        [*r, *g, *b] = write(k.rgb(y, u, v));
+                    }
                 }
+                Chroma::Pairs(uv) => {
+                    let px = job.y.iter().zip(uv[..2 * n].chunks_exact(2));
+                    for (((r, g), b), (&y, c)) in planes.zip(px) {
+                        [*r, *g, *b] = write(k.rgb(y, c[0], c[1]));
+                    }
+                }
+            }
+        }
+        Layout::Nhwc => {
+            for (i, px) in out.chunks_exact_mut(3).enumerate().take(n) {
+                let (u, v) = match job.chroma {
+                    Chroma::Planes(u, v) => (u[i], v[i]),
+                    Chroma::Pairs(uv) => (uv[2 * i], uv[2 * i + 1]),
+                };
+                px.copy_from_slice(&write(k.rgb(job.y[i], u, v)));
             }
         }
     }
@@ -339,5 +402,53 @@ mod tests {
         c.rotate_left(37);
         assert_eq!(dhash(&a, 90, 90, 80), dhash(&b, 90, 90, 80));
         assert!((dhash(&a, 90, 90, 80) ^ dhash(&c, 90, 90, 80)).count_ones() > 8);
+    }
+
+    #[test]
+    fn every_layout_and_chroma_converts_each_pixel_as_rgb_coeffs_does() {
+        // 203 pixels: not a multiple of any vector width. Varied codes, clamping included.
+        let n = 203;
+        let y: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
+        let u: Vec<u8> = (0..n).map(|i| (i * 91 % 256) as u8).collect();
+        let v: Vec<u8> = (0..n).map(|i| (255 - i * 13 % 256) as u8).collect();
+        let uv: Vec<u8> = u.iter().zip(&v).flat_map(|(&a, &b)| [a, b]).collect();
+        let colour = Colour {
+            matrix: crate::frame::Matrix::Bt709,
+            full_range: false,
+        };
+        let (mul, add) = ([0.5, 0.25, 2.0], [-1.0, 0.0, 0.5]);
+        let want =
+            |i: usize, c: usize| colour.coeffs().rgb(y[i], u[i], v[i])[c] as f32 * mul[c] + add[c];
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            for chroma in [Chroma::Planes(&u, &v), Chroma::Pairs(&uv)] {
+                let job = Normalise {
+                    k: colour.coeffs(),
+                    mul,
+                    add,
+                    y: &y,
+                    chroma,
+                    layout,
+                };
+                let mut out = vec![f32::NAN; 3 * n];
+                normalise_into(&job, &mut out);
+                for i in 0..n {
+                    for c in 0..3 {
+                        let at = if layout == Layout::Nchw {
+                            c * n + i
+                        } else {
+                            3 * i + c
+                        };
+                        assert_eq!(out[at], want(i, c), "{layout:?} pixel {i} channel {c}");
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx2") {
+                    let mut wide = vec![f32::NAN; 3 * n];
+                    // SAFETY: the CPU has AVX2, checked just above.
+                    unsafe { normalise_avx2(&job, &mut wide) };
+                    assert_eq!(wide, out, "{layout:?}");
+                }
+            }
+        }
     }
 }
