@@ -273,8 +273,7 @@ pub struct ScoringConfig {
     pub model_weight: f32,
     /// An artifact at or above this value is a reason code in the record.
     pub reason_threshold: f32,
-    /// Row step of the sharpness and isotropy measures, which read every column of every
-    /// n-th row (1 = every row; 3, the default, is coprime with JPEG's 8-pixel grid).
+    /// Row step of the sharpness measure (1 = every row, 2 = every other row).
     pub sharpness_row_step: u32,
     /// Sharpness relative to the session's reference at which defocus = 1 / = 0.
     pub relative_sharpness: [f32; 2],
@@ -305,7 +304,7 @@ impl Default for ScoringConfig {
             blockiness: [1.05, 2.4],
             model_weight: 0.5,
             reason_threshold: 0.5,
-            sharpness_row_step: 3,
+            sharpness_row_step: 2,
             relative_sharpness: [0.65, 0.85],
             reference_frames: 300,
             reference_min_frames: 8,
