@@ -334,9 +334,6 @@ fn agent_frame(caps: &str, data: Vec<u8>) -> CapturedFrame {
     captured(&s)
 }
 
-/// Issue 14: NV12 (many UVC cards) is read in place, not converted, and converts and
-/// encodes exactly as the same frame in I420, with the same classical measures and a
-/// quality within 0.005 — on real photographic content at 720p and 1080p.
 /// The scorer with the shipped model and the default `[scoring]`.
 fn shipped_scorer() -> endo_agent::score::Scorer {
     let model =
@@ -365,6 +362,9 @@ fn processor_fov(w: u32, h: u32) -> Fov {
     )
 }
 
+/// Issue 14: NV12 (many UVC cards) is read in place, not converted, and converts and
+/// encodes exactly as the same frame in I420, with the same classical measures and a
+/// quality within 0.005 — on real photographic content at 720p and 1080p.
 #[test]
 fn nv12_frames_are_read_in_place_and_score_as_their_i420_twins() {
     let mut scorer = shipped_scorer();

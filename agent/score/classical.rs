@@ -193,6 +193,27 @@ fn mask_run(
     (e, l, n.div_ceil(2) as u32)
 }
 
+/// [`mask_run`] over one block's sampled columns `x0`, `x0 + 2`, … below `x1`, in runs of
+/// at most [`NOISE_RUN`] columns (a block is wider only in frames over ~4,400 pixels).
+#[inline(always)]
+fn mask_block(
+    rows: [&[u8]; 3],
+    x0: usize,
+    x1: usize,
+    scratch: (&mut [i16; NOISE_RUN + 2], &mut [u32; NOISE_RUN]),
+) -> (u64, u64, u32) {
+    let (vert, sq) = scratch;
+    let (mut e, mut l, mut n) = (0, 0, 0);
+    let mut x = x0;
+    while x < x1 {
+        let end = x1.min(x + NOISE_RUN);
+        let run = mask_run(rows, x, end, (&mut *vert, &mut *sq));
+        (e, l, n) = (e + run.0, l + run.1, n + run.2);
+        x = end;
+    }
+    (e, l, n)
+}
+
 /// The body of [`noise_sigma`], inlined into each instruction-set variant.
 #[inline(always)]
 fn noise_sigma_grid(crop: &I420View, fov: &Fov) -> f32 {
@@ -214,16 +235,10 @@ fn noise_sigma_grid(crop: &I420View, fov: &Fov) -> f32 {
         let rows = [crop.y_row(r - 1), crop.y_row(r), crop.y_row(r + 1)];
         let by = ((r - y0) as u64 * NOISE_GRID as u64 / bh) as usize * NOISE_GRID;
         for j in 0..NOISE_GRID {
-            // The block's sampled columns: bounds[j], bounds[j] + 2, … below bounds[j + 1].
-            let mut x = bounds[j];
-            while x < bounds[j + 1] {
-                let end = bounds[j + 1].min(x + NOISE_RUN);
-                let (e, l, n) = mask_run(rows, x, end, (&mut vert, &mut sq));
-                energy[by + j] += e;
-                luma[by + j] += l;
-                count[by + j] += n;
-                x = end;
-            }
+            let (e, l, n) = mask_block(rows, bounds[j], bounds[j + 1], (&mut vert, &mut sq));
+            energy[by + j] += e;
+            luma[by + j] += l;
+            count[by + j] += n;
         }
         r += 2;
     }
@@ -796,9 +811,31 @@ mod tests {
     }
 
     #[test]
+    fn the_mask_in_runs_sums_what_the_direct_3x3_mask_does() {
+        // A block of 601 columns: two whole runs and an odd remainder.
+        let img = smooth_plus_noise(700, 3, 9.0);
+        let row = |r: usize| &img.y[r * 700..(r + 1) * 700];
+        let rows = [row(0), row(1), row(2)];
+        let (x0, x1) = (41, 642);
+        let p = |r: usize, x: usize| rows[r][x] as i64;
+        let (mut e, mut l, mut n) = (0u64, 0u64, 0u32);
+        for x in (x0..x1).step_by(2) {
+            let resp = p(0, x - 1) - 2 * p(0, x) + p(0, x + 1) - 2 * p(1, x - 1) + 4 * p(1, x)
+                - 2 * p(1, x + 1)
+                + p(2, x - 1)
+                - 2 * p(2, x)
+                + p(2, x + 1);
+            (e, l, n) = (e + (resp * resp) as u64, l + p(1, x) as u64, n + 1);
+        }
+        assert!(e > 0 && n == 301);
+        let mut scratch = ([0i16; NOISE_RUN + 2], [0u32; NOISE_RUN]);
+        let got = mask_block(rows, x0, x1, (&mut scratch.0, &mut scratch.1));
+        assert_eq!(got, (e, l, n));
+    }
+
+    #[test]
     fn the_wide_and_the_portable_noise_estimates_agree_to_the_bit() {
-        // Odd sizes: remainders after the mask's runs. On a CPU without AVX2 only the
-        // portable path exists.
+        // On a CPU without AVX2 only the portable path exists.
         let (w, h) = (642u32, 410u32);
         let f = fov(w, h);
         let noisy = smooth_plus_noise(w, h, 6.0);
