@@ -106,6 +106,16 @@ impl Fov {
         }
     }
 
+    /// The same field of view in a frame that is only its rectangle (the crop kept on its
+    /// own): the rectangle moved to (0, 0); spans and masks are relative to the crop
+    /// already, so they stay.
+    pub fn at_origin(&self) -> Fov {
+        Fov {
+            rect: Rect::new(0, 0, self.rect.width, self.rect.height),
+            ..self.clone()
+        }
+    }
+
     /// Whether this FOV can be cut out of a `width` × `height` frame: at least 16×16 and
     /// inside it.
     pub fn usable(&self, width: u32, height: u32) -> bool {

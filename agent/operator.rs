@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::OperatorConfig;
 use crate::fov::Fov;
-use crate::frame::I420Image;
+use crate::frame::{I420Image, I420View};
 use crate::record;
 use crate::score::Score;
 
@@ -41,9 +41,16 @@ pub const MAX_POINTS: usize = 256;
 pub struct RecentFrame {
     /// Preview id, increasing.
     pub id: u64,
-    /// The whole source frame (I420).
+    /// The field of view's rectangle of the source frame (I420), not the whole frame:
+    /// nothing outside it is ever encoded, and a 1080p frame's FOV is about half of it
+    /// (issue 14: memory).
     pub image: I420Image,
+    /// The field of view in the source frame's coordinates (what the record says).
     pub fov: Arc<Fov>,
+    /// The same field of view in `image`'s coordinates ([`Fov::at_origin`]).
+    pub crop_fov: Fov,
+    /// The source frame's size.
+    pub source_size: (u32, u32),
     pub score: Score,
     /// The model that scored it.
     pub model: Option<Arc<crate::record::ModelInfo>>,
@@ -58,6 +65,32 @@ pub struct RecentFrame {
 }
 
 impl RecentFrame {
+    /// Keep `frame`'s field of view `fov` as recent frame `id`: only the FOV's rectangle
+    /// is copied. `stamps`: capture time, buffer timestamp, source frame number.
+    pub fn keep(
+        id: u64,
+        frame: &I420View,
+        fov: Arc<Fov>,
+        (score, model): (Score, Option<Arc<crate::record::ModelInfo>>),
+        (captured_at, pts_ns, offset): (DateTime<Utc>, Option<u64>, Option<u64>),
+        preview_width: u32,
+    ) -> RecentFrame {
+        RecentFrame {
+            id,
+            image: frame.crop(fov.rect).to_owned_image(),
+            source_size: (frame.width, frame.height),
+            crop_fov: fov.at_origin(),
+            preview_size: crate::encode::preview_size(&fov, preview_width),
+            fov,
+            score,
+            model,
+            captured_at,
+            pts_ns,
+            offset,
+            preview: std::sync::OnceLock::new(),
+        }
+    }
+
     /// The preview JPEG, encoding it now if nobody has yet (some milliseconds: call it off
     /// the async runtime's threads); `when` labels the encoding in
     /// `endo_agent_previews_encoded_total` ("live" or "on_request").
@@ -66,9 +99,14 @@ impl RecentFrame {
             return Ok(j);
         }
         let (j, _) =
-            crate::encode::preview_jpeg(&self.image.view(), &self.fov, self.preview_size.0)?;
+            crate::encode::preview_jpeg(&self.image.view(), &self.crop_fov, self.preview_size.0)?;
         metrics::counter!("endo_agent_previews_encoded_total", "when" => when).increment(1);
         Ok(self.preview.get_or_init(|| j))
+    }
+
+    /// The datalake JPEG of this frame (redacted field of view).
+    pub fn encode_jpeg(&self, quality: u8) -> Result<Vec<u8>, crate::encode::EncodeError> {
+        crate::encode::encode_jpeg(&self.image.view(), &self.crop_fov, quality)
     }
 
     /// Size of the cropped frame (the datalake JPEG): annotation coordinates are in it.
@@ -533,6 +571,53 @@ mod tests {
 
     fn cfg() -> OperatorConfig {
         OperatorConfig::default()
+    }
+
+    /// A recent frame holds only its FOV's rectangle, and encodes exactly what the live
+    /// frame would: the same datalake JPEG (masked, round FOV, off the frame's origin) and
+    /// the same preview, with the record's FOV and source size those of the source frame.
+    #[test]
+    fn a_recent_frame_keeps_only_its_fov_and_encodes_as_the_live_frame_does() {
+        use crate::config::{FovShape, ScoringConfig};
+        use crate::frame::Rect;
+        let (w, h) = (320u32, 240u32);
+        let rgb: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                [
+                    (x * 7 % 251) as u8,
+                    (y * 5 % 241) as u8,
+                    ((x + y) % 256) as u8,
+                ]
+            })
+            .collect();
+        let img = I420Image::from_rgb(w, h, &rgb);
+        let view = img.view();
+        let masks = [Rect::new(60, 40, 30, 20)];
+        let fov = Arc::new(Fov::new(
+            Rect::new(50, 30, 200, 180),
+            FovShape::Circle,
+            &masks,
+            w,
+            h,
+        ));
+        let (score, _) = crate::score::Scorer::new(ScoringConfig::default(), None)
+            .score(&view, &fov)
+            .unwrap();
+        let stamps = (Utc::now(), Some(5), Some(7));
+        let f = RecentFrame::keep(3, &view, fov.clone(), (score, None), stamps, 120);
+        assert_eq!((f.image.width, f.image.height), (200, 180));
+        assert_eq!(
+            (f.source_size, f.crop_size(), &*f.fov),
+            ((w, h), (200, 180), &*fov)
+        );
+        let live = crate::encode::encode_jpeg(&view, &fov, 90).unwrap();
+        assert_eq!(f.encode_jpeg(90).unwrap(), live);
+        let (preview, size) = crate::encode::preview_jpeg(&view, &fov, 120).unwrap();
+        assert_eq!(
+            (f.preview_jpeg("live").unwrap(), f.preview_size),
+            (&preview[..], size)
+        );
     }
 
     fn req(shapes: Vec<Shape>) -> AnnotationRequest {

@@ -7,7 +7,6 @@ use metrics::{counter, histogram, Counter};
 use std::time::{Duration, Instant};
 
 use super::job::Job;
-use crate::encode;
 use crate::record::{Origin, Producer, Record};
 use crate::spool::{SpoolHandle, SpoolRecord};
 
@@ -73,8 +72,7 @@ fn append(item: &SpoolRecord, spool: &SpoolHandle, full: &mut FullLog) {
 
 /// The JPEG and record of a job, as one spool record (None when encoding failed).
 fn spool_record(producer: &Producer, mut job: Job) -> Option<SpoolRecord> {
-    let view = job.frame.view();
-    let jpeg = match encode::encode_jpeg(&view, &job.fov, producer.jpeg_quality) {
+    let jpeg = match job.frame.encode_jpeg(&job.fov, producer.jpeg_quality) {
         Ok(j) => j,
         Err(e) => {
             counter!("endo_agent_frames_evicted_total", "reason" => "encode_failed").increment(1);
@@ -91,7 +89,7 @@ fn spool_record(producer: &Producer, mut job: Job) -> Option<SpoolRecord> {
         captured_at,
         pts_ns,
         source_frame,
-        source_size: (view.width, view.height),
+        source_size: job.frame.source_size(),
         reason: job.reason.as_str(),
         model: job.model.as_deref(),
         operator: job.operator.take(),

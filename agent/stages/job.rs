@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::capture::CapturedFrame;
 use crate::config::Config;
+use crate::encode::EncodeError;
 use crate::fov::Fov;
-use crate::frame::I420View;
 use crate::operator::RecentFrame;
 use crate::record::{self, OperatorInfo};
 use crate::score::Score;
@@ -20,10 +20,23 @@ pub enum JobFrame {
 }
 
 impl JobFrame {
-    pub fn view(&self) -> I420View<'_> {
+    /// The datalake JPEG of the redacted field of view `fov` (a recent frame's own: it
+    /// holds only that rectangle).
+    pub fn encode_jpeg(&self, fov: &Fov, quality: u8) -> Result<Vec<u8>, EncodeError> {
         match self {
-            JobFrame::Live(f) => f.view(),
-            JobFrame::Recent(f) => f.image.view(),
+            JobFrame::Live(f) => crate::encode::encode_jpeg(&f.view(), fov, quality),
+            JobFrame::Recent(f) => {
+                debug_assert_eq!(*f.fov, *fov, "an annotated frame keeps its own FOV");
+                f.encode_jpeg(quality)
+            }
+        }
+    }
+
+    /// The source frame's size.
+    pub fn source_size(&self) -> (u32, u32) {
+        match self {
+            JobFrame::Live(f) => (f.view().width, f.view().height),
+            JobFrame::Recent(f) => f.source_size,
         }
     }
 

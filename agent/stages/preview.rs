@@ -25,21 +25,17 @@ pub fn run(cfg: &OperatorConfig, rx: Receiver<PreviewJob>, op: &Operator) {
     let preview_h = histogram!("endo_agent_stage_duration_seconds", "stage" => "preview");
     for (n, (frame, fov, score, model)) in rx.iter().enumerate() {
         let t0 = Instant::now();
-        let image = frame.view().to_owned_image();
-        let (captured_at, pts_ns, offset) = (frame.captured_at, frame.pts_ns, frame.offset);
-        drop(frame);
-        let recent = Arc::new(RecentFrame {
-            id: n as u64 + 1,
-            image,
-            preview_size: crate::encode::preview_size(&fov, cfg.preview_width),
+        let stamps = (frame.captured_at, frame.pts_ns, frame.offset);
+        let recent = Arc::new(RecentFrame::keep(
+            n as u64 + 1,
+            &frame.view(),
             fov,
-            score,
-            model,
-            captured_at,
-            pts_ns,
-            offset,
-            preview: std::sync::OnceLock::new(),
-        });
+            (score, model),
+            stamps,
+            cfg.preview_width,
+        ));
+        // The capture buffer goes back to the source at once.
+        drop(frame);
         // The JPEG only while a web page shows it: without one the frame waits for a
         // freeze or a request, which encode it then (issue 14: no preview CPU unwatched).
         if op.web_clients.load(Ordering::Relaxed) > 0 {
