@@ -352,15 +352,54 @@ fn sharpness(crop: &I420View, fov: &Fov, row_step: u32) -> (f32, f32) {
         0
     };
     let span = (inner.x as usize + 3, inner.right() as usize - 3);
-    // Per direction (horizontal, vertical, "\\", "/"), sums of squared differences at
-    // steps 1, 2 and 3 pixels along it, and at COARSE pixels.
+    let rows = (inner.y + 3, inner.bottom());
+    let (sums, n) = sharpness_sums(crop, rows, span, half, row_step);
+    if n[0] == 0 {
+        return (0.0, 0.0);
+    }
+    focus_measures(&sums, n)
+}
+
+/// The per-direction sums of [`sharpness`] over the sampled rows `rows.0`, `rows.0 +
+/// row_step`, … below `rows.1` (each with the three rows under it) and every second column
+/// of `span`, and their sample counts (all, and those of the coarse differences). A field
+/// of view with the coarse step's margin and a row of at most [`SPLIT_N`] samples takes
+/// [`split_sums`] (compiled for AVX2 when the CPU has it); the others the strided loop.
+/// Both compute the same integers.
+fn sharpness_sums(
+    crop: &I420View,
+    rows: (u32, u32),
+    span: (usize, usize),
+    half: u32,
+    row_step: u32,
+) -> ([[u64; 4]; 4], [u64; 2]) {
+    let samples = (span.1.saturating_sub(span.0)).div_ceil(2);
+    if half == COARSE / 2 && samples <= SPLIT_N {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { split_sums_avx2(crop, rows, span, row_step) };
+        }
+        return split_sums(crop, rows, span, row_step);
+    }
+    strided_sums(crop, rows, span, half, row_step)
+}
+
+/// The strided loop of [`sharpness_sums`]: [`row_sums`] per sampled row.
+fn strided_sums(
+    crop: &I420View,
+    (first, bottom): (u32, u32),
+    span: (usize, usize),
+    half: u32,
+    row_step: u32,
+) -> ([[u64; 4]; 4], [u64; 2]) {
     // The coarse differences on every second sampled row only: a smear is global, half
     // the rows measure it as well, for half the cost.
     let mut sums = [[0u64; 4]; 4];
     let mut n = [0u64; 2];
-    let mut r = inner.y + 3;
+    let mut r = first;
     let mut far_row = true;
-    while r + 3 < inner.bottom() {
+    while r + 3 < bottom {
         let rows: [&[u8]; 4] = std::array::from_fn(|k| crop.y_row(r + k as u32));
         let (acc, samples) = if far_row {
             let far = (crop.y_row(r - half), crop.y_row(r + half));
@@ -368,20 +407,151 @@ fn sharpness(crop: &I420View, fov: &Fov, row_step: u32) -> (f32, f32) {
         } else {
             row_sums::<false>(rows, (rows[0], rows[0]), span, 0)
         };
-        for (s, a) in sums.iter_mut().zip(acc) {
-            for (s, a) in s.iter_mut().zip(a) {
-                *s += a as u64;
-            }
-        }
+        add_row(&mut sums, acc);
         n[0] += samples;
         n[1] += if far_row { samples } else { 0 };
         far_row = !far_row;
         r += row_step;
     }
-    if n[0] == 0 {
-        return (0.0, 0.0);
+    (sums, n)
+}
+
+#[inline(always)]
+fn add_row(sums: &mut [[u64; 4]; 4], acc: [[u32; 4]; 4]) {
+    for (s, a) in sums.iter_mut().zip(acc) {
+        for (s, a) in s.iter_mut().zip(a) {
+            *s += a as u64;
+        }
     }
-    focus_measures(&sums, n)
+}
+
+/// Most samples per row the split kernel takes (inner rows up to ≈ 2,000 px wide).
+const SPLIT_N: usize = 1024;
+/// Columns of each parity kept beyond the samples: the coarse step reaches 4 even
+/// columns to each side.
+const SPLIT_PAD: usize = 8;
+
+/// One sampled row and the rows it is compared with, split by column parity so that every
+/// difference [`row_sums`] takes is a straight run (which vectorises): with
+/// `base` = the first sample's column − 8, column `base + 2j` is `e[j]` and `base + 2j + 1`
+/// is `o[j]`, so sample i (column `base + 2(i + 4)`) is `e[·][i + 4]`. `e[k]`, `o[k]`: the
+/// row k below the sampled one; `above`, `below`: even columns of the rows 8 px away.
+struct Split {
+    e: [[u8; SPLIT_N + SPLIT_PAD]; 4],
+    o: [[u8; SPLIT_N + SPLIT_PAD]; 4],
+    above: [u8; SPLIT_N + SPLIT_PAD],
+    below: [u8; SPLIT_N + SPLIT_PAD],
+}
+
+/// [`split_sums`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn split_sums_avx2(
+    crop: &I420View,
+    rows: (u32, u32),
+    span: (usize, usize),
+    row_step: u32,
+) -> ([[u64; 4]; 4], [u64; 2]) {
+    split_sums(crop, rows, span, row_step)
+}
+
+/// [`strided_sums`] with the coarse step `COARSE / 2`, over rows split by parity
+/// ([`Split`]): the same samples and differences, so the same sums. It reads the columns
+/// the strided loop reads, and one odd column more to the right (inside the margin the
+/// coarse step needs).
+#[inline(always)]
+fn split_sums(
+    crop: &I420View,
+    (first, bottom): (u32, u32),
+    (x0, x1): (usize, usize),
+    row_step: u32,
+) -> ([[u64; 4]; 4], [u64; 2]) {
+    let half = COARSE / 2;
+    let n = (x1.saturating_sub(x0)).div_ceil(2);
+    let (base, m) = (x0 - 2 * 4, n + SPLIT_PAD);
+    let mut s = Split {
+        e: [[0; SPLIT_N + SPLIT_PAD]; 4],
+        o: [[0; SPLIT_N + SPLIT_PAD]; 4],
+        above: [0; SPLIT_N + SPLIT_PAD],
+        below: [0; SPLIT_N + SPLIT_PAD],
+    };
+    let mut sums = [[0u64; 4]; 4];
+    let mut samples = [0u64; 2];
+    let mut r = first;
+    let mut far_row = true;
+    while r + 3 < bottom {
+        for k in 0..4 {
+            let row = &crop.y_row(r + k as u32)[base..base + 2 * m];
+            for ((e, o), p) in s.e[k][..m]
+                .iter_mut()
+                .zip(&mut s.o[k][..m])
+                .zip(row.chunks_exact(2))
+            {
+                (*e, *o) = (p[0], p[1]);
+            }
+        }
+        if far_row {
+            for (dst, row) in [(&mut s.above, r - half), (&mut s.below, r + half)] {
+                let row = &crop.y_row(row)[base..base + 2 * m - 1];
+                for (e, p) in dst[..m].iter_mut().zip(row.iter().step_by(2)) {
+                    *e = *p;
+                }
+            }
+            add_row(&mut sums, split_row_sums::<true>(&s, n));
+            samples[1] += n as u64;
+        } else {
+            add_row(&mut sums, split_row_sums::<false>(&s, n));
+        }
+        samples[0] += n as u64;
+        far_row = !far_row;
+        r += row_step;
+    }
+    (sums, samples)
+}
+
+/// Σ (b − a)² over two runs of the same length.
+#[inline(always)]
+fn sq_sum(a: &[u8], b: &[u8]) -> u32 {
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| {
+            let d = b as i32 - a as i32;
+            (d * d) as u32
+        })
+        .sum()
+}
+
+/// One sampled row's sums from its split rows ([`Split`]; `n` samples): the differences
+/// of [`row_sums`], each a run at a fixed offset.
+#[inline(always)]
+fn split_row_sums<'s, const FAR: bool>(s: &'s Split, n: usize) -> [[u32; 4]; 4] {
+    // The run of `n` samples starting at even (or odd) index `at`.
+    let run = |a: &'s [u8; SPLIT_N + SPLIT_PAD], at: usize| -> &'s [u8] { &a[at..at + n] };
+    let c = run(&s.e[0], 4);
+    let mut acc = [[0u32; 4]; 4];
+    // Horizontal: columns x + 1, x + 2, x + 3 of the row.
+    acc[0][0] = sq_sum(c, run(&s.o[0], 4));
+    acc[0][1] = sq_sum(c, run(&s.e[0], 5));
+    acc[0][2] = sq_sum(c, run(&s.o[0], 5));
+    for k in 1..4 {
+        // Vertical: column x of row k.
+        acc[1][k - 1] = sq_sum(c, run(&s.e[k], 4));
+    }
+    // "\\": column x + k of row k; "/": column x − k of row k.
+    acc[2][0] = sq_sum(c, run(&s.o[1], 4));
+    acc[2][1] = sq_sum(c, run(&s.e[2], 5));
+    acc[2][2] = sq_sum(c, run(&s.o[3], 5));
+    acc[3][0] = sq_sum(c, run(&s.o[1], 3));
+    acc[3][1] = sq_sum(c, run(&s.e[2], 3));
+    acc[3][2] = sq_sum(c, run(&s.o[3], 2));
+    if FAR {
+        // Centred coarse differences, 8 px (4 even columns) each side.
+        acc[0][3] = sq_sum(run(&s.e[0], 0), run(&s.e[0], 8));
+        acc[1][3] = sq_sum(run(&s.above, 4), run(&s.below, 4));
+        acc[2][3] = sq_sum(run(&s.above, 0), run(&s.below, 8));
+        acc[3][3] = sq_sum(run(&s.above, 8), run(&s.below, 0));
+    }
+    acc
 }
 
 /// One sampled row's sums (see [`sharpness`]): `rows` are the row and the three below it,
@@ -842,6 +1012,40 @@ mod tests {
         let portable = noise_sigma_grid(&noisy.view(), &f);
         assert!(portable > 3.0, "{portable}");
         assert_eq!(noise_sigma(&noisy.view(), &f), portable);
+    }
+
+    /// The split kernel (portable and AVX2) sums exactly what the strided loop does, for
+    /// FOVs of either parity and offset, each row step, and a row of the widest it takes.
+    #[test]
+    fn the_split_and_the_strided_sharpness_sums_agree_to_the_bit() {
+        let cases = [
+            (642u32, 410u32, 0u32, 0u32),
+            (517, 333, 3, 5),
+            (3200, 120, 1, 2),
+        ];
+        for (w, h, dx, dy) in cases {
+            let img = smooth_plus_noise(w + dx, h + dy, 9.0);
+            let frame = img.view();
+            let f = Fov::new(Rect::new(dx, dy, w, h), FovShape::Rect, &[], w + dx, h + dy);
+            let crop = frame.crop(f.rect);
+            let inner = f.inner();
+            let span = (inner.x as usize + 3, inner.right() as usize - 3);
+            let rows = (inner.y + 3, inner.bottom());
+            let samples = (span.1 - span.0).div_ceil(2);
+            assert!(samples <= SPLIT_N || w == 3200, "{w}: {samples}");
+            for step in 1..=3 {
+                let strided = strided_sums(&crop, rows, span, COARSE / 2, step);
+                assert!(strided.1[0] > 0 && strided.0[0][3] > 0, "{w}x{h}");
+                assert_eq!(sharpness_sums(&crop, rows, span, COARSE / 2, step), strided);
+                if samples <= SPLIT_N {
+                    assert_eq!(
+                        split_sums(&crop, rows, span, step),
+                        strided,
+                        "{w}x{h} step {step}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
