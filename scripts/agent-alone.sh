@@ -60,7 +60,7 @@ while kill -0 "$pid" 2>/dev/null; do
         n=$(curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null \
             | awk '/^endo_agent_frames_scored_total/ {print int($2)}' || true)
         if [ -n "$n" ] && [ "$n" -ge 1 ]; then
-            first=$(echo "$(date +%s.%N) - $t0" | bc)
+            first=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')
         fi
         sleep 0.01
     fi
