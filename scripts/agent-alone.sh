@@ -4,6 +4,8 @@
 # agent's memory alone"). No generator in the process: a 20 s MJPEG file made once with
 # GStreamer, played by `source.kind = "file"` as fast as the agent takes it, a fixed
 # field of view, the shipped model, a local datalake in a scratch directory.
+# ENDO_ALONE_SOURCE=test instead runs `source.kind = "test"` (videotestsrc, 1920×1080@60,
+# live, no decoder) for 20 s: what a raw capture card's memory looks like.
 #
 #   scripts/agent-alone.sh [BINARY]    # default: target/release/endo-agent (build it first)
 #
@@ -24,13 +26,21 @@ if [ ! -s "$video" ]; then
         ! jpegenc quality=85 ! avimux ! filesink location="$video"
 fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat > "$work/agent.toml" <<EOF
-[source]
-kind = "file"
-path = "$video"
+if [ "${ENDO_ALONE_SOURCE:-file}" = test ]; then
+    source='kind = "test"
+width = 1920
+height = 1080
+fps = 60'
+else
+    source="kind = \"file\"
+path = \"$video\"
 
 [capture]
-on_eos = "stop"
+on_eos = \"stop\""
+fi
+cat > "$work/agent.toml" <<EOF
+[source]
+$source
 
 [fov]
 mode = "fixed"
@@ -53,6 +63,7 @@ t0=$(date +%s.%N)
 "$bin" run --config "$work/agent.toml" > "$work/run.log" 2>&1 &
 pid=$!
 first=""
+stopped=""
 hwm=0
 declare -A cpu name
 while kill -0 "$pid" 2>/dev/null; do
@@ -74,8 +85,14 @@ while kill -0 "$pid" 2>/dev/null; do
         name[$id]=$(cat "$t/comm" 2>/dev/null || echo "?")
     done
     [ -n "$first" ] && sleep 0.25
+    if [ "${ENDO_ALONE_SOURCE:-file}" = test ] && [ -n "$first" ] && [ -z "$stopped" ] \
+        && awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { exit !(a - b > 20) }'; then
+        kill -INT "$pid" 2>/dev/null || true
+        stopped=1
+    fi
 done
 wait "$pid" || { echo "the agent failed: $work/run.log" >&2; exit 1; }
+frames=$(grep -o "scored: [0-9]*" "$work/run.log" | tail -1 | grep -o "[0-9]*")
 hz=$(getconf CLK_TCK)
 echo "VmHWM_kB $hwm"
 for id in "${!cpu[@]}"; do echo "${name[$id]} ${cpu[$id]}"; done | awk -v hz="$hz" -v n=$frames '
@@ -84,5 +101,5 @@ for id in "${!cpu[@]}"; do echo "${name[$id]} ${cpu[$id]}"; done | awk -v hz="$h
         for (k in t) if (t[k] > 0) printf "  %-16s %.2f ms/frame\n", k, t[k] * 1000 / hz / n
         printf "  all              %.2f ms/frame\n", all * 1000 / hz / n
     }'
-grep -o "scored: [0-9]*" "$work/run.log" | tail -1
+echo "scored: $frames"
 echo "first score after ${first:-?} s"
