@@ -45,10 +45,9 @@ pub struct RecentFrame {
     /// nothing outside it is ever encoded, and a 1080p frame's FOV is about half of it
     /// (issue 14: memory).
     pub image: I420Image,
-    /// The field of view in the source frame's coordinates (what the record says).
+    /// The field of view in the source frame's coordinates (what the record says);
+    /// [`Fov::at_origin`] of it is the same in `image`'s.
     pub fov: Arc<Fov>,
-    /// The same field of view in `image`'s coordinates ([`Fov::at_origin`]).
-    pub crop_fov: Fov,
     /// The source frame's size.
     pub source_size: (u32, u32),
     pub score: Score,
@@ -79,7 +78,6 @@ impl RecentFrame {
             id,
             image: frame.crop(fov.rect).to_owned_image(),
             source_size: (frame.width, frame.height),
-            crop_fov: fov.at_origin(),
             preview_size: crate::encode::preview_size(&fov, preview_width),
             fov,
             score,
@@ -98,15 +96,18 @@ impl RecentFrame {
         if let Some(j) = self.preview.get() {
             return Ok(j);
         }
-        let (j, _) =
-            crate::encode::preview_jpeg(&self.image.view(), &self.crop_fov, self.preview_size.0)?;
+        let (j, _) = crate::encode::preview_jpeg(
+            &self.image.view(),
+            &self.fov.at_origin(),
+            self.preview_size.0,
+        )?;
         metrics::counter!("endo_agent_previews_encoded_total", "when" => when).increment(1);
         Ok(self.preview.get_or_init(|| j))
     }
 
     /// The datalake JPEG of this frame (redacted field of view).
     pub fn encode_jpeg(&self, quality: u8) -> Result<Vec<u8>, crate::encode::EncodeError> {
-        crate::encode::encode_jpeg(&self.image.view(), &self.crop_fov, quality)
+        crate::encode::encode_jpeg(&self.image.view(), &self.fov.at_origin(), quality)
     }
 
     /// Size of the cropped frame (the datalake JPEG): annotation coordinates are in it.

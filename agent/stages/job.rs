@@ -35,7 +35,10 @@ impl JobFrame {
     /// The source frame's size.
     pub fn source_size(&self) -> (u32, u32) {
         match self {
-            JobFrame::Live(f) => (f.view().width, f.view().height),
+            JobFrame::Live(f) => {
+                let v = f.view();
+                (v.width, v.height)
+            }
             JobFrame::Recent(f) => f.source_size,
         }
     }
