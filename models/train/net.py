@@ -9,11 +9,13 @@ docs/scoring.md. Two branches:
   overview (RGB):  Conv 4×4/4 3→8, Conv 3×3/2 8→16, Conv 3×3/2 16→32   (56², 28², 14²)
                    → global average and global max pool (glare is small and bright)
   detail (luma):   Conv 4×4/4 1→16, Conv 3×3/2 16→32, Conv 3×3/2 32→32, Conv 3×3/2 32→32
-                   (56², 28², 14², 7²) → global average pool. The first conv sees every
+                   (56², 28², 14², 7²) → global average pool (and, with `detail_max`, global
+                   max pool: defocus blurs the whole view, so the sharpest place is the
+                   evidence that a smooth scene is in focus). The first conv sees every
                    native pixel (4×4 blocks, no gaps), enough to learn the high-pass
                    filters that tell σ = 1.5 px defocus from sharp. (A 3×3/2 1→8 start at
                    112² scored a little better but took ~1.0 ms in tract instead of ~0.65.)
-  head:            [96] → Gemm 32 → ReLU → Gemm 7 → Sigmoid → quality [1,1], artifacts [1,6]
+  head:            [96] ([128] with `detail_max`) → Gemm 32 → ReLU → Gemm 7 → Sigmoid → quality [1,1], artifacts [1,6]
 
 Every conv is followed by batch norm (folded into the conv at export) and ReLU.
 """
@@ -38,17 +40,21 @@ def conv_stack(spec):
 
 
 class Net(nn.Module):
-    def __init__(self):
+    def __init__(self, detail_max=False):
         super().__init__()
+        self.detail_max = detail_max
         self.ov = conv_stack(OV)
         self.de = conv_stack(DE)
-        self.fc1 = nn.Linear(2 * OV[-1][1] + DE[-1][1], HIDDEN)
+        self.fc1 = nn.Linear(2 * OV[-1][1] + (2 if detail_max else 1) * DE[-1][1], HIDDEN)
         self.fc2 = nn.Linear(HIDDEN, N_OUT)
 
     def forward(self, x):
         o = self.ov(x[:, :3])
         d = self.de(x[:, 3:4])
-        f = torch.cat([o.mean((2, 3)), o.amax((2, 3)), d.mean((2, 3))], 1)
+        parts = [o.mean((2, 3)), o.amax((2, 3)), d.mean((2, 3))]
+        if self.detail_max:
+            parts.append(d.amax((2, 3)))
+        f = torch.cat(parts, 1)
         z = self.fc2(torch.relu(self.fc1(f)))
         return z  # logits: [quality, blur, dark, overexposed, glare, outside]
 
@@ -93,7 +99,10 @@ def to_onnx(net, name="endo-quality"):
     oa = node("Flatten", [node("GlobalAveragePool", [o], "ov_gap")], "ov_avg")
     om = node("Flatten", [node("GlobalMaxPool", [o], "ov_gmp")], "ov_max")
     da = node("Flatten", [node("GlobalAveragePool", [d], "de_gap")], "de_avg")
-    f = node("Concat", [oa, om, da], "features", axis=1)
+    parts = [oa, om, da]
+    if net.detail_max:
+        parts.append(node("Flatten", [node("GlobalMaxPool", [d], "de_gmp")], "de_max"))
+    f = node("Concat", parts, "features", axis=1)
     h = node("Relu", [node("Gemm", [f, const("fc1_w", net.fc1.weight.detach().numpy()), const("fc1_b", net.fc1.bias.detach().numpy())], "fc1", transB=1)], "fc1_relu")
     z = node("Gemm", [h, const("fc2_w", net.fc2.weight.detach().numpy()), const("fc2_b", net.fc2.bias.detach().numpy())], "logits", transB=1)
     y = node("Sigmoid", [z], "probs")

@@ -109,6 +109,8 @@ def main():
     ap.add_argument("--real-good-weight", type=float, default=3.0)
     ap.add_argument("--contrast", type=float, default=1.0,
                     help="low end of the contrast augmentation of good and blurred frames (1: off, as for 2.0.0)")
+    ap.add_argument("--detail-max", action="store_true",
+                    help="also max-pool the detail branch (net.py); 2.0.0 average-pools it only")
     ap.add_argument("--init", help="start from this state dict (fine-tuning, e.g. on real frames)")
     args = ap.parse_args()
 
@@ -127,7 +129,7 @@ def main():
     wt = weights(rt, args.real_good_weight)
     print(f"train {len(pool)} frames ({len(xt)} distinct), val {len(xv)}", flush=True)
 
-    model = net.Net()
+    model = net.Net(detail_max=args.detail_max)
     if args.init:
         model.load_state_dict(torch.load(args.init))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
