@@ -6,19 +6,20 @@
 //!
 //! * no clearly bad frame (severity ≥ 0.6) passes `select.threshold_high`, whatever the
 //!   degradation — defocus, motion, dark, over-exposure, glare, sensor noise, JPEG,
-//!   outside. (On the full test split 13 of 450 still pass: 8 motion-blurred, 3
-//!   defocused, 2 over-exposed; none of the dark, glare, noise, JPEG or outside ones, since
-//!   the soft curves of docs/scoring.md; 15, 10 of them motion, before isotropy was
-//!   measured relative to its coarse scale.)
+//!   outside. (On the full test split 7 of 450 still pass with model 2.1.0: 4
+//!   motion-blurred, 1 defocused, 2 over-exposed; none of the dark, glare, noise, JPEG or
+//!   outside ones, since the soft curves of docs/scoring.md; 13 with model 2.0.0, 15
+//!   before isotropy was measured relative to its coarse scale.)
 //! * clean frames rank above their degraded variants in ≥ 85 % of pairs;
 //! * at least half the clean frames pass `select.threshold_high`.
 //!
 //! **Not working yet** (docs/scoring.md, "Real-image evaluation"; printed below, not
-//! asserted): on the full test split 14 of 18 clean frames pass (the target is
-//! ≥ 90 %) and SROCC is 0.765 (target 0.85). The classical side alone passes all 18; the
-//! four that fail are the model's (it rates them 0.20–0.32). Here the clean Kleiber-0
-//! frame fails: its texture reads sharpness 0.41, at the edge of the absolute ramp, and the
-//! model rates it 0.22 — both judge this smooth texture as slightly defocused.
+//! asserted): on the full test split 13 of 18 clean frames pass with model 2.1.0 (the
+//! issue's target is ≥ 90 %; 14 with 2.0.0) and SROCC is 0.797 (target 0.85). The
+//! classical side alone passes all 18; four of the five that fail are the model's (it rates
+//! them 0.06–0.35). Here (JPEG q95 copies) the clean Kleiber-0 frame fails (0.22):
+//! classical 0.46 — its texture's sharpness sits at the edge of the absolute ramp — and
+//! model 0.24: both judge this smooth texture as slightly defocused.
 //! (`model_weight` 0.25 would pass more, but then a stream blurred from its start is
 //! forwarded: tests/web_overlay.rs.)
 //!
