@@ -42,7 +42,7 @@ fn benches(c: &mut Criterion) {
     let frame = p.render(30);
     let mut g = c.benchmark_group("model_inference_tract_1thread");
     for path in models() {
-        let m = ModelRunner::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut m = ModelRunner::load(&path).unwrap_or_else(|e| panic!("{e}"));
         let mut pre = Preprocessor::new(&m.manifest().input);
         pre.run(&frame.view(), p.fov_rect());
         let name = path.file_stem().unwrap().to_string_lossy().to_string();

@@ -46,7 +46,7 @@ fn setup() -> (
 }
 
 fn benches(c: &mut Criterion) {
-    let (frame, fov, model) = setup();
+    let (frame, fov, mut model) = setup();
     let view = frame.view();
     let spec = model.manifest().input.clone();
 

@@ -83,7 +83,7 @@ fn phantom_frames() -> Vec<I420Image> {
 
 #[test]
 fn tract_matches_the_reference_definition_within_1e4() {
-    let runner = ModelRunner::load(&shipped()).unwrap();
+    let mut runner = ModelRunner::load(&shipped()).unwrap();
     let spec = runner.manifest().input.clone();
     let mut pre = Preprocessor::new(&spec);
     for img in phantom_frames() {
@@ -106,7 +106,7 @@ fn tract_matches_the_reference_definition_within_1e4() {
 
 #[test]
 fn the_reference_model_ranks_a_sharp_frame_above_its_degraded_copies() {
-    let runner = ModelRunner::load(&shipped()).unwrap();
+    let mut runner = ModelRunner::load(&shipped()).unwrap();
     let mut pre = Preprocessor::new(&runner.manifest().input);
     let q: Vec<f32> = phantom_frames()
         .iter()

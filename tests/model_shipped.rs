@@ -81,8 +81,8 @@ fn tract_matches_onnxruntime_on_the_reference_inputs() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("outputs.json")).unwrap()).unwrap();
     assert!(refs.references.len() >= 5);
     for file in ["quality-int8.onnx", "quality.onnx"] {
-        let runner = ModelRunner::load(&models().join(file)).unwrap();
-        let spec = &runner.manifest().input;
+        let mut runner = ModelRunner::load(&models().join(file)).unwrap();
+        let spec = runner.manifest().input.clone();
         assert_eq!(spec.scale, spec.detail.as_ref().unwrap().scale);
         for r in &refs.references {
             let input = reference_input(&dir.join(&r.file), spec.scale);
@@ -111,7 +111,7 @@ fn tract_matches_onnxruntime_on_the_reference_inputs() {
 
 #[test]
 fn the_shipped_model_ranks_a_sharp_frame_above_the_same_frame_blurred_darkened_and_glared() {
-    let runner = ModelRunner::load(&shipped()).unwrap();
+    let mut runner = ModelRunner::load(&shipped()).unwrap();
     let mut pre = Preprocessor::new(&runner.manifest().input);
     // Same seed and frame index: the same view of the same mucosa, degraded or not.
     let cases = [
@@ -146,5 +146,44 @@ fn the_shipped_model_ranks_a_sharp_frame_above_the_same_frame_blurred_darkened_a
     for (name, qi) in &q[1..] {
         assert!(*qi < 0.5, "{name} scored {qi}: not bad ({q:?})");
         assert!(sharp > *qi, "sharp {sharp} should beat {name} {qi}");
+    }
+}
+
+/// The score thread's way (the preprocessor writing straight into the runner's own input
+/// tensor, which the runner keeps with tract's run state between frames) gives the same
+/// bits as a copied input and as a freshly loaded runner, whatever ran before.
+#[test]
+fn preprocessing_into_the_runners_input_gives_the_copied_inputs_bits_in_any_order() {
+    let frames: Vec<_> = [Degradation::None, Degradation::Defocus { sigma_px: 3.0 }]
+        .iter()
+        .map(|d| {
+            let p = Phantom::new(PhantomConfig {
+                width: 1280,
+                height: 720,
+                seed: 5,
+                schedule: Schedule::single(*d, 1.0),
+                ..PhantomConfig::default()
+            });
+            (p.render(4), p.fov_rect())
+        })
+        .collect();
+    let mut direct = ModelRunner::load(&shipped()).unwrap();
+    let mut pre = Preprocessor::new(&direct.manifest().input);
+    let fresh = |i: usize, pre: &mut Preprocessor| {
+        let (img, fov) = &frames[i];
+        pre.run(&img.view(), *fov);
+        let mut runner = ModelRunner::load(&shipped()).unwrap();
+        runner.run(&pre.input).unwrap()
+    };
+    let want = [fresh(0, &mut pre), fresh(1, &mut pre)];
+    assert_ne!(want[0], want[1], "two different frames");
+    for i in [0, 1, 0, 0, 1] {
+        let (img, fov) = &frames[i];
+        let got = direct
+            .run_with(|input| pre.run_into(&img.view(), *fov, input))
+            .unwrap();
+        assert_eq!(got, want[i], "frame {i} written into the runner's input");
+        pre.run(&img.view(), *fov);
+        assert_eq!(direct.run(&pre.input).unwrap(), want[i], "frame {i} copied");
     }
 }

@@ -275,13 +275,20 @@ impl Scorer {
         }
         let t1 = Instant::now();
         t.classical = t1 - t0;
-        self.pre.run(frame, fov.rect);
-        let t2 = Instant::now();
-        t.preprocess = t2 - t1;
-        let model_out = match &self.model {
-            Some(m) => Some(m.run(&self.pre.input)?),
-            None => None,
+        // With a model, the preprocessing writes straight into its input tensor.
+        let mut t2 = t1;
+        let model_out = match &mut self.model {
+            Some(m) => Some(m.run_with(|input| {
+                self.pre.run_into(frame, fov.rect, input);
+                t2 = Instant::now();
+            })?),
+            None => {
+                self.pre.run(frame, fov.rect);
+                t2 = Instant::now();
+                None
+            }
         };
+        t.preprocess = t2 - t1;
         t.inference = t2.elapsed();
         let mut score = combine(
             &self.cfg,

@@ -50,6 +50,18 @@ impl Preprocessor {
 
     /// Fill [`Preprocessor::input`] from the `fov` rectangle of `frame`.
     pub fn run(&mut self, frame: &I420View, fov: Rect) {
+        let mut input = std::mem::take(&mut self.input);
+        self.run_into(frame, fov, &mut input);
+        self.input = input;
+    }
+
+    /// Fill `input` (the model's own input tensor on the score thread: no copy between
+    /// the two) from the `fov` rectangle of `frame`; `input` is as long as
+    /// [`Preprocessor::input`].
+    pub fn run_into(&mut self, frame: &I420View, fov: Rect, input: &mut [f32]) {
+        let (h, w) = self.spec.size();
+        let len = (w * h) as usize * self.spec.channels();
+        assert_eq!(input.len(), len, "the model input's length");
         let ch = frame.height.div_ceil(2);
         let c = Rect::new(fov.x / 2, fov.y / 2, fov.width / 2, fov.height / 2);
         let interleaved = frame.uv_step == 2;
@@ -62,11 +74,11 @@ impl Preprocessor {
             resize_plane(r, frame.u, frame.uv_stride, ch, c, &mut self.u);
             resize_plane(r, frame.v, frame.uv_stride, ch, c, &mut self.v);
         }
-        self.normalise(frame.colour, interleaved);
+        self.normalise(frame.colour, interleaved, input);
         if let Some(d) = &self.spec.detail {
             let (h, w) = self.spec.size();
             let n = (w * h) as usize;
-            detail_mosaic(d, frame, fov, w, h, &mut self.input[3 * n..4 * n]);
+            detail_mosaic(d, frame, fov, w, h, &mut input[3 * n..4 * n]);
         }
         // Hash the central 70 %: the FOV's round edge and vignetting look the same in every
         // frame and would make every view a near-duplicate of every other.
@@ -82,7 +94,7 @@ impl Preprocessor {
 
     /// RGB in the frame's own colour, then scale, mean and std; chroma from `uv` when
     /// `interleaved` (NV12), else from `u` and `v`.
-    fn normalise(&mut self, colour: Colour, interleaved: bool) {
+    fn normalise(&self, colour: Colour, interleaved: bool, input: &mut [f32]) {
         let s = &self.spec;
         // Fold scale, mean and std into one multiply-add per channel.
         let mul: [f32; 3] = std::array::from_fn(|c| s.scale / s.std[c]);
@@ -101,7 +113,7 @@ impl Preprocessor {
             layout: s.layout,
         };
         let n = job.y.len();
-        let out = &mut self.input[..3 * n];
+        let out = &mut input[..3 * n];
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
