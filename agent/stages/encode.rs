@@ -72,7 +72,7 @@ fn append(item: &SpoolRecord, spool: &SpoolHandle, full: &mut FullLog) {
 
 /// The JPEG and record of a job, as one spool record (None when encoding failed).
 fn spool_record(producer: &Producer, mut job: Job) -> Option<SpoolRecord> {
-    let jpeg = match job.frame.encode_jpeg(&job.fov, producer.jpeg_quality) {
+    let jpeg = match job.frame.encode_jpeg(producer.jpeg_quality) {
         Ok(j) => j,
         Err(e) => {
             counter!("endo_agent_frames_evicted_total", "reason" => "encode_failed").increment(1);
@@ -94,7 +94,7 @@ fn spool_record(producer: &Producer, mut job: Job) -> Option<SpoolRecord> {
         model: job.model.as_deref(),
         operator: job.operator.take(),
     };
-    let rec = Record::new(producer, origin, &job.fov, &job.score, &jpeg);
+    let rec = Record::new(producer, origin, job.frame.fov(), &job.score, &jpeg);
     Some(SpoolRecord {
         key: job.key,
         quality: job.score.quality,

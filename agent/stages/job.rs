@@ -12,31 +12,41 @@ use crate::operator::RecentFrame;
 use crate::record::{self, OperatorInfo};
 use crate::score::Score;
 
-/// The frame of a job: live from capture (selected or operator-marked) or an owned recent
-/// frame (operator-annotated).
+/// The frame of a job with the field of view it was scored in: live from capture
+/// (selected or operator-marked) or an owned recent frame (operator-annotated), which
+/// holds only that field of view's rectangle and carries the FOV itself.
 pub enum JobFrame {
-    Live(Arc<CapturedFrame>),
+    Live {
+        frame: Arc<CapturedFrame>,
+        fov: Arc<Fov>,
+    },
     Recent(Arc<RecentFrame>),
 }
 
 impl JobFrame {
-    /// The datalake JPEG of the redacted field of view `fov` (a recent frame's own: it
-    /// holds only that rectangle).
-    pub fn encode_jpeg(&self, fov: &Fov, quality: u8) -> Result<Vec<u8>, EncodeError> {
+    /// The field of view the frame was scored in, in the source frame's coordinates.
+    pub fn fov(&self) -> &Arc<Fov> {
         match self {
-            JobFrame::Live(f) => crate::encode::encode_jpeg(&f.view(), fov, quality),
-            JobFrame::Recent(f) => {
-                debug_assert_eq!(*f.fov, *fov, "an annotated frame keeps its own FOV");
-                f.encode_jpeg(quality)
+            JobFrame::Live { fov, .. } => fov,
+            JobFrame::Recent(f) => &f.fov,
+        }
+    }
+
+    /// The datalake JPEG of the redacted field of view.
+    pub fn encode_jpeg(&self, quality: u8) -> Result<Vec<u8>, EncodeError> {
+        match self {
+            JobFrame::Live { frame, fov } => {
+                crate::encode::encode_jpeg(&frame.view(), fov, quality)
             }
+            JobFrame::Recent(f) => f.encode_jpeg(quality),
         }
     }
 
     /// The source frame's size.
     pub fn source_size(&self) -> (u32, u32) {
         match self {
-            JobFrame::Live(f) => {
-                let v = f.view();
+            JobFrame::Live { frame, .. } => {
+                let v = frame.view();
                 (v.width, v.height)
             }
             JobFrame::Recent(f) => f.source_size,
@@ -45,7 +55,7 @@ impl JobFrame {
 
     pub fn captured_at(&self) -> DateTime<Utc> {
         match self {
-            JobFrame::Live(f) => f.captured_at,
+            JobFrame::Live { frame, .. } => frame.captured_at,
             JobFrame::Recent(f) => f.captured_at,
         }
     }
@@ -53,7 +63,7 @@ impl JobFrame {
     /// The buffer timestamp and the source's frame number.
     pub fn pts_and_offset(&self) -> (Option<u64>, Option<u64>) {
         match self {
-            JobFrame::Live(f) => (f.pts_ns, f.offset),
+            JobFrame::Live { frame, .. } => (frame.pts_ns, frame.offset),
             JobFrame::Recent(f) => (f.pts_ns, f.offset),
         }
     }
@@ -79,8 +89,8 @@ impl Reason {
 
 /// A forwarded frame with its key already decided.
 pub struct Job {
+    /// The frame and the field of view it was scored in.
     pub frame: JobFrame,
-    pub fov: Arc<Fov>,
     pub score: Score,
     pub key: String,
     pub session: Arc<str>,

@@ -407,8 +407,7 @@ impl ScoreStage {
             let (key, seq) = self.keys.next(frame.captured_at);
             self.forward(
                 Job {
-                    frame: JobFrame::Live(frame),
-                    fov,
+                    frame: JobFrame::Live { frame, fov },
                     score,
                     key,
                     session: self.keys.session().clone(),
@@ -466,8 +465,8 @@ impl ScoreStage {
         }
         let result = match self.best.clone() {
             Some((frame, fov, score, model)) if frame.arrived.elapsed() <= self.mark_window => {
-                let (job, kept) =
-                    self.operator_job(JobFrame::Live(frame), (fov, score, model), None, Utc::now());
+                let live = JobFrame::Live { frame, fov };
+                let (job, kept) = self.operator_job(live, (score, model), None, Utc::now());
                 self.hand_over(job, kept)
             }
             _ => Err(OperatorError::Conflict(format!(
@@ -493,7 +492,7 @@ impl ScoreStage {
     ) -> (&'static str, Result<(), OperatorError>) {
         let now = Utc::now();
         let (width, height) = frame.crop_size();
-        let scored = (frame.fov.clone(), frame.score, frame.model.clone());
+        let scored = (frame.score, frame.model.clone());
         let captured_at = frame.captured_at;
         let label = Some(request.label.clone());
         let (mut job, kept) = self.operator_job(JobFrame::Recent(frame), scored, label, now);
@@ -532,7 +531,7 @@ impl ScoreStage {
     fn operator_job(
         &mut self,
         frame: JobFrame,
-        (fov, score, model): (Arc<Fov>, Score, Option<Arc<ModelInfo>>),
+        (score, model): (Score, Option<Arc<ModelInfo>>),
         label: Option<String>,
         now: DateTime<Utc>,
     ) -> (Job, Kept) {
@@ -557,7 +556,6 @@ impl ScoreStage {
         };
         let job = Job {
             frame,
-            fov,
             score,
             key,
             session,
