@@ -29,9 +29,13 @@ for palette in nbi white-light; do
         < <(tail -n +2 "$dir/labels.csv" | cut -d, -f1)
 done
 n=${#frames[@]}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 first=""
+i=0
 for bin in "$@"; do
-    out=$(mktemp)
+    i=$((i + 1))
+    out=$tmp/$i
     valgrind --tool=callgrind --callgrind-out-file="$out.cg" --toggle-collect='*Scorer*score*' \
         "$bin" score --json --model "$here/models/quality-int8.onnx" "${frames[@]}" \
         > "$out" 2> "$out.err" || { cat "$out.err" >&2; exit 1; }
@@ -40,5 +44,5 @@ for bin in "$@"; do
     if [ -z "$first" ]; then first=$out; else cmp -s "$first" "$out" && same=yes || same=NO; fi
     awk -v b="$bin" -v ir="$ir" -v n="$n" -v s="$same" \
         'BEGIN { printf "%-50s %6.2f M instructions per frame (%d frames), same scores as the first: %s\n", b, ir / n / 1e6, n, s }'
-    rm -f "$out.cg" "$out.err"
+    rm -f "$out.cg"
 done

@@ -309,16 +309,11 @@ impl ModelRunner {
             path: path.clone(),
             reason,
         };
-        // tract drops its references to the input when the run ends; should one ever
-        // outlive it, the next run gets a tensor of its own rather than a shared one.
-        if Arc::get_mut(&mut self.input).is_none() {
-            let fresh = Tensor::zero::<f32>(&self.manifest.input.shape)
-                .map_err(|e| err(format!("{e:#}")))?;
-            self.input = Arc::new(fresh);
-        }
+        // tract drops its references to the input when the run ends, so the tensor is
+        // ours alone again and is written in place; were it ever still shared, make_mut
+        // would give this run a copy rather than write under tract.
         {
-            let mut ram = Arc::get_mut(&mut self.input)
-                .expect("the input tensor was just made exclusive")
+            let mut ram = Arc::make_mut(&mut self.input)
                 .try_as_plain_ram_mut()
                 .map_err(|e| err(format!("{e:#}")))?;
             fill(
