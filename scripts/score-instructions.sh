@@ -5,7 +5,9 @@
 # shared 2-core machines move by 10-20 % between runs (docs/benchmarks.md). Compare two
 # trees' release binaries with it; a timing still says what a change is worth live.
 #
-#   scripts/score-instructions.sh BINARY [BINARY ...]
+#   scripts/score-instructions.sh [--no-model] BINARY [BINARY ...]
+#
+# `--no-model` counts the classical-only scorer (`[model] enabled = false`) instead.
 #
 # The frames: 12 phantom stills at 1920x1080 (good, defocus, dark, glare; white light and
 # NBI), made once with the first binary's `phantom` command in
@@ -13,7 +15,9 @@
 # prints its instructions per frame, and whether its scores equal the first binary's.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-[ $# -ge 1 ] || { echo "usage: $0 BINARY [BINARY ...]" >&2; exit 2; }
+model=(--model "$here/models/quality-int8.onnx")
+if [ "${1:-}" = --no-model ]; then model=(--no-model); shift; fi
+[ $# -ge 1 ] || { echo "usage: $0 [--no-model] BINARY [BINARY ...]" >&2; exit 2; }
 command -v valgrind > /dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 2; }
 work=${XDG_CACHE_HOME:-$HOME/.cache}/endo-agent/instructions
 frames=()
@@ -37,7 +41,7 @@ for bin in "$@"; do
     i=$((i + 1))
     out=$tmp/$i
     valgrind --tool=callgrind --callgrind-out-file="$out.cg" --toggle-collect='*Scorer*score*' \
-        "$bin" score --json --model "$here/models/quality-int8.onnx" "${frames[@]}" \
+        "$bin" score --json "${model[@]}" "${frames[@]}" \
         > "$out" 2> "$out.err" || { cat "$out.err" >&2; exit 1; }
     ir=$(grep -o 'Collected : [0-9]*' "$out.err" | grep -o '[0-9]*$')
     same="-"

@@ -283,7 +283,7 @@ impl Scorer {
                 t2 = Instant::now();
             })?),
             None => {
-                self.pre.run(frame, fov.rect);
+                self.pre.hash_only(frame, fov.rect);
                 t2 = Instant::now();
                 None
             }

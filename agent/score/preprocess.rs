@@ -80,16 +80,30 @@ impl Preprocessor {
             let n = (w * h) as usize;
             detail_mosaic(d, frame, fov, w, h, &mut input[3 * n..4 * n]);
         }
-        // Hash the central 70 %: the FOV's round edge and vignetting look the same in every
-        // frame and would make every view a near-duplicate of every other.
+        self.dhash = self.small_luma_hash();
+    }
+
+    /// Only [`Preprocessor::dhash`], for a scorer without a model: the luma plane resized
+    /// as [`Preprocessor::run_into`] resizes it, no chroma, no colour conversion, no
+    /// detail tiles. The hash is the same bits as `run_into`'s.
+    pub fn hash_only(&mut self, frame: &I420View, fov: Rect) {
+        let (y, stride) = (frame.y, frame.y_stride);
+        resize_plane(&mut self.resizer, y, stride, frame.height, fov, &mut self.y);
+        self.dhash = self.small_luma_hash();
+    }
+
+    /// The difference hash of the resized luma's central 70 %: the FOV's round edge and
+    /// vignetting look the same in every frame and would make every view a near-duplicate
+    /// of every other.
+    fn small_luma_hash(&self) -> u64 {
         let (w, h) = (self.y.width() as usize, self.y.height() as usize);
         let (x0, y0) = (w * 15 / 100, h * 15 / 100);
-        self.dhash = dhash(
+        dhash(
             &self.y.buffer()[y0 * w + x0..],
             w,
             w * 70 / 100,
             h * 70 / 100,
-        );
+        )
     }
 
     /// RGB in the frame's own colour, then scale, mean and std; chroma from `uv` when
@@ -401,6 +415,27 @@ mod tests {
         let d = &p.input[3 * 256..];
         let limited = |x: u32| 16.0 + y(x) * 219.0 / 255.0;
         assert!((d[0] - limited(92)).abs() < 1e-3 && (d[15] - limited(163)).abs() < 1e-3);
+    }
+
+    #[test]
+    fn the_hash_only_path_gives_the_full_paths_hash() {
+        let (w, h) = (96u32, 64u32);
+        let mut rgb = vec![0u8; (w * h * 3) as usize];
+        for (i, px) in rgb.chunks_mut(3).enumerate() {
+            let (x, y) = (i as u32 % w, i as u32 / w);
+            px.copy_from_slice(&[(x * 5 ^ y * 3) as u8, (x * 2) as u8, (y * 7) as u8]);
+        }
+        let img = I420Image::from_rgb(w, h, &rgb);
+        let mut s = spec(Layout::Nchw);
+        s.shape = [1, 3, 24, 24];
+        // The hash reads the luma plane only, so the chroma layout does not matter.
+        for fov in [Rect::new(8, 4, 72, 56), Rect::new(0, 0, 96, 64)] {
+            let (mut full, mut hash) = (Preprocessor::new(&s), Preprocessor::new(&s));
+            full.run(&img.view(), fov);
+            hash.hash_only(&img.view(), fov);
+            assert_ne!(full.dhash, 0, "a textured frame hashes to something");
+            assert_eq!(hash.dhash, full.dhash, "{fov:?}");
+        }
     }
 
     #[test]

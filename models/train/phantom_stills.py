@@ -14,6 +14,9 @@ agent). Two binaries print two rules side by side in one run. Per split:
   good_pass    share of good frames that pass
   mild_recall  share of σ = 1.5 px defocus frames called bad (quality < 0.6)
 
+`--dump FILE` writes every frame's label row and `score --json` output, one JSON object per
+line (binary, split, label, score), to study a combination rule without re-scoring.
+
 Needs numpy and scipy (models/realset's venv is enough); ~2 min per binary on 2 cores.
 """
 import argparse
@@ -47,8 +50,10 @@ def main():
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/endo-agent/phantom-eval"))
     ap.add_argument("--model", default=os.path.join(os.path.dirname(__file__), "..", "quality-int8.onnx"))
     ap.add_argument("--config")
+    ap.add_argument("--dump", help="write every frame's label and score here (JSON lines)")
     ap.add_argument("binaries", nargs="+")
     a = ap.parse_args()
+    dump = open(a.dump, "w") if a.dump else None
     runs = []
     for name, frames, v, sched in splits():
         d = os.path.join(a.work, name, f"run_{v['seed']:05d}")
@@ -68,7 +73,11 @@ def main():
                     cmd += ["--config", a.config]
                 res = subprocess.run(cmd + [os.path.join(d, r["file"]) for r in rows],
                                      check=True, capture_output=True, text=True)
-                q += [json.loads(line)["score"]["quality"] for line in res.stdout.splitlines()]
+                scores = [json.loads(line)["score"] for line in res.stdout.splitlines()]
+                q += [s["quality"] for s in scores]
+                if dump:
+                    for r, s in zip(rows, scores):
+                        dump.write(json.dumps(dict(binary=binary, split=name, label=r, score=s)) + "\n")
                 sev += [float(r["severity"]) for r in rows]
                 exp += [r["expected"] for r in rows]
                 deg += [r["degradation"] for r in rows]
