@@ -6,6 +6,8 @@
 # field of view, the shipped model, a local datalake in a scratch directory.
 # ENDO_ALONE_SOURCE=test instead runs `source.kind = "test"` (videotestsrc, 1920×1080@60,
 # live, no decoder) for 20 s: what a raw capture card's memory looks like.
+# ENDO_ALONE_CONFIG: TOML appended to the generated config (a section the script does not
+# write, e.g. '[encode] queue_frames = 4' as two lines; with the test source also [capture]).
 #
 #   scripts/agent-alone.sh [BINARY]    # default: target/release/endo-agent (build it first)
 #
@@ -57,6 +59,8 @@ dir = "$work/spool"
 
 [http]
 listen = "127.0.0.1:$port"
+
+${ENDO_ALONE_CONFIG:-}
 EOF
 rm -rf "$work/lake" "$work/spool"
 t0=$(date +%s.%N)
@@ -102,4 +106,5 @@ for id in "${!cpu[@]}"; do echo "${name[$id]} ${cpu[$id]}"; done | awk -v hz="$h
         printf "  all              %.2f ms/frame\n", all * 1000 / hz / n
     }'
 echo "scored: $frames"
+grep -o "captured: [0-9]*, scored: [0-9]*" "$work/run.log" | tail -1 | sed 's/^/summary: /' || true
 echo "first score after ${first:-?} s"
