@@ -423,7 +423,7 @@ mod tests {
         let mut rgb = vec![0u8; (w * h * 3) as usize];
         for (i, px) in rgb.chunks_mut(3).enumerate() {
             let (x, y) = (i as u32 % w, i as u32 / w);
-            px.copy_from_slice(&[(x * 5 ^ y * 3) as u8, (x * 2) as u8, (y * 7) as u8]);
+            px.copy_from_slice(&[((x * 5) ^ (y * 3)) as u8, (x * 2) as u8, (y * 7) as u8]);
         }
         let img = I420Image::from_rgb(w, h, &rgb);
         let mut s = spec(Layout::Nchw);
