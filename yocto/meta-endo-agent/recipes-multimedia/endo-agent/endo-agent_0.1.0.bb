@@ -25,6 +25,12 @@ require endo-agent-crates.inc
 
 inherit cargo pkgconfig systemd
 
+# The shipped build: Cargo.toml's `dist` profile (release with fat link-time optimisation
+# in one codegen unit: about 1 MB less resident memory, docs/benchmarks.md). cargo.bbclass
+# passes BUILD_MODE to `cargo build` and installs from target/<triple>/BUILD_DIR.
+BUILD_MODE = "--profile dist"
+BUILD_DIR = "dist"
+
 SYSTEMD_SERVICE:${PN} = "endo-agent.service"
 # The unit runs as a DynamicUser=, whose name and id resolve only through nss-systemd:
 # build the image's systemd with its "nss" PACKAGECONFIG and list "systemd" on the passwd
