@@ -41,8 +41,9 @@ impl Booted {
     fn start(image: &str, stage: &Path) -> Booted {
         let name = format!("endo-agent-pid1-{}", std::process::id());
         let stage = format!("{}:/stage:ro", stage.display());
-        // The test's own build stands in for `target/release/endo-agent`.
-        let binary = format!("{}:/stage/target/release/endo-agent:ro", bin());
+        // The test's own build stands in for `target/dist/endo-agent` (the profile the
+        // install builds).
+        let binary = format!("{}:/stage/target/dist/endo-agent:ro", bin());
         let c = Booted {
             c: Container::start(
                 &name,
@@ -169,7 +170,7 @@ fn doc_block(doc: &str, after: &str) -> Vec<String> {
 }
 
 /// What the container is given: the files the install commands copy, at the paths those
-/// commands name (the binary is mounted over `target/release/endo-agent`).
+/// commands name (the binary is mounted over `target/dist/endo-agent`).
 fn stage(dir: &Path) -> PathBuf {
     let stage = dir.join("stage");
     let copy = |from: &Path, to: &str| {
@@ -177,8 +178,8 @@ fn stage(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(from, &to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
     };
-    std::fs::create_dir_all(stage.join("target/release")).unwrap();
-    std::fs::write(stage.join("target/release/endo-agent"), b"").unwrap();
+    std::fs::create_dir_all(stage.join("target/dist")).unwrap();
+    std::fs::write(stage.join("target/dist/endo-agent"), b"").unwrap();
     copy(
         &repo().join("config/agent.example.toml"),
         "config/agent.example.toml",
