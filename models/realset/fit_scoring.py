@@ -35,10 +35,11 @@ the fitted points were not shipped. DEFAULTS below are the agent's shipped value
 import argparse
 import copy
 import json
-from collections import defaultdict
 
 import numpy as np
 from scipy.stats import spearmanr
+
+from evaluate import metrics
 
 # The agent's defaults (agent/config/pipeline.rs) for the keys the mirror reads.
 DEFAULTS = dict(
@@ -86,9 +87,8 @@ def frames(scores, **labels):
 def load_val(path):
     rows = [json.loads(line) for line in open(path)]
     lab = [r["label"] for r in rows]
-    return frames([r["out"]["score"] for r in rows], sev=np.array([float(x["severity"]) for x in lab]),
-                  kind=np.array([x["kind"] for x in lab]), group=np.array([x["group"] for x in lab]),
-                  photo=np.array([x["photo"] for x in lab]), bad=np.array([x["clearly_bad"] == "1" for x in lab]))
+    return frames([r["out"]["score"] for r in rows], rows=np.array(lab, dtype=object),
+                  photo=np.array([x["photo"] for x in lab]))
 
 
 def load_phantom(path, split):
@@ -108,18 +108,10 @@ def quality(d, c):
 
 
 def val_figures(d, c):
-    q = quality(d, c)
-    clean = d["kind"] == "clean"
-    pairs = defaultdict(lambda: [0.0, 0])
-    for i in np.where(clean)[0]:
-        for j in np.where((d["group"] == d["group"][i]) & ~clean)[0]:
-            p = pairs[d["kind"][j]]
-            p[0] += 1.0 if q[i] > q[j] else 0.5 if q[i] == q[j] else 0.0
-            p[1] += 1
-    return dict(srocc=float(spearmanr(q, -d["sev"])[0]),
-                pairwise=sum(p[0] for p in pairs.values()) / sum(p[1] for p in pairs.values()),
-                clean_pass=float((q[clean] >= THRESHOLD).mean()), bad_pass=float((q[d["bad"]] >= THRESHOLD).mean()),
-                kinds={k: p[0] / p[1] for k, p in sorted(pairs.items())})
+    """evaluate.py's figures of the final quality under `c`."""
+    m = metrics(quality(d, c), d["rows"], THRESHOLD)
+    return dict(srocc=m["srocc"], pairwise=m["pairwise"], clean_pass=m["clean_pass"],
+                bad_pass=m["bad_pass"], kinds=m["pairwise_by_kind"])
 
 
 def phantom_figures(d, c):
