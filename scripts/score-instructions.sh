@@ -11,8 +11,9 @@
 #
 # The frames: 12 phantom stills at 1920x1080 (good, defocus, dark, glare; white light and
 # NBI), made once with the first binary's `phantom` command in
-# ~/.cache/endo-agent/instructions. Each binary scores them with the shipped model and
-# prints its instructions per frame, and whether its scores equal the first binary's.
+# ~/.cache/endo-agent/instructions. Each binary scores them (with the shipped model, or
+# none with --no-model) and prints its instructions per frame, and whether its scores
+# equal the first binary's.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 model=(--model "$here/models/quality-int8.onnx")

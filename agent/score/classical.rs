@@ -376,18 +376,19 @@ fn vertical_steps(row: &[u8], next: &[u8]) -> (u64, u64) {
 
 /// The SIMD part of [`vertical_steps`]: SSE2's sum of absolute differences (`psadbw`, in
 /// every x86_64 CPU) over 16 bytes at a time, the odd columns masked to 0 in both rows.
-/// Returns the sum and how many leading columns it covered.
+/// Returns the sum and how many leading columns it covered. `row` and `next` are as long.
 #[cfg(target_arch = "x86_64")]
 fn even_steps_simd(row: &[u8], next: &[u8]) -> (u64, usize) {
     use std::arch::x86_64::*;
+    assert_eq!(row.len(), next.len());
     let mut done = 0;
     let mut halves = [0u64; 2];
     // SAFETY: SSE2 is part of the x86_64 baseline; each load reads 16 bytes at `done`,
-    // inside both slices (done + 16 <= len of each).
+    // inside both slices (done + 16 <= len, the same for both).
     unsafe {
         let even = _mm_set1_epi16(0x00ff);
         let mut acc = _mm_setzero_si128();
-        while done + 16 <= row.len().min(next.len()) {
+        while done + 16 <= row.len() {
             let a = _mm_loadu_si128(row.as_ptr().add(done) as *const __m128i);
             let b = _mm_loadu_si128(next.as_ptr().add(done) as *const __m128i);
             let d = _mm_sad_epu8(_mm_and_si128(a, even), _mm_and_si128(b, even));

@@ -90,6 +90,8 @@ def main():
                 acc=round(float(((q >= 0.6) == good).mean()), 3),
                 good_pass=round(float((q[good] >= 0.6).mean()), 3),
                 mild_recall=round(float((q[mild] < 0.6).mean()), 3), mild_frames=int(mild.sum()))))
+    if dump:
+        dump.close()
 
 
 if __name__ == "__main__":
